@@ -1,0 +1,3 @@
+from loraplace.cli import main
+
+main()

@@ -1,0 +1,101 @@
+"""The plain records that cross module boundaries: what to run, and what a run produced.
+
+A ``RunSpec`` is everything that determines a run's numbers; its ``run_id`` is a hash of
+exactly that, so the same spec is the same run on any machine and a changed setting is a
+new run. A ``RunResult`` is what comes back from a worker to the driver, which alone
+writes it to the store. Both are JSON-serialisable dataclasses (Ray and SQLite carry them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RunKind = Literal["lora", "zero-shot", "full"]
+RunStatus = Literal["pending", "running", "done", "failed", "diverged", "interrupted"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation and evaluation settings of one run (units in the comments)."""
+
+    steps: int = 250  # optimizer steps; ignored when epochs is set
+    epochs: float | None = None  # passes over the train blocks, overrides steps
+    batch_size: int = 16  # sequences per step
+    block_size: int = 128  # tokens per sequence
+    lr: float = 2e-3  # peak learning rate of AdamW
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 20  # linear warm-up from 0 to lr
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    lora_dropout: float = 0.0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast; weights stay fp32
+    device: str = "cpu"  # cpu | cuda | mps | auto
+    eval_every: int = 50  # steps between eval-curve points; 0 = only at the end
+    eval_batch_size: int = 64  # sequences per eval forward pass (no grad)
+    max_eval_blocks: int | None = None  # cap on eval blocks; None = all
+    diverge_factor: float = 4.0  # loss above factor x initial loss counts as divergence
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's numbers."""
+
+    study: str  # study name, for display only: not part of the run id
+    placement_name: str  # label in tables ("seed-full", "zero-shot", ...)
+    kind: RunKind
+    model: str  # model reference: built-in name, local dir or hub id
+    dataset: str  # dataset reference
+    seed: int
+    train: TrainSettings = field(default_factory=TrainSettings)
+    # The resolved placement: one dict per adapted module with keys
+    # name, role, layer, in_features, out_features, rank, alpha. Empty for zero-shot/full.
+    modules: tuple[dict[str, Any], ...] = ()
+    retain_dataset: str | None = None  # base-distribution data for the forgetting metric
+    text_field: str = "text"
+    use_rslora: bool = False
+    fingerprints: dict[str, str] = field(default_factory=dict)  # data/model content hashes
+
+    @property
+    def run_id(self) -> str:
+        """A hash of the resolved spec: same spec, same id, on any machine."""
+        payload = self.identity()
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def identity(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("study")
+        d.pop("placement_name")
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modules"] = list(d["modules"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        d["train"] = TrainSettings(**d.get("train", {}))
+        d["modules"] = tuple(d.get("modules", ()))
+        return cls(**d)
+
+
+@dataclass
+class RunResult:
+    """What one run produced; the driver writes it to the store."""
+
+    run_id: str
+    status: RunStatus
+    # Scalar metrics, e.g. eval_loss (token-weighted mean NLL, nats), eval_ppl, eval_tokens,
+    # zero_shot_loss, floor, retain_loss, trainable_params, total_params, trainable_pct,
+    # train_time_s, eval_time_s, tokens_per_s, peak_mem_bytes, mfu, mean_batch_ppl.
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Curves: name -> list of (step, value); e.g. "train_loss", "eval_loss", "lr".
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    diverged_step: int | None = None
+    error: str | None = None
