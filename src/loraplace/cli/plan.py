@@ -1,0 +1,161 @@
+"""`loraplace inspect`, `plan` and `export`: everything decided before training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loraplace.cli.app import app
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _arch(model: str, trust_remote_code: bool = False):
+    """Shapes only: the model's config instantiated on the meta device."""
+    from loraplace.arch import describe, meta_from_config
+    from loraplace.models import load_config
+
+    config = load_config(model, trust_remote_code=trust_remote_code)
+    return describe(meta_from_config(config), config)
+
+
+@app.command()
+def inspect(
+    model: str = typer.Argument(..., help="built-in name, local directory or hub id"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
+) -> None:
+    """Layers x roles of a model with shapes and parameter counts (no weights loaded)."""
+    from loraplace.arch import summarize as inspect_summary
+
+    arch = _arch(model, trust_remote_code)
+    summary = inspect_summary(arch)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    out.print(
+        f"[bold]{model}[/]  family={arch.family}  layers={arch.n_layers}  "
+        f"hidden={arch.hidden_size}  params={arch.base_params:,}"
+    )
+    if not arch.known:
+        err.print(
+            "[yellow]warning:[/] roles of this architecture could not be read; "
+            "place adapters with target_modules patterns (module paths below)"
+        )
+    t = Table(title="adaptable linear layers by role")
+    for col in (
+        "role",
+        "path in block",
+        "in -> out",
+        "layers",
+        "weights / module",
+        "LoRA r=1 / module",
+    ):
+        t.add_column(col, justify="right" if "/" in col else "left")
+    for row in summary["roles"]:
+        t.add_row(
+            row["role"],
+            row["path"],
+            f"{row['in_features']} -> {row['out_features']}",
+            row["layers"],
+            f"{row['weight_params']:,}",
+            f"{row['lora_params_per_rank']:,}",
+        )
+    out.print(t)
+    if summary["per_layer"]:
+        g = Table(title="layer x role (in -> out)")
+        g.add_column("layer", justify="right")
+        roles = summary["role_order"]
+        for r in roles:
+            g.add_column(r)
+        for layer, cells in summary["per_layer"].items():
+            g.add_row(str(layer), *[cells.get(r, "") for r in roles])
+        out.print(g)
+
+
+@app.command()
+def plan(
+    model: str = typer.Argument(..., help="built-in name, local directory or hub id"),
+    placements: list[str] = typer.Argument(..., help="presets, roles (a+b) or module names"),
+    rank: int | None = typer.Option(None, "--rank", "-r", help="LoRA rank for every module"),
+    alpha: float | None = typer.Option(None, "--alpha", "-a", help="LoRA alpha (default 2r)"),
+    layers: str | None = typer.Option(None, "--layers", help="all, 0-5, first:k, last:k, every:n"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
+) -> None:
+    """Resolve placements: modules by role, exact trainable parameters, warnings."""
+    from loraplace.placement import resolve
+
+    arch = _arch(model, trust_remote_code)
+    resolved = [resolve(p, arch, rank=rank, alpha=alpha, layers=layers) for p in placements]
+    if as_json:
+        print(json.dumps({"model": model, "placements": [r.to_json() for r in resolved]}, indent=2))
+        return
+    out.print(f"[bold]{model}[/]  family={arch.family}  base params={arch.base_params:,}")
+    summary = Table(title="placements")
+    for col in ("placement", "modules", "trainable params", "% of total", "warnings"):
+        summary.add_column(col, justify="right" if col != "placement" else "left")
+    for rp in resolved:
+        summary.add_row(
+            rp.name,
+            str(len(rp.modules)),
+            f"{rp.trainable_params:,}",
+            f"{rp.trainable_pct:.2f} %",
+            str(len(rp.warnings)),
+        )
+    out.print(summary)
+    for rp in resolved:
+        t = Table(title=f"{rp.name}: adapted modules by role")
+        for col in ("role", "paths", "modules", "layers", "ranks", "params"):
+            t.add_column(col, justify="right" if col in ("modules", "params") else "left")
+        ranks: dict[str, set[int]] = {}
+        for m in rp.modules:
+            ranks.setdefault(m.role, set()).add(m.rank)
+        for role, v in rp.by_role().items():
+            from loraplace.placement.resolve import _ranges
+
+            t.add_row(
+                role,
+                ", ".join(sorted(v["paths"])),
+                str(v["modules"]),
+                _ranges(sorted(v["layers"])) or "-",
+                ",".join(str(r) for r in sorted(ranks[role])),
+                f"{v['params']:,}",
+            )
+        out.print(t)
+        for w in rp.warnings:
+            out.print(f"[yellow]warning[/] ({rp.name}): {w}")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="built-in name, local directory or hub id"),
+    placement: str = typer.Argument(..., help="preset, roles (a+b) or module names"),
+    fmt: str = typer.Option("peft", "--format", "-f", help="peft | axolotl | llama-factory"),
+    out_dir: Path = typer.Option(Path("."), "--out", "-o", help="directory to write into"),
+    rank: int | None = typer.Option(None, "--rank", "-r"),
+    alpha: float | None = typer.Option(None, "--alpha", "-a"),
+    layers: str | None = typer.Option(None, "--layers"),
+    dropout: float = typer.Option(0.0, "--dropout"),
+) -> None:
+    """Write the placement as a PEFT adapter_config.json or Axolotl / LLaMA-Factory YAML."""
+    from loraplace.placement import resolve
+    from loraplace.placement.export import FORMATS, export_placement, write_export
+
+    if fmt not in FORMATS:
+        from loraplace.errors import UserError
+
+        raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    rp = resolve(placement, _arch(model), rank=rank, alpha=alpha, layers=layers)
+    files = export_placement(rp, fmt, base_model=model, dropout=dropout)
+    for path in write_export(files, out_dir):
+        out.print(
+            f"wrote {path} ({len(rp.modules)} modules, {rp.trainable_params:,} trainable params)"
+        )
+    for w in rp.warnings:
+        err.print(f"[yellow]warning[/]: {w}")

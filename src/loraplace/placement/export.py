@@ -1,0 +1,88 @@
+"""Exports of a resolved placement as the config another trainer reads.
+
+Each format reproduces the same module set: full module names with PEFT's matching rules
+(an exact full name matches exactly one module), so the trainer adapts what was planned.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from loraplace.errors import UserError
+from loraplace.placement.peft_config import lora_config_kwargs
+from loraplace.placement.resolve import ResolvedPlacement
+
+FORMATS = ("peft", "axolotl", "llama-factory")
+
+
+def _uniform(rp: ResolvedPlacement, fmt: str) -> tuple[int, float]:
+    ranks = {m.rank for m in rp.modules}
+    alphas = {m.alpha for m in rp.modules}
+    if len(ranks) > 1 or len(alphas) > 1:
+        raise UserError(
+            f"{fmt} config has one lora rank and alpha for all modules, but placement "
+            f"{rp.name!r} uses ranks {sorted(ranks)}: export with --format peft"
+        )
+    return ranks.pop(), alphas.pop()
+
+
+def export_placement(
+    rp: ResolvedPlacement, fmt: str, *, base_model: str, dropout: float = 0.0
+) -> dict[str, str]:
+    """Render the placement; returns {file name: content}."""
+    if fmt == "peft":
+        kw = lora_config_kwargs(rp.modules, dropout=dropout, use_rslora=rp.use_rslora)
+        from peft import LoraConfig
+
+        cfg = LoraConfig(base_model_name_or_path=base_model, **kw).to_dict()
+        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+        return {
+            "adapter_config.json": json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n"
+        }
+    header = (
+        f"# loraplace placement {rp.name!r}: {len(rp.modules)} modules, "
+        f"{rp.trainable_params:,} trainable params\n"
+    )
+    names = [m.name for m in rp.modules]
+    if fmt == "axolotl":
+        r, a = _uniform(rp, fmt)
+        doc = {
+            "base_model": base_model,
+            "adapter": "lora",
+            "lora_r": r,
+            "lora_alpha": a,
+            "lora_dropout": dropout,
+            "lora_target_modules": names,
+            "lora_target_linear": False,
+            "peft_use_rslora": rp.use_rslora,
+        }
+        return {"axolotl.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
+    if fmt == "llama-factory":
+        r, a = _uniform(rp, fmt)
+        doc = {
+            "model_name_or_path": base_model,
+            "finetuning_type": "lora",
+            "lora_rank": r,
+            "lora_alpha": a,
+            "lora_dropout": dropout,
+            "lora_target": ",".join(names),
+            "use_rslora": rp.use_rslora,
+        }
+        return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
+    raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def write_export(files: dict[str, str], out_dir: Path) -> list[Path]:
+    """Write files atomically into out_dir (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, content in files.items():
+        path = out_dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(content)
+        tmp.replace(path)
+        paths.append(path)
+    return paths

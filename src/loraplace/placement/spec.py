@@ -1,0 +1,208 @@
+"""The placement spec: roles x layers x rank x alpha, or raw PEFT ``target_modules``.
+
+A spec is data (pydantic, so it validates the same from YAML, JSON or the CLI). Named
+presets cover the seed study's three placements under its own names, with PEFT's suffix
+semantics (so ``seed-attention`` really does match ``mlp.c_proj`` too), and role presets
+that mean what they say.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from loraplace.arch import ROLES
+from loraplace.errors import UserError, closest
+
+AlphaRule = Literal["fixed", "2r", "rslora"]
+
+# Role groups usable wherever a role is expected.
+ROLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "attn": ("attn.qkv", "attn.q", "attn.k", "attn.v", "attn.o"),
+    "mlp": ("mlp.gate_up", "mlp.gate", "mlp.up", "mlp.down"),
+}
+
+
+class PlacementSpec(BaseModel):
+    """Where adapters go and how large they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    # Either roles (see loraplace.arch.ROLES; "attn"/"mlp" expand to their roles) ...
+    roles: list[str] | None = None
+    # ... or PEFT-style target_modules: a list with PEFT's suffix semantics, or a regex.
+    target_modules: list[str] | str | None = None
+    include_other: bool = False  # all-linear: also linear layers whose role is "other"
+    # Layer selector: "all", "3", "0-5", "0-3,8,10-11", "first:k", "last:k",
+    # "every:n" or "every:n:offset", or a list of indices.
+    layers: str | list[int] = "all"
+    rank: int | None = None  # None: the study's or CLI's rank (default 8)
+    role_rank: dict[str, int] = Field(default_factory=dict)  # per-role rank overrides
+    layer_rank: dict[int, int] = Field(default_factory=dict)  # per-layer rank overrides
+    alpha: float | None = None  # used with alpha_rule "fixed" (and rslora); default 2r
+    alpha_rule: AlphaRule | None = None  # None: "fixed" if alpha is given, else "2r"
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles):
+        if roles is None:
+            return roles
+        out = []
+        for r in roles:
+            if r in ROLE_GROUPS:
+                out.extend(ROLE_GROUPS[r])
+            elif r in ROLES:
+                out.append(r)
+            else:
+                valid = list(ROLES) + list(ROLE_GROUPS)
+                raise UserError(
+                    f"unknown role {r!r}{closest(r, valid)}: valid roles are {', '.join(valid)}"
+                )
+        return list(dict.fromkeys(out))
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.roles:
+            return "+".join(self.roles)
+        if isinstance(self.target_modules, list):
+            return "+".join(self.target_modules)
+        return str(self.target_modules)
+
+
+PRESETS: dict[str, dict] = {
+    # The seed study's placements, as it wrote them: PEFT suffix semantics.
+    "seed-full": {"target_modules": ["c_attn", "c_proj", "c_fc"]},
+    "seed-attention": {"target_modules": ["c_attn", "c_proj"]},
+    "seed-ffn": {"target_modules": ["c_fc"]},
+    # Role presets: they mean what they say on every architecture loraplace knows.
+    "attention": {"roles": ["attn"]},
+    "mlp": {"roles": ["mlp"]},
+    "mlp-up": {"roles": ["mlp.up", "mlp.gate_up"]},
+    "mlp-gate": {"roles": ["mlp.gate"]},
+    "mlp-down": {"roles": ["mlp.down"]},
+    "all-linear": {"roles": ["attn", "mlp"], "include_other": True},
+    "qv": {"roles": ["attn.q", "attn.v"]},
+    "qkv": {"roles": ["attn.qkv", "attn.q", "attn.k", "attn.v"]},
+    "attn-o": {"roles": ["attn.o"]},
+}
+
+PRESET_HELP: dict[str, str] = {
+    "seed-full": "target_modules [c_attn, c_proj, c_fc] (the seed study's full placement)",
+    "seed-attention": "target_modules [c_attn, c_proj] (also matches mlp.c_proj in GPT-2!)",
+    "seed-ffn": "target_modules [c_fc]",
+    "attention": "every attention projection (q, k, v or fused qkv, and output)",
+    "mlp": "every MLP projection (up, gate, down)",
+    "mlp-up": "MLP up projection (fused gate_up where that is how the model stores it)",
+    "mlp-gate": "MLP gate projection",
+    "mlp-down": "MLP down projection",
+    "all-linear": "every linear layer in the blocks (PEFT's all-linear: no lm_head)",
+    "qv": "query and value projections (needs separate q and v)",
+    "qkv": "query, key and value projections (fused or separate)",
+    "attn-o": "attention output projection",
+}
+
+
+def parse_placement(obj: str | dict | PlacementSpec) -> PlacementSpec:
+    """A spec from a preset name, ``a+b`` shorthand, a dict or a PlacementSpec.
+
+    ``a+b`` joins roles/role groups when every part is one (``attn.qkv+mlp.up``), and is
+    otherwise a PEFT target_modules list (``c_attn+c_proj``).
+    """
+    if isinstance(obj, PlacementSpec):
+        return obj
+    if isinstance(obj, dict):
+        data = dict(obj)
+        preset = data.pop("preset", None)
+        if preset is not None:
+            base = parse_placement(preset).model_dump(exclude_unset=True)
+            base.update(data)
+            data = base
+        try:
+            return PlacementSpec(**data)
+        except UserError:
+            raise
+        except Exception as exc:  # pydantic ValidationError: make it one line
+            raise UserError(f"invalid placement {obj!r}: {_one_line(exc)}") from None
+    if not isinstance(obj, str) or not obj.strip():
+        raise UserError(f"invalid placement {obj!r}: give a preset name, roles or a spec")
+    text = obj.strip()
+    if text in PRESETS:
+        return PlacementSpec(name=text, **PRESETS[text])
+    parts = [p.strip() for p in text.split("+") if p.strip()]
+    roleish = set(ROLES) | set(ROLE_GROUPS)
+    if all(p in roleish for p in parts):
+        return PlacementSpec(name=text, roles=parts)
+    if len(parts) == 1 and not re.fullmatch(r"[\w.]+", text):
+        raise UserError(
+            f"unknown placement {text!r}: use a preset ({', '.join(PRESETS)}), roles "
+            "joined by '+', or module names"
+        )
+    if len(parts) == 1 and text not in roleish:
+        hint = closest(text, list(PRESETS) + list(roleish))
+        if hint and "." not in text and "_" not in text:
+            # a word that is neither a preset nor a role: most likely a typo
+            raise UserError(
+                f"unknown preset or role {text!r}{hint}: presets are {', '.join(PRESETS)}"
+            )
+    return PlacementSpec(name=text, target_modules=parts)
+
+
+def _one_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for e in errors():
+            loc = ".".join(str(x) for x in e.get("loc", ()))
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        return "; ".join(parts)
+    return str(exc).splitlines()[0]
+
+
+def select_layers(selector: str | list[int], n_layers: int) -> list[int]:
+    """Layer indices a selector picks, in order; raises UserError when out of range."""
+    if isinstance(selector, list):
+        idx = [int(i) for i in selector]
+    else:
+        s = str(selector).strip().lower()
+        if s in ("all", "", "*"):
+            return list(range(n_layers))
+        m = re.fullmatch(r"(first|last):(\d+)", s)
+        m2 = re.fullmatch(r"every:(\d+)(?::(\d+))?", s)
+        if m:
+            k = int(m.group(2))
+            if k < 1 or k > n_layers:
+                raise UserError(
+                    f"layer selector {selector!r} asks for {k} layers: the model has "
+                    f"{n_layers} (use 1..{n_layers})"
+                )
+            idx = list(range(k)) if m.group(1) == "first" else list(range(n_layers - k, n_layers))
+        elif m2:
+            n, off = int(m2.group(1)), int(m2.group(2) or 0)
+            if n < 1:
+                raise UserError(f"layer selector {selector!r}: the step must be >= 1")
+            idx = list(range(off, n_layers, n))
+        elif re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", s.replace(" ", "")):
+            idx = []
+            for part in s.replace(" ", "").split(","):
+                a, _, b = part.partition("-")
+                lo, hi = int(a), int(b) if b else int(a)
+                if hi < lo:
+                    raise UserError(f"layer range {part!r} runs backwards: write {hi}-{lo}")
+                idx.extend(range(lo, hi + 1))
+        else:
+            raise UserError(
+                f"bad layer selector {selector!r}: use all, 3, 0-5, 0-3,8, first:k, last:k "
+                "or every:n[:offset]"
+            )
+    bad = [i for i in idx if i < 0 or i >= n_layers]
+    if bad:
+        raise UserError(
+            f"layer {bad[0]} is out of range: the model has {n_layers} layers (0-{n_layers - 1})"
+        )
+    if not idx:
+        raise UserError(f"layer selector {selector!r} selects no layer")
+    return sorted(set(idx))
