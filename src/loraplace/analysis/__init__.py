@@ -1,0 +1,43 @@
+"""Analysis of a study from the results store: seeds, tests, fronts, importance, consistency.
+
+Every function takes the plain records of ``load_study`` and knows nothing of plotting.
+"""
+
+from loraplace.analysis.aggregate import (
+    Estimate,
+    PlacementSummary,
+    Summary,
+    ZeroShot,
+    estimate,
+    summarize,
+)
+from loraplace.analysis.consistency import Consistency, consistency
+from loraplace.analysis.importance import Importance, importance
+from loraplace.analysis.load import RunRecord, StudyData, load_study
+from loraplace.analysis.pareto import Efficiency, Front, Guideline, efficiency, fronts, guidelines
+from loraplace.analysis.stats import PairedTest, holm, paired_tests
+
+__all__ = [
+    "Consistency",
+    "Efficiency",
+    "Estimate",
+    "Front",
+    "Guideline",
+    "Importance",
+    "PairedTest",
+    "PlacementSummary",
+    "RunRecord",
+    "StudyData",
+    "Summary",
+    "ZeroShot",
+    "consistency",
+    "efficiency",
+    "estimate",
+    "fronts",
+    "guidelines",
+    "holm",
+    "importance",
+    "load_study",
+    "paired_tests",
+    "summarize",
+]

@@ -1,0 +1,101 @@
+"""Read one study out of the results store into plain records (the only store reader here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraplace.store import Store
+
+# Run kinds that carry an adapted (or fully tuned) model, as opposed to the baseline.
+TRAINED_KINDS = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as stored: its spec, status, metrics, curves and manifest."""
+
+    run_id: str
+    placement: str
+    kind: str
+    seed: int
+    status: str
+    diverged_step: int | None
+    error: str | None
+    spec: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    @property
+    def modules(self) -> list[dict[str, Any]]:
+        """The resolved adapted modules (name, role, layer, shapes, rank, alpha)."""
+        return list(self.spec.get("modules") or ())
+
+    def metric(self, name: str) -> float | None:
+        return self.metrics.get(name)
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Everything the analysis needs from one study, read once."""
+
+    store_path: Path
+    study_id: str
+    name: str
+    config: dict[str, Any]
+    command: str | None
+    created_at: float
+    runs: list[RunRecord]
+
+    def placements(self) -> list[str]:
+        """Trained placements in study order (first appearance)."""
+        seen: dict[str, None] = {}
+        for r in self.runs:
+            if r.kind in TRAINED_KINDS:
+                seen.setdefault(r.placement, None)
+        return list(seen)
+
+
+def load_study(path: str | Path, study: str | None = None) -> StudyData:
+    """Read a study (the most recent unless ``study`` names one) from a store or output dir."""
+    store = Store(path, create=False, writer=False)
+    try:
+        meta = store.study(study)
+        runs = []
+        metrics = store.metrics()
+        for r in store.runs(meta["study_id"]):
+            rid = r["run_id"]
+            runs.append(
+                RunRecord(
+                    run_id=rid,
+                    placement=r["placement"],
+                    kind=r["kind"],
+                    seed=int(r["seed"]),
+                    status=r["status"],
+                    diverged_step=r["diverged_step"],
+                    error=r["error"],
+                    spec=r["spec"],
+                    # A diverged run's numbers are never used, even if some were stored.
+                    metrics=metrics.get(rid, {}) if r["status"] == "done" else {},
+                    curves=store.curves(rid),
+                    manifest=store.manifest(rid),
+                )
+            )
+        return StudyData(
+            store_path=store.path,
+            study_id=meta["study_id"],
+            name=meta["name"],
+            config=json.loads(meta["config_json"]),
+            command=meta["command"],
+            created_at=float(meta["created_at"]),
+            runs=runs,
+        )
+    finally:
+        store.close()

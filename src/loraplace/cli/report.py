@@ -1,0 +1,35 @@
+"""``loraplace report``: rebuild the study's report from its results store alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from loraplace.cli.app import app
+
+
+@app.command()
+def report(
+    store: Path = typer.Argument(
+        Path("."), help="The study's output directory or its loraplace.db file."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report directory (default: <store dir>/report)."
+    ),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name or id in the store (default: the most recent)."
+    ),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Placement to compare against (default: the largest)."
+    ),
+) -> int:
+    """Write report.md, report.html, tables and figures for a study in the store."""
+    from loraplace.report import build_report  # matplotlib loads only when a report is made
+
+    res = build_report(store, out, study=study, reference=reference)
+    typer.echo(
+        f"report for study {res.study!r}: {res.out}/report.html "
+        f"({len(res.files)} files, {res.seconds:.1f} s)"
+    )
+    return 0

@@ -1,0 +1,106 @@
+"""``loraplace report``: the store in, a directory of report, tables and figures out.
+
+Everything is built in a temporary sibling directory and renamed into place at the end,
+so an error leaves the previous report (or nothing) rather than half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraplace.analysis import load_study, summarize
+from loraplace.errors import UserError
+from loraplace.report import tables as tb
+from loraplace.report.manifest import file_manifest, reproducibility
+from loraplace.report.render import to_html, to_markdown
+from loraplace.report.sections import build_document
+from loraplace.store import resolve_store_path
+
+REPORT_MARKERS = ("report.md", "manifest.json")  # what makes a directory ours to replace
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    """Where the report went and what it holds."""
+
+    out: Path
+    study: str
+    files: list[str]  # paths relative to ``out``
+    seconds: float
+
+
+def default_out(store_arg: str | Path) -> Path:
+    return resolve_store_path(store_arg).parent / "report"
+
+
+def build_report(
+    store: str | Path,
+    out: str | Path | None = None,
+    *,
+    study: str | None = None,
+    reference: str | None = None,
+) -> ReportOutput:
+    """Read the store, analyse, and write the report directory atomically."""
+    t0 = time.perf_counter()
+    data = load_study(store, study)
+    s = summarize(data, reference)
+    if not s.placements:
+        counts = ", ".join(f"{r.placement}:{r.status}" for r in data.runs[:6]) or "no runs"
+        raise UserError(
+            f"study {data.name!r} has no finished trained runs to report ({counts}); "
+            "run `loraplace run` until at least one placement finishes"
+        )
+    out_dir = Path(out) if out is not None else default_out(store)
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and (
+        not out_dir.is_dir()
+        or (any(out_dir.iterdir()) and not any((out_dir / m).exists() for m in REPORT_MARKERS))
+    ):
+        raise UserError(f"{out_dir} exists and is not a loraplace report; choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        repro = reproducibility(data, str(store))
+        doc, tables = build_document(s, str(store), repro, tmp / "figures")
+        tdir = tmp / "tables"
+        tdir.mkdir()
+        for t in tables:
+            (tdir / f"{t.name}.md").write_text(tb.to_markdown(t) + "\n")
+            (tdir / f"{t.name}.tex").write_text(tb.to_latex(t))
+            (tdir / f"{t.name}.csv").write_text(tb.to_csv(t))
+        (tmp / "report.md").write_text(to_markdown(doc))
+        (tmp / "report.html").write_text(to_html(doc))
+        (tmp / "manifest.json").write_text(
+            json.dumps(
+                {"reproducibility": repro, "files": file_manifest(tmp)}, indent=2, default=str
+            )
+            + "\n"
+        )
+        files = [f["path"] for f in file_manifest(tmp)]
+        _swap(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ReportOutput(out_dir, data.name, files, time.perf_counter() - t0)
+
+
+def _swap(tmp: Path, out_dir: Path) -> None:
+    """Put ``tmp`` where ``out_dir`` is, replacing an older report with two renames."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be read
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
+    out_dir.rename(old)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

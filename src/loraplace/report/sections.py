@@ -1,0 +1,435 @@
+"""The report's content: every section as a document of prose, tables and figures.
+
+Sentences carry the numbers of the tables (same rounding, from ``fmt``); user strings are
+``U`` parts so that each renderer escapes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from loraplace.analysis import (
+    Consistency,
+    Summary,
+    consistency,
+    efficiency,
+    fronts,
+    guidelines,
+    importance,
+    paired_tests,
+)
+from loraplace.analysis.aggregate import MIN_SEEDS
+from loraplace.analysis.stats import ALPHA, PairedTest, find_test
+from loraplace.report import figures as figs
+from loraplace.report import fmt
+from loraplace.report import section_tables as st
+from loraplace.report import tables as tb
+from loraplace.report.escape import U
+from loraplace.report.render import (
+    Bullets,
+    Code,
+    Document,
+    FigureBlock,
+    Heading,
+    Para,
+    TableBlock,
+)
+
+
+def _verdict(t: PairedTest | None) -> str:
+    if t is None or t.p_holm is None:
+        return "not testable"
+    if t.within_noise:
+        return f"within noise (Holm p = {fmt.pvalue(t.p_holm)})"
+    return f"significant (Holm p = {fmt.pvalue(t.p_holm)})"
+
+
+def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
+    """The Results section: sentences carrying the table's numbers and CIs."""
+    paras: list[Para] = []
+    best = min(s.placements, key=lambda p: p.loss.mean)
+    first = [
+        U(best.placement),
+        f" has the lowest eval loss, {fmt.loss_ci(best.loss)} nats "
+        f"(mean ± 95 % CI over {best.loss.n} seeds; perplexity {fmt.ppl(best.ppl)})",
+    ]
+    if best.trainable_params is not None and best.trainable_pct is not None:
+        first.append(
+            f", training {fmt.count(best.trainable_params)} parameters "
+            f"({fmt.pct(best.trainable_pct)} % of the total)"
+        )
+    first.append(".")
+    if best.loss_reduction is not None and s.zero_shot is not None:
+        first.append(
+            f" It is {fmt.loss_ci(best.loss_reduction)} nats below the zero-shot model "
+            f"({fmt.loss(s.zero_shot.loss.mean)})"
+        )
+        if best.gap_closed is not None and s.floor is not None:
+            first.append(
+                f" and closes {fmt.pct_ci(best.gap_closed)} % of the gap to the floor "
+                f"({fmt.loss(s.floor)})"
+            )
+        first.append(".")
+    paras.append(Para(first))
+    ref = s.get(s.reference) if s.reference else None
+    if ref is not None:
+        items: list[list[str]] = []
+        for p in s.placements:
+            if p is ref:
+                continue
+            parts = [
+                U(p.placement),
+                f": {fmt.loss_ci(p.loss)} nats "
+                f"({fmt.signed_pct(p.rel_loss_vs_ref or 0)} % against the reference)",
+            ]
+            if p.trainable_params is not None:
+                parts.append(f" with {fmt.count(p.trainable_params)} trainable parameters")
+            if p.speedup_vs_ref is not None:
+                parts.append(f", training {fmt.factor(p.speedup_vs_ref)} as fast")
+            parts.append(
+                f"; the difference is {_verdict(find_test(tests, p.placement, ref.placement))}."
+            )
+            items.append(parts)
+        lead = ["Against the reference ", U(ref.placement)]
+        if ref.trainable_params is not None:
+            lead.append(
+                f" ({fmt.count(ref.trainable_params)} trainable parameters, "
+                f"{fmt.loss_ci(ref.loss)} nats)"
+            )
+        lead.append(":")
+        paras.append(Para(lead))
+        paras.append(Bullets(items))  # type: ignore[arg-type]
+    if s.has_forgetting:
+        fs = [p for p in s.placements if p.forgetting is not None]
+        lo = min(fs, key=lambda p: p.forgetting.mean)  # type: ignore[union-attr]
+        hi = max(fs, key=lambda p: p.forgetting.mean)  # type: ignore[union-attr]
+        paras.append(
+            Para(
+                [
+                    "Forgetting (retain loss increase on the base distribution) ranges from "
+                    f"{fmt.signed_loss(lo.forgetting.mean)} nats (",
+                    U(lo.placement),
+                    ") to "  # type: ignore[union-attr]
+                    f"{fmt.signed_loss(hi.forgetting.mean)} nats (",
+                    U(hi.placement),
+                    ").",  # type: ignore[union-attr]
+                ]
+            )
+        )
+    if s.excluded:
+        parts = [f"{len(s.excluded)} run(s) contribute no numbers: "]
+        for i, r in enumerate(s.excluded):
+            parts += [U(r.placement), f" seed {r.seed} {r.status}"]
+            if r.diverged_step is not None:
+                parts.append(f" at step {r.diverged_step}")
+            parts.append("; " if i < len(s.excluded) - 1 else ".")
+        paras.append(Para(parts))
+    return paras
+
+
+def _stats_text(tests: list[PairedTest]) -> list[str]:
+    testable = [t for t in tests if t.p_holm is not None]
+    sig = [t for t in testable if not t.within_noise]
+    text = [
+        f"{len(tests)} pairwise comparisons, paired over the seeds both placements finished; "
+        f"{len(sig)} differ significantly after Holm correction at α = {ALPHA}, "
+        f"{len(testable) - len(sig)} are within noise"
+    ]
+    if len(testable) < len(tests):
+        text.append(f", and {len(tests) - len(testable)} could not be tested")
+    text.append(". A difference within noise is no evidence that either placement is better.")
+    return text
+
+
+def _consistency_text(c: Consistency) -> list[str]:
+    text = [
+        "Perplexity is exp of the token-weighted mean negative log-likelihood over all eval "
+        "tokens, recomputed here from the stored loss. A mean of per-batch perplexities is "
+        "larger (exp is convex, so by Jensen's inequality the mean of exp exceeds exp of the "
+        "mean) and weighs every batch alike whatever its token count; it is not the "
+        "perplexity of the eval set."
+    ]
+    infl = [r.inflation_pct for r in c.rows if r.inflation_pct is not None]
+    if infl:
+        text.append(
+            f" Here it overstates perplexity by {fmt.signed_pct(min(infl))} % to "
+            f"{fmt.signed_pct(max(infl))} %."
+        )
+    if c.reordered:
+        text.append(
+            " It also reorders the placements: ranked by mean batch perplexity they "
+            "come out in a different order than by loss, so a study reporting it would "
+            "contradict its own loss table. The loss and exp(loss) are the right numbers."
+        )
+    elif infl:
+        text.append(
+            " The order of the placements is the same either way, but only exp(loss) is "
+            "comparable across studies."
+        )
+    return text
+
+
+def build_document(
+    s: Summary, store_arg: str, repro: dict, fig_dir: Path
+) -> tuple[Document, list[tb.Table]]:
+    """The whole report as a document, and the tables to write as files."""
+    study = s.study
+    tests = paired_tests(s)
+    fr = fronts(s)
+    effs = efficiency(s)
+    gl = guidelines(s, tests)
+    imp = importance(s)
+    cons = consistency(s)
+    doc = Document([U(study.name), ": where should the LoRA adapters go?"])
+    counts: dict[str, int] = {}
+    for r in study.runs:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    status = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    doc.add(
+        Para(
+            [
+                f"Built by loraplace from the results store alone ({len(study.runs)} runs: "
+                f"{status}). Every number below is computed from that store; the "
+                "Reproducibility section names the command that rebuilds it."
+            ]
+        )
+    )
+    for w in s.warnings:
+        doc.add(Para([U(w)], "warning"))
+    for m in cons.mismatches:
+        doc.add(
+            Para(
+                [
+                    "stored eval_ppl of run ",
+                    U(m.run_id),
+                    " (",
+                    U(m.placement),
+                    ") is not exp(eval_loss); the report uses exp(eval_loss).",
+                ],
+                "warning",
+            )
+        )
+    tables: list[tb.Table] = []
+
+    def table(t: tb.Table) -> TableBlock:
+        tables.append(t)
+        return TableBlock(t, len(tables))
+
+    figures: list[figs.FigureFile] = []
+
+    def figure(f: figs.FigureFile | None) -> None:
+        if f is not None:
+            figures.append(f)
+            doc.add(FigureBlock(f, len(figures)))
+
+    doc.add(Heading(2, ["Results"]))
+    for p in _results_paragraphs(s, tests):
+        doc.add(p)
+    doc.add(table(tb.results_table(s)))
+    figure(figs.loss_figure(s, fig_dir))
+    doc.add(table(tb.coverage_table(s)))
+    if s.excluded:
+        doc.add(Heading(3, ["Runs that contribute no numbers"]))
+        doc.add(
+            Para(
+                [
+                    "Diverged, failed, interrupted and unfinished runs are listed here and "
+                    "left out of every mean, test and figure."
+                ]
+            )
+        )
+        doc.add(table(tb.excluded_table(s)))
+
+    doc.add(Heading(2, ["Statistics"]))
+    few = [p for p in s.placements if p.loss.n < MIN_SEEDS]
+    seeds = sorted({p.loss.n for p in s.placements})
+    doc.add(
+        Para(
+            [f"Seeds per placement: {', '.join(map(str, seeds))}."]
+            + (
+                [
+                    f" Fewer than {MIN_SEEDS} for {len(few)} placement(s): "
+                    "treat their tests with care."
+                ]
+                if few
+                else []
+            )
+        )
+    )
+    if tests:
+        doc.add(Para(_stats_text(tests)))
+        doc.add(table(st.stats_table(tests)))
+
+    doc.add(Heading(2, ["Efficiency–performance trade-off"]))
+    figure(figs.tradeoff_figure(s, fr, fig_dir))
+    if effs:
+        best_m = max(
+            (e for e in effs if e.per_mparam is not None),
+            key=lambda e: e.per_mparam,  # type: ignore[arg-type, return-value]
+            default=None,
+        )
+        best_t = max(
+            (e for e in effs if e.per_second is not None),
+            key=lambda e: e.per_second,  # type: ignore[arg-type, return-value]
+            default=None,
+        )
+        parts: list[str] = []
+        if best_m:
+            parts += [
+                "Most loss reduction per million trainable parameters: ",
+                U(best_m.placement),
+                f" ({fmt.ratio(best_m.per_mparam)} nats per M params). ",
+            ]
+        if best_t:
+            parts += [
+                "Most per training second: ",
+                U(best_t.placement),
+                f" ({fmt.ratio(best_t.per_second)} nats per s).",
+            ]
+        doc.add(Para(parts))
+        doc.add(table(st.efficiency_table(effs, s, fr)))
+
+    doc.add(Heading(2, ["Practical guidelines"]))
+    if gl:
+        items = []
+        for g in gl:
+            p = s.get(g.placement)
+            it = [
+                f"With a budget of at least {fmt.cost(g.axis, g.budget)}: use ",
+                U(g.placement),
+                f" (eval loss {fmt.loss_ci(p.loss)})",
+            ]
+            if g.step_test is not None:
+                it.append(" — over the next cheaper choice the gain is " + _verdict(g.step_test))
+            it.append(".")
+            items.append(it)
+        doc.add(
+            Para(
+                [
+                    "Read off the Pareto fronts: for each budget, the placement with the lowest "
+                    "loss that fits it. A step marked within noise buys nothing measurable."
+                ]
+            )
+        )
+        doc.add(Bullets(items))
+        doc.add(table(st.guideline_table(gl, s)))
+    else:
+        doc.add(
+            Para(["No placement reports trainable parameters or train time; no budget advice."])
+        )
+
+    doc.add(Heading(2, ["Importance hierarchy"]))
+    if imp.empty:
+        doc.add(
+            Para(
+                [
+                    "The study holds no nested placements that differ by exactly one role or "
+                    "one layer range (single role, single layer range, leave-one-out), so no "
+                    "importance ranking can be read off it. Add such placements to rank roles "
+                    "and layers."
+                ]
+            )
+        )
+    else:
+        doc.add(
+            Para(
+                [
+                    "Two placements are compared when one adapts everything the other does "
+                    "(same rank and alpha) plus all its modules of exactly one role, or "
+                    "everything on one contiguous layer range; zero-shot counts as the empty "
+                    "placement. The gain is the loss difference, paired over shared seeds; "
+                    "a unit's rank is by its mean gain over the comparisons named beside it."
+                ]
+            )
+        )
+        top = imp.roles[0] if imp.roles else imp.layers[0]
+        doc.add(
+            Para(
+                [
+                    "Most important: ",
+                    U(st.unit_label(top.kind, top.unit)),
+                    f" (mean gain {fmt.signed_loss(top.gain)} nats over {len(top.comparisons)} "
+                    "comparison(s)).",
+                ]
+            )
+        )
+        doc.add(table(st.importance_table(imp)))
+        figure(figs.heatmap_figure(imp, fig_dir))
+
+    doc.add(Heading(2, ["Loss and perplexity consistency"]))
+    doc.add(Para(_consistency_text(cons)))
+    doc.add(table(st.consistency_table(cons)))
+
+    doc.add(Heading(2, ["Learning curves"]))
+    figure(figs.curves_figure(s, fig_dir))
+
+    doc.add(Heading(2, ["Reproducibility"]))
+    env = repro["run_environment"]
+    doc.add(
+        Bullets(
+            [
+                ["Study: ", U(study.name), " (id ", U(study.study_id), ")."],
+                [
+                    "Results hash (sha256 of config, runs and metrics): ",
+                    U(repro["results_sha256"]),
+                    ".",
+                ],
+                [
+                    "Device: ",
+                    U(", ".join(map(str, env["device"])) or "unknown"),
+                    "; precision: ",
+                    U(", ".join(map(str, env["precision"])) or "unknown"),
+                    "; torch threads: ",
+                    U(", ".join(map(str, env["torch_threads"])) or "unknown"),
+                    ".",
+                ],
+                ["Git commit: ", U(", ".join(map(str, env["git_commit"])) or "unknown"), "."],
+                [
+                    "Platform: ",
+                    U(", ".join(map(str, env["platform"] + env["gpu"])) or "unknown"),
+                    ".",
+                ],
+            ]
+        )
+    )
+    doc.add(Para(["Rerun the study, then rebuild this report:"]))
+    doc.add(
+        Code(
+            f"{repro['rerun']['study'] or '# the store records no command'}\n"
+            f"{repro['rerun']['report']}\n",
+            "sh",
+        )
+    )
+    doc.add(Para(["Package versions and data/model fingerprints recorded by the runs:"]))
+    doc.add(
+        Code(
+            yaml.safe_dump(
+                {"versions": env["versions"], "fingerprints": env["fingerprints"]},
+                sort_keys=True,
+                default_flow_style=None,
+                width=96,
+            ),
+            "yaml",
+        )
+    )
+    doc.add(Para(["The validated study configuration:"]))
+    doc.add(
+        Code(
+            yaml.safe_dump(
+                study.config, sort_keys=True, default_flow_style=None, allow_unicode=True, width=96
+            ),
+            "yaml",
+        )
+    )
+    doc.add(
+        Para(
+            [
+                "Tables are also written as Markdown, LaTeX (booktabs) and CSV under tables/; "
+                "figures as PNG (300 dpi) and PDF under figures/; manifest.json lists every "
+                "file with its sha256."
+            ]
+        )
+    )
+    return doc, tables
