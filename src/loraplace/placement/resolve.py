@@ -229,6 +229,12 @@ def resolve(
         if not chosen:
             raise UserError(f"placement {label!r} with layers {sel!r} selects no module")
 
+    stray = sorted(set(spec.module_rank) - {m.name for m in chosen})
+    if stray:
+        warnings.append(
+            f"module_rank names {len(stray)} module(s) the placement does not adapt "
+            f"(e.g. {stray[0]!r}); their ranks are ignored"
+        )
     base_rank = rank if rank is not None else (spec.rank or DEFAULT_RANK)
     rule = alpha_rule or spec.alpha_rule
     fixed_alpha = alpha if alpha is not None else spec.alpha
@@ -239,6 +245,8 @@ def resolve(
         r = base_rank if rank is not None else spec.role_rank.get(m.role, base_rank)
         if rank is None and m.layer is not None:
             r = spec.layer_rank.get(m.layer, r)
+        if rank is None:
+            r = spec.module_rank.get(m.name, r)
         if r < 1 or r > min(m.in_features, m.out_features):
             raise UserError(
                 f"rank {r} is invalid for {m.name} ({m.in_features} -> {m.out_features}): "

@@ -42,6 +42,9 @@ class PlacementSpec(BaseModel):
     rank: int | None = None  # None: the study's or CLI's rank (default 8)
     role_rank: dict[str, int] = Field(default_factory=dict)  # per-role rank overrides
     layer_rank: dict[int, int] = Field(default_factory=dict)  # per-layer rank overrides
+    # Per-module rank overrides by full module name (budgeted allocation writes these);
+    # they win over role_rank and layer_rank.
+    module_rank: dict[str, int] = Field(default_factory=dict)
     alpha: float | None = None  # used with alpha_rule "fixed" (and rslora); default 2r
     alpha_rule: AlphaRule | None = None  # None: "fixed" if alpha is given, else "2r"
 

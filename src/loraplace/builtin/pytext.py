@@ -1,0 +1,351 @@
+"""The natural-text built-in pair: tiny-python, pretrained on the Python standard library.
+
+- ``python-stdlib``: the ``.py`` sources of the running interpreter's standard library,
+  one document per file, sorted by path; tests, ``site-packages`` and machine-specific
+  files (``_sysconfigdata*``, ``config-*``) excluded. The base model's pretraining data.
+- ``python-docs``: the English text CPython ships in ``pydoc_data.topics`` (the
+  language reference topics ``help()`` shows), one document per topic, sorted by name.
+  The adaptation target: prose, where the base model knows code.
+- ``tiny-python``: a byte-level BPE tokenizer trained here on python-stdlib, and a small
+  GPT-2 (GPT-2 module names) pretrained on the python-stdlib train split at first use.
+
+Both texts vary between Python releases, so every artefact records the Python version
+and a content hash, and the model's cache directory name carries both.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import pathlib
+import platform
+import shutil
+import sysconfig
+import tempfile
+import time
+from typing import TYPE_CHECKING
+
+from loraplace.errors import UserError
+
+VERSION = "v1"  # bump when the tokenizer, model or pretraining recipe changes
+INFO_FILE = "loraplace_builtin.json"
+EOS = "<|endoftext|>"
+# BPE merges + 256 byte symbols + EOS. The LM head dominates step time at this model size:
+# 4096 cost 1.4x the step time of 2048 (single-thread CPU, batch 32x128).
+VOCAB_SIZE = 2048
+SEED = 0
+BLOCK_SIZE = 128  # tokens per pretraining sequence
+N_POSITIONS = 256  # context, so studies may use blocks up to 256 tokens
+BATCH_SIZE = 32  # sequences per step
+STEPS = 600  # optimizer steps: 2.5M tokens, ~0.6 of a pass over the python-stdlib train split
+LR = 3e-3  # peak AdamW learning rate
+WARMUP = 40  # linear warm-up steps
+MIN_LR_FRAC = 0.1  # cosine decays to this share of LR
+GRAD_CLIP = 1.0
+N_VAL = 256  # held-out python-stdlib blocks for the reported figure
+
+# Directory names under the stdlib root that are not library source.
+_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+
+
+def _tiny_python_config():
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=VOCAB_SIZE,
+        n_positions=N_POSITIONS,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        # Same maths as GPT-2's gelu_new in one fused kernel (as tiny-markov).
+        activation_function="gelu_pytorch_tanh",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,  # EOS is the first special token, id 0
+        eos_token_id=0,
+        # No pad id: blocks are packed, never padded, and a pad id equal to EOS makes
+        # transformers warn about a missing attention mask on every block with an EOS.
+        pad_token_id=None,
+        attn_implementation="eager",  # faster than sdpa at this size on CPU
+    )
+
+
+def __getattr__(name: str):
+    # TINY_PYTHON_CONFIG is built on first access: importing transformers costs seconds,
+    # and this module is imported whenever the built-in models are listed.
+    if name == "TINY_PYTHON_CONFIG":
+        return _tiny_python_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2Config
+
+    TINY_PYTHON_CONFIG: GPT2Config
+
+
+# --- the texts ---------------------------------------------------------------------------
+
+
+def stdlib_root() -> pathlib.Path:
+    """The running interpreter's standard library directory."""
+    return pathlib.Path(sysconfig.get_paths()["stdlib"])
+
+
+def _is_library_source(rel: pathlib.PurePath) -> bool:
+    if set(rel.parts[:-1]) & _SKIP_DIRS or rel.parts[0].startswith("config-"):
+        return False
+    return not (rel.name.startswith(("test_", "_sysconfigdata")) or rel.name == "conftest.py")
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_documents() -> tuple[tuple[str, str], ...]:
+    root = stdlib_root()
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if not _is_library_source(rel):
+            continue
+        try:
+            docs.append((rel.as_posix(), path.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, OSError):  # a distro's odd file: not worth failing over
+            continue
+    if not docs:
+        raise UserError(f"no Python sources found under {root}: python-stdlib needs them")
+    return tuple(docs)
+
+
+@functools.lru_cache(maxsize=1)
+def _docs_documents() -> tuple[tuple[str, str], ...]:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise UserError(
+            "this Python ships without pydoc_data: python-docs needs a full CPython install"
+        ) from None
+    return tuple(sorted(topics.items()))
+
+
+def _named_documents(name: str) -> tuple[tuple[str, str], ...]:
+    if name == "python-stdlib":
+        return _stdlib_documents()
+    if name == "python-docs":
+        return _docs_documents()
+    raise UserError(f"unknown natural-text dataset {name!r}: use python-stdlib or python-docs")
+
+
+def documents(name: str) -> list[str]:
+    """The documents of ``python-stdlib`` or ``python-docs``, in a fixed order."""
+    return [text for _, text in _named_documents(name)]
+
+
+@functools.lru_cache(maxsize=4)
+def content_hash(name: str) -> str:
+    """sha256 over the (name, text) of every document, in order."""
+    h = hashlib.sha256()
+    for doc_name, text in _named_documents(name):
+        h.update(doc_name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()
+
+
+def dataset_info(name: str) -> dict:
+    """What identifies the text: the Python version, where it came from, a content hash."""
+    origin = (
+        f"standard library .py sources under {stdlib_root()} (tests excluded)"
+        if name == "python-stdlib"
+        else "pydoc_data.topics (English language-reference topics)"
+    )
+    return {
+        "dataset": name,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "origin": origin,
+        "content_sha256": content_hash(name),
+    }
+
+
+# --- the tokenizer -------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
+    """A byte-level BPE tokenizer (GPT-2 style, EOS id 0) trained on texts, as an HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        bos_token=EOS,
+        pad_token=EOS,  # byte-level: no unknown token is ever needed
+        model_max_length=N_POSITIONS,
+    )
+
+
+def tiny_python_version() -> str:
+    """Cache tag of tiny-python: recipe version and Python version.
+
+    The Python version stands in for the stdlib's content (a cheap tag: it is computed at
+    import); the exact content hash is in the model's summary and in the tokenizer's
+    cache directory name.
+    """
+    return f"{VERSION}-py{platform.python_version()}"
+
+
+def _cache_root() -> pathlib.Path:
+    from loraplace.builtin import cache_dir
+
+    return cache_dir()
+
+
+def tiny_python_tokenizer():
+    """The tiny-python tokenizer, trained on python-stdlib once and cached (a few seconds)."""
+    from transformers import AutoTokenizer
+
+    tag = f"{tiny_python_version()}-{content_hash('python-stdlib')[:12]}"
+    target = _cache_root() / "tokenizers" / f"tiny-python-{tag}"
+    if not (target / "tokenizer.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tiny-python-tokenizer-", dir=target.parent))
+        try:
+            train_tokenizer(documents("python-stdlib")).save_pretrained(tmp)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another process finished first: use theirs
+                if not (target / "tokenizer.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(target)
+
+
+# --- pretraining ----------------------------------------------------------------------------
+
+
+def _lr_at(step: int) -> float:
+    if step < WARMUP:
+        return LR * (step + 1) / WARMUP
+    frac = (step - WARMUP) / max(1, STEPS - WARMUP)
+    return LR * (MIN_LR_FRAC + (1 - MIN_LR_FRAC) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def unigram_loss(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
+    """NLL of val tokens (positions 1..) under the add-one unigram distribution of train."""
+    import torch
+
+    counts = torch.bincount(train[:, 1:].reshape(-1), minlength=vocab_size).double() + 1.0
+    logp = (counts / counts.sum()).log()
+    return float(-logp[val[:, 1:]].mean())
+
+
+def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
+    """Pretrain tiny-python on python-stdlib; save model, tokenizer and a summary JSON.
+
+    progress: optional callable(step, steps, loss) for a status line.
+    """
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from loraplace.builtin.pretrain import bf16_supported, eval_loss
+    from loraplace.data import load_blocks
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    tokenizer = tiny_python_tokenizer()
+    # split_seed 0: studies that measure forgetting on python-stdlib with the default
+    # split evaluate on blocks this model never trained on.
+    blocks = load_blocks("python-stdlib", tokenizer, BLOCK_SIZE, split_seed=SEED)
+    torch.manual_seed(SEED)
+    model = GPT2LMHeadModel(_tiny_python_config())
+    bf16 = bf16_supported()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
+    order = torch.randperm(len(blocks.train), generator=torch.Generator().manual_seed(SEED))
+    model.train()
+    loss_val = float("nan")
+    for step in range(STEPS):
+        # Cycles through the train split without repeats until it is exhausted.
+        idx = order[(torch.arange(BATCH_SIZE) + step * BATCH_SIZE) % len(order)]
+        x = blocks.train[idx]
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if progress is not None and (step % 10 == 0 or step == STEPS - 1):
+            loss_val = float(loss.detach())
+            progress(step + 1, STEPS, loss_val)
+    train_seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
+
+    val = blocks.val[:N_VAL]
+    loss_model = eval_loss(model, val, bf16=False)
+    loss_unigram = unigram_loss(blocks.train, val, VOCAB_SIZE)
+    summary = {
+        "name": "tiny-python",
+        "version": tiny_python_version(),
+        "tokenizer_vocab": len(tokenizer),
+        "python_version": platform.python_version(),
+        "stdlib_sha256": content_hash("python-stdlib"),
+        "seed": SEED,
+        "steps": STEPS,
+        "batch_size": BATCH_SIZE,
+        "block_size": BLOCK_SIZE,
+        "train_tokens": STEPS * BATCH_SIZE * BLOCK_SIZE,
+        "train_blocks_available": len(blocks.train),
+        "bf16_autocast": bf16,
+        "final_train_loss": loss_val,
+        "val_loss": loss_model,
+        "unigram_loss": loss_unigram,
+        "val_blocks": len(val),
+        "seconds": round(train_seconds, 1),  # includes tokenizer training and tokenising
+        # CPU time of all threads: on a shared machine, seconds / threads ~ an idle one's wall.
+        "cpu_seconds": round(cpu_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / INFO_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def build_tiny_python(out_dir: pathlib.Path) -> None:
+    """Pretrain tiny-python and save_pretrained model and tokenizer into out_dir."""
+    pretrain_tiny_python(pathlib.Path(out_dir))
+
+
+def _register() -> None:
+    from loraplace.builtin import BuiltinModel, register_builtin_model
+
+    register_builtin_model(
+        BuiltinModel(
+            name="tiny-python",
+            version=tiny_python_version(),
+            description="4-layer GPT-2 (d=128, BPE 2048) pretrained on the Python stdlib sources",
+            config=_tiny_python_config,
+            pretrain=pretrain_tiny_python,
+            datasets=("python-docs", "python-stdlib"),
+        )
+    )
+
+
+_register()

@@ -1,0 +1,118 @@
+"""`loraplace data info`: what a dataset becomes once tokenised and packed."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loraplace.cli.app import app
+
+data_app = typer.Typer(
+    help="Inspect datasets: documents, tokens, blocks and the floor.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+out = Console(highlight=False)
+
+
+def _tokenizer_and_context(dataset: str, model: str | None, trust_remote_code: bool):
+    """The tokenizer and context length to pack with: the model's, or a sensible default."""
+    from loraplace.data import dataset_kind, is_synthetic
+
+    dataset_kind(dataset)  # an unknown name fails here, before any tokenizer is built
+    if model is None and is_synthetic(dataset):
+        from loraplace.builtin.pretrain import tiny_markov_config
+
+        # Synthetic ids are tiny-markov's vocabulary: no tokenizer, its context.
+        return None, tiny_markov_config().n_positions
+    if model is None or model == "tiny-python":
+        # Natural text defaults to tiny-python; its tokenizer alone is cheap, no pretraining.
+        from loraplace.builtin import pytext
+
+        return pytext.tiny_python_tokenizer(), pytext.N_POSITIONS
+    from loraplace.models import load_config
+
+    config = load_config(model, trust_remote_code=trust_remote_code)  # also checks the ref
+    context = getattr(config, "n_positions", None) or getattr(
+        config, "max_position_embeddings", None
+    )
+    tokenizer = None if is_synthetic(dataset) else _model_tokenizer(model, trust_remote_code)
+    return tokenizer, context
+
+
+def _model_tokenizer(model: str, trust_remote_code: bool):
+    """A model's tokenizer without loading its weights (or pretraining a built-in)."""
+    from transformers import AutoTokenizer
+
+    from loraplace.builtin import is_builtin_model
+
+    if model == "tiny-markov":
+        from loraplace.builtin.pretrain import tiny_markov_tokenizer
+
+        return tiny_markov_tokenizer()  # the very tokenizer its pretraining saves
+    if is_builtin_model(model):
+        from loraplace.builtin import builtin_model_dir
+
+        model = str(builtin_model_dir(model))
+    return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+@data_app.command()
+def info(
+    name: str = typer.Argument(..., help="built-in name, local .txt/.jsonl/.parquet/.csv, HF id"),
+    model: str = typer.Option(
+        None, "--model", "-m", help="model whose tokenizer packs the text (default tiny-python)"
+    ),
+    block_size: int = typer.Option(128, "--block-size", help="tokens per block"),
+    split_seed: int = typer.Option(0, "--split-seed", help="seed of the train/val split"),
+    text_field: str = typer.Option("text", "--text-field", help="field holding the text"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
+) -> None:
+    """Documents, tokens and train/val blocks of a dataset, and its floor where known."""
+    from loraplace.data import load_blocks
+
+    tokenizer, context = _tokenizer_and_context(name, model, trust_remote_code)
+    blocks = load_blocks(
+        name,
+        tokenizer,
+        block_size,
+        split_seed=split_seed,
+        text_field=text_field,
+        max_context=context,
+    )
+    summary = {
+        "dataset": name,
+        "documents": blocks.n_docs,
+        "tokens": blocks.n_tokens,
+        "block_size": blocks.block_size,
+        "train_blocks": int(blocks.train.shape[0]),
+        "val_blocks": int(blocks.val.shape[0]),
+        "floor": blocks.floor,
+        "fingerprint": blocks.fingerprint,
+    }
+    if tokenizer is not None:
+        summary["tokenizer_of"] = model or "tiny-python"
+    for key in ("python_version", "content_sha256", "generator"):
+        if key in blocks.info:
+            summary[key] = blocks.info[key]
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{name}  (block size {blocks.block_size})", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    table.add_row("documents", f"{blocks.n_docs:,}")
+    table.add_row("tokens", f"{blocks.n_tokens:,}")
+    table.add_row("train blocks", f"{summary['train_blocks']:,}")
+    table.add_row("val blocks", f"{summary['val_blocks']:,}")
+    table.add_row(
+        "floor (nats/token)", "unknown" if blocks.floor is None else f"{blocks.floor:.4f}"
+    )
+    for key in ("tokenizer_of", "python_version", "generator"):
+        if key in summary:
+            table.add_row(key.replace("_", " "), str(summary[key]))
+    table.add_row("fingerprint", blocks.fingerprint[:16])
+    out.print(table)

@@ -1,0 +1,98 @@
+"""On-disk cache of packed, split blocks, keyed by what determines them.
+
+Layout: ``<cache root>/data/<key>/{blocks.safetensors, meta.json}``. An entry is written
+to a temporary directory and renamed into place, so a reader sees a whole entry or none,
+and two processes that build the same entry at once both succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from loraplace.data.blocks import Blocks
+
+CACHE_VERSION = 2  # bump when packing or splitting changes what a key produces
+
+
+def cache_root() -> pathlib.Path:
+    """The user cache directory: loraplace.builtin.cache_dir() (env-overridable)."""
+    try:
+        from loraplace.builtin import cache_dir
+
+        return pathlib.Path(cache_dir())
+    except ImportError:
+        env = os.environ.get("LORAPLACE_CACHE")
+        return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "loraplace"
+
+
+def cache_key(
+    content_hash: str,
+    tokenizer_hash: str,
+    block_size: int,
+    split_seed: int,
+    val_fraction: float,
+) -> str:
+    """sha256 over everything that determines the packed, split blocks."""
+    ident = {
+        "version": CACHE_VERSION,
+        "content": content_hash,
+        "tokenizer": tokenizer_hash,
+        "block_size": block_size,
+        "split_seed": split_seed,
+        "val_fraction": val_fraction,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _entry(key: str) -> pathlib.Path:
+    return cache_root() / "data" / key
+
+
+def load_cached(key: str, name: str) -> Blocks | None:
+    """The cached Blocks for key (renamed to ``name``), or None on a miss."""
+    entry = _entry(key)
+    try:
+        tensors = load_file(entry / "blocks.safetensors")
+        meta = json.loads((entry / "meta.json").read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return Blocks(
+        name=name,
+        train=tensors["train"].long(),
+        val=tensors["val"].long(),
+        fingerprint=key,
+        n_docs=meta["n_docs"],
+        n_tokens=meta["n_tokens"],
+        info=meta["info"],
+    )
+
+
+def store(blocks: Blocks) -> pathlib.Path:
+    """Write blocks under their fingerprint (the cache key); return the entry directory."""
+    entry = _entry(blocks.fingerprint)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{blocks.fingerprint[:16]}-", dir=entry.parent))
+    try:
+        # int32 on disk halves the file (token ids fit any vocabulary); int64 in memory.
+        save_file(
+            {"train": blocks.train.to(torch.int32), "val": blocks.val.to(torch.int32)},
+            tmp / "blocks.safetensors",
+        )
+        meta = {"n_docs": blocks.n_docs, "n_tokens": blocks.n_tokens, "info": blocks.info}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not (entry / "meta.json").exists():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry

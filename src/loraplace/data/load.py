@@ -1,0 +1,222 @@
+"""The one entry point from a dataset reference to train/val token blocks.
+
+A reference is a built-in name (``markov-*`` synthetic, ``python-stdlib``/``python-docs``
+natural text), a local ``.txt``/``.jsonl``/``.parquet``/``.csv`` file, or a Hugging Face
+datasets id (``owner/name[:config][@revision]``, or ``hf:name``). Natural text is
+tokenised, packed and split once, then served from the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from loraplace.data import cache
+from loraplace.data.blocks import Blocks
+from loraplace.data.packing import (
+    eos_id_of,
+    pack,
+    split_blocks,
+    tokenize_documents,
+    tokenizer_hash,
+)
+from loraplace.data.sources import (
+    FILE_SUFFIXES,
+    PYTEXT_DATASETS,
+    TextSource,
+    looks_like_file,
+    looks_like_hf,
+    resolve_source,
+)
+from loraplace.errors import UserError, closest
+
+MARKOV_PREFIX = "markov-"
+
+
+def builtin_datasets() -> list[str]:
+    """Names of every built-in dataset (synthetic first)."""
+    try:
+        from loraplace.builtin.markov import MARKOV_DATASETS
+    except ImportError:  # the synthetic benchmark is optional to this module
+        MARKOV_DATASETS = ()
+    return [*MARKOV_DATASETS, *PYTEXT_DATASETS]
+
+
+def is_synthetic(dataset: str) -> bool:
+    """True for the synthetic Markov built-ins (their blocks carry a known floor)."""
+    return dataset.startswith(MARKOV_PREFIX) and not looks_like_file(dataset)
+
+
+def _check_args(block_size: int, val_fraction: float, max_context: int | None, n_train) -> None:
+    if block_size < 2:
+        raise UserError(f"block size {block_size} is too small: use at least 2 tokens")
+    if max_context is not None and block_size > max_context:
+        raise UserError(
+            f"block size {block_size} is larger than the model's context of {max_context} "
+            f"tokens: use a block size of at most {max_context}"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"val_fraction {val_fraction} must be between 0 and 1 (exclusive)")
+    if n_train is not None and n_train < 1:
+        raise UserError(f"n_train {n_train} must be at least 1")
+
+
+def dataset_kind(dataset: str) -> str:
+    """ "synthetic", "builtin", "file" or "hf"; an unknown built-in name is a UserError."""
+    if is_synthetic(dataset):
+        return "synthetic"
+    if dataset in PYTEXT_DATASETS:
+        return "builtin"
+    if looks_like_file(dataset):
+        return "file"
+    if looks_like_hf(dataset):
+        return "hf"
+    names = builtin_datasets()
+    raise UserError(
+        f"unknown dataset {dataset!r}{closest(dataset, names)}: give a built-in "
+        f"({', '.join(names)}), a local {'/'.join(FILE_SUFFIXES)} file "
+        "or a Hugging Face id owner/name (hf:name)"
+    )
+
+
+def _source_of(dataset: str, text_field: str) -> TextSource:
+    dataset_kind(dataset)  # raises for an unknown name
+    return resolve_source(dataset, text_field)
+
+
+def load_blocks(
+    dataset: str,
+    tokenizer,
+    block_size: int,
+    *,
+    split_seed: int = 0,
+    text_field: str = "text",
+    val_fraction: float = 0.1,
+    max_context: int | None = None,
+    n_train: int | None = None,
+) -> Blocks:
+    """Train/val blocks of ``dataset`` tokenised with ``tokenizer``, cached on disk.
+
+    split_seed: seeds the train/val split (synthetic data: the generator's data seed).
+    text_field: the field/column holding the text in .jsonl/.parquet/.csv and HF datasets.
+    val_fraction: share of blocks held out for validation (natural text; at least one).
+    max_context: the model's context length; a larger block_size is an error.
+    n_train: keep at most this many train blocks (a seeded random subset).
+    """
+    _check_args(block_size, val_fraction, max_context, n_train)
+    if is_synthetic(dataset):
+        from loraplace.builtin.markov import markov_blocks
+
+        extra = {} if n_train is None else {"n_train": n_train}
+        # The synthetic ids are the tiny-markov vocabulary; no tokenizer is involved.
+        return markov_blocks(dataset, block_size, data_seed=split_seed, **extra)
+
+    source = _source_of(dataset, text_field)
+    if tokenizer is None:
+        raise ValueError(f"{dataset!r} is text: load_blocks needs the model's tokenizer")
+    key = cache.cache_key(
+        source.content_hash, tokenizer_hash(tokenizer), block_size, split_seed, val_fraction
+    )
+    blocks = cache.load_cached(key, dataset)
+    if blocks is None:
+        blocks = _build(dataset, source, tokenizer, block_size, split_seed, val_fraction, key)
+        cache.store(blocks)
+    return _cap_train(blocks, n_train)
+
+
+def _build(
+    name: str,
+    source: TextSource,
+    tokenizer,
+    block_size: int,
+    split_seed: int,
+    val_fraction: float,
+    key: str,
+) -> Blocks:
+    documents = source.read()
+    token_docs = tokenize_documents(documents, tokenizer)
+    blocks, n_tokens = pack(token_docs, eos_id_of(tokenizer), block_size)
+    n_blocks = int(blocks.shape[0])
+    if n_blocks < 2:
+        raise UserError(
+            f"{source.name} has {n_tokens} tokens, {n_blocks} block(s) of {block_size}: "
+            "train and validation need at least one block each; "
+            "use a smaller block size or more text"
+        )
+    train, val = split_blocks(blocks, val_fraction, split_seed)
+    info = {
+        **source.info,
+        "content_hash": source.content_hash,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        "block_size": block_size,
+        "split_seed": split_seed,
+        "val_fraction": val_fraction,
+        "dropped_tokens": n_tokens - n_blocks * block_size,
+    }
+    return Blocks(
+        name=name,
+        train=train,
+        val=val,
+        fingerprint=key,
+        n_docs=len(documents),
+        n_tokens=n_tokens,
+        info=info,
+    )
+
+
+def _capped_fingerprint(key: str, n_train: int | None) -> str:
+    # Any n_train is part of the identity, so the fingerprint is known before building.
+    if n_train is None:
+        return key
+    return hashlib.sha256(f"{key}:n_train={n_train}".encode()).hexdigest()
+
+
+def _cap_train(blocks: Blocks, n_train: int | None) -> Blocks:
+    if n_train is None:
+        return blocks
+    n_available = int(blocks.train.shape[0])
+    # Train rows are in seeded random order, so the first n_train are a random subset.
+    return Blocks(
+        name=blocks.name,
+        train=blocks.train[:n_train].clone(),
+        val=blocks.val,
+        fingerprint=_capped_fingerprint(blocks.fingerprint, n_train),
+        n_docs=blocks.n_docs,
+        n_tokens=blocks.n_tokens,
+        info={**blocks.info, "n_train_available": n_available},
+    )
+
+
+def dataset_fingerprint(
+    dataset: str,
+    tokenizer,
+    block_size: int,
+    *,
+    split_seed: int = 0,
+    text_field: str = "text",
+    val_fraction: float = 0.1,
+    n_train: int | None = None,
+) -> str:
+    """The fingerprint ``load_blocks`` gives, without tokenising (natural text).
+
+    Synthetic data is generated (cheap) to read its fingerprint.
+    """
+    if is_synthetic(dataset):
+        blocks = load_blocks(dataset, None, block_size, split_seed=split_seed, n_train=n_train)
+        return blocks.fingerprint
+    source = _source_of(dataset, text_field)
+    key = cache.cache_key(
+        source.content_hash, tokenizer_hash(tokenizer), block_size, split_seed, val_fraction
+    )
+    return _capped_fingerprint(key, n_train)
+
+
+def retain_dataset_for(dataset: str) -> str | None:
+    """The base-model distribution to measure forgetting on after adapting to ``dataset``."""
+    if is_synthetic(dataset):
+        from loraplace.builtin.markov import retain_dataset_for as markov_retain
+
+        return markov_retain(dataset)
+    if dataset == "python-docs":
+        return "python-stdlib"
+    return None

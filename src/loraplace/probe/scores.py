@@ -1,0 +1,369 @@
+"""Importance scores per (layer, role) from a few batches of the study's data, no training.
+
+Every score is read from one pass over the same seeded batches (forward and backward of
+the mean token loss, weights frozen in place, nothing updated):
+
+- ``taylor``: first-order Taylor importance, ``sum |w * dL/dw|`` over the module's weight
+  (the loss change if the weight were removed, to first order). Grows with module size.
+- ``lora_grad``: the expected Frobenius norm of the gradient that a fresh LoRA ``B`` would
+  receive at rank 1. With ``B = 0`` and ``A`` drawn as PEFT draws it (kaiming-uniform,
+  variance ``1/(3 in)``), ``dL/dB = G A^T`` with ``G = dL/dW``, so
+  ``E||dL/dB||^2 = r ||G||^2 / (3 in)``; the score is ``||G|| / sqrt(3 in)``. It is how
+  hard the first LoRA step pulls at that module.
+- ``nfn``: PLoP's normalised feature norm, ``||W z|| / ||W~ z||`` for the module's inputs
+  ``z``, with the random matrix ``W~`` (entries of variance ``1/in``) taken in expectation:
+  ``sqrt(sum_t ||W z_t||^2 / ((out/in) sum_t ||z_t||^2))`` over the probe tokens. How much
+  more the pretrained weight responds to this data than a random one would. PLoP adapts
+  the module types with the *lowest* NFN (least aligned with the task), so its importance
+  is ``1 / nfn``.
+- ``out_norm``: the root mean square of the module's output ``W z`` (bias excluded), per
+  token and coordinate: the raw feature norm, not normalised.
+
+A score is keyed by (layer, role); when several modules share a key (layouts whose roles
+could not be read: role ``other``) their sums are pooled before the ratio is taken.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from loraplace.arch import ROLES, ArchInfo, describe
+from loraplace.errors import UserError
+
+Key = tuple[int, str]
+Per = Literal["lora", "weight"] | None
+
+
+@dataclass(frozen=True)
+class ScoreInfo:
+    """What a score measures and which way it points."""
+
+    description: str
+    higher_is_important: bool = True
+    # Grows with the module's size, so dividing by its LoRA parameters is meaningful
+    # (a sum or norm over the weights); False for ratios and per-coordinate means.
+    extensive: bool = True
+
+
+SCORES: dict[str, ScoreInfo] = {
+    "taylor": ScoreInfo("sum |w * grad w| over the weight (first-order Taylor)"),
+    "lora_grad": ScoreInfo("expected |grad B| of a fresh rank-1 LoRA (B=0, PEFT's A)"),
+    "nfn": ScoreInfo("PLoP normalised feature norm |Wz| / |W~z|", False, extensive=False),
+    "out_norm": ScoreInfo("RMS of the module output Wz (bias excluded)", extensive=False),
+}
+
+
+@dataclass
+class ProbeResult:
+    """Scores of every (layer, role) of one model on one dataset."""
+
+    # score name -> (layer, role) -> value
+    scores: dict[str, dict[Key, float]]
+    modules: dict[Key, list[str]]  # full module names under each key
+    weight_params: dict[Key, int]  # in x out, summed over the key's modules
+    lora_params_per_rank: dict[Key, int]  # in + out, summed over the key's modules
+    meta: dict = field(default_factory=dict)  # model, dataset, seed, batches, tokens, seconds
+
+    @property
+    def keys(self) -> list[Key]:
+        order = {r: i for i, r in enumerate(ROLES)}
+        return sorted(self.modules, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({k[0] for k in self.modules})
+
+    @property
+    def roles(self) -> list[str]:
+        present = {k[1] for k in self.modules}
+        return [r for r in ROLES if r in present]
+
+    def importance(self, score: str) -> dict[Key, float]:
+        """The score oriented so that higher means 'adapt here' (nfn is inverted)."""
+        values = self._get(score)
+        if SCORES.get(score, ScoreInfo("")).higher_is_important:
+            return dict(values)
+        return {k: (1.0 / v if v > 0 else math.inf) for k, v in values.items()}
+
+    def grid(self, score: str) -> dict[int, dict[str, float]]:
+        """layer -> role -> value (a layer x role table)."""
+        out: dict[int, dict[str, float]] = {}
+        for (layer, role), v in self._get(score).items():
+            out.setdefault(layer, {})[role] = v
+        return {k: out[k] for k in sorted(out)}
+
+    def role_summary(self, score: str, *, per: Per = None) -> dict[str, float]:
+        """Mean over layers of each role's score.
+
+        Args:
+            per: None for the raw score; "lora" divides each (layer, role) by its LoRA
+                parameters per rank (in + out: the allocation's currency, so this is the
+                score a rank buys); "weight" by its weight count (in x out). Both suit
+                scores that add up over a module's weights (taylor); for ratios (nfn)
+                use the raw mean.
+        """
+        if per not in (None, "lora", "weight"):
+            raise UserError(f"unknown normalisation {per!r}: use none, lora or weight")
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        for k, v in self._get(score).items():
+            if per == "lora":
+                v = v / self.lora_params_per_rank[k]
+            elif per == "weight":
+                v = v / self.weight_params[k]
+            sums[k[1]] += v
+            counts[k[1]] += 1
+        return {r: sums[r] / counts[r] for r in self.roles if counts[r]}
+
+    def role_ranking(self, score: str, *, per: Per = None) -> list[str]:
+        """Roles from most to least important by the mean over layers (see role_summary)."""
+        summary = self.role_summary(score, per=per)
+        sign = -1.0 if SCORES.get(score, ScoreInfo("")).higher_is_important else 1.0
+        return sorted(summary, key=lambda r: (sign * summary[r], r))
+
+    def to_frame(self):
+        """A long pandas DataFrame: one row per (score, layer, role)."""
+        import pandas as pd
+
+        rows = [
+            {
+                "score": name,
+                "layer": k[0],
+                "role": k[1],
+                "value": values[k],
+                "weight_params": self.weight_params[k],
+                "lora_params_per_rank": self.lora_params_per_rank[k],
+                "modules": ",".join(self.modules[k]),
+            }
+            for name, values in self.scores.items()
+            for k in self.keys
+            if k in values
+        ]
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> dict:
+        return {
+            "meta": self.meta,
+            "scores": {
+                name: {f"{k[0]}:{k[1]}": v for k, v in values.items()}
+                for name, values in self.scores.items()
+            },
+            "orientation": {
+                name: ("higher" if SCORES[name].higher_is_important else "lower")
+                for name in self.scores
+                if name in SCORES
+            },
+            "modules": [
+                {
+                    "layer": k[0],
+                    "role": k[1],
+                    "names": self.modules[k],
+                    "weight_params": self.weight_params[k],
+                    "lora_params_per_rank": self.lora_params_per_rank[k],
+                }
+                for k in self.keys
+            ],
+            "role_ranking": {name: self.role_ranking(name) for name in self.scores},
+            "role_ranking_per_lora_param": {
+                name: self.role_ranking(name, per="lora")
+                for name in self.scores
+                if SCORES.get(name, ScoreInfo("")).extensive
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ProbeResult:
+        def key(s: str) -> Key:
+            layer, _, role = s.partition(":")
+            return int(layer), role
+
+        mods = {(m["layer"], m["role"]): m for m in data["modules"]}
+        return cls(
+            scores={
+                name: {key(k): float(v) for k, v in values.items()}
+                for name, values in data["scores"].items()
+            },
+            modules={k: list(m["names"]) for k, m in mods.items()},
+            weight_params={k: int(m["weight_params"]) for k, m in mods.items()},
+            lora_params_per_rank={k: int(m["lora_params_per_rank"]) for k, m in mods.items()},
+            meta=dict(data.get("meta", {})),
+        )
+
+    def _get(self, score: str) -> dict[Key, float]:
+        if score not in self.scores:
+            raise UserError(f"unknown score {score!r}: this probe has {', '.join(self.scores)}")
+        return self.scores[score]
+
+
+def pick_batches(
+    blocks: torch.Tensor, *, batches: int, batch_size: int, seed: int
+) -> list[torch.Tensor]:
+    """``batches`` seeded batches of rows from a [N, L] block tensor (fewer if N is small)."""
+    if blocks.ndim != 2 or blocks.shape[0] == 0:
+        raise UserError("the probe needs at least one block of tokens: the data is empty")
+    if batches < 1 or batch_size < 1:
+        raise UserError("--batches and the batch size must be at least 1")
+    g = torch.Generator().manual_seed(seed)
+    n = min(blocks.shape[0], batches * batch_size)
+    idx = torch.randperm(blocks.shape[0], generator=g)[:n]
+    rows = blocks[idx]
+    return [rows[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def probe_model(
+    model: nn.Module,
+    batches: list[torch.Tensor],
+    *,
+    arch: ArchInfo | None = None,
+    meta: dict | None = None,
+) -> ProbeResult:
+    """Score every in-block linear layer of ``model`` on ``batches`` of token ids.
+
+    The model is left as it was found (mode, requires_grad, no .grad); nothing is updated.
+    """
+    arch = arch or describe(model)
+    targets = [m for m in arch.modules if m.layer is not None and m.role != "lm_head"]
+    if not targets:
+        raise UserError(f"{arch.family}: no linear layer inside the blocks to probe")
+    named = dict(model.named_modules())
+    device = next(model.parameters()).device
+
+    # Per-module accumulators, all additive over tokens and batches.
+    out_sq: dict[str, float] = defaultdict(float)  # sum_t ||W z_t||^2
+    in_sq: dict[str, float] = defaultdict(float)  # sum_t ||z_t||^2
+    n_tok = 0
+
+    def hook(name: str):
+        def fn(mod, inputs, output):
+            z = inputs[0].detach().to(torch.float32)
+            wz = output.detach().to(torch.float32)
+            if getattr(mod, "bias", None) is not None:
+                wz = wz - mod.bias.detach().to(torch.float32)  # W z alone, as PLoP defines it
+            out_sq[name] += float((wz * wz).sum())
+            in_sq[name] += float((z * z).sum())
+
+        return fn
+
+    was_training = model.training
+    saved_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    handles = [named[m.name].register_forward_hook(hook(m.name)) for m in targets]
+    t0 = time.perf_counter()
+    try:
+        model.eval()  # no dropout: the probe must be deterministic
+        for p in model.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+        for m in targets:
+            named[m.name].weight.requires_grad_(True)
+        for batch in batches:
+            ids = batch.to(device)
+            loss = model(input_ids=ids, labels=ids).loss
+            # Mean of the batch losses (equal batches: the mean over all probe tokens).
+            (loss / len(batches)).backward()
+            n_tok += int(ids.numel())
+        grads = {m.name: named[m.name].weight.grad for m in targets}
+        taylor: dict[str, float] = {}
+        g_sq: dict[str, float] = {}
+        for m in targets:
+            w, g = named[m.name].weight.detach().float(), grads[m.name]
+            if g is None:  # a module the loss does not reach
+                g = torch.zeros_like(w)
+            g = g.float()
+            taylor[m.name] = float((w * g).abs().sum())
+            g_sq[m.name] = float((g * g).sum())
+    finally:
+        for h in handles:
+            h.remove()
+        for n, p in model.named_parameters():
+            p.grad = None
+            p.requires_grad_(saved_grad[n])
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+
+    modules: dict[Key, list[str]] = defaultdict(list)
+    wparams: dict[Key, int] = defaultdict(int)
+    lparams: dict[Key, int] = defaultdict(int)
+    pooled: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for m in targets:
+        k = (int(m.layer), m.role)
+        modules[k].append(m.name)
+        wparams[k] += m.in_features * m.out_features
+        lparams[k] += m.in_features + m.out_features
+        acc = pooled[k]
+        acc["taylor"] += taylor[m.name]
+        acc["lora_sq"] += g_sq[m.name] / (3.0 * m.in_features)
+        acc["out_sq"] += out_sq[m.name]
+        acc["rand_sq"] += in_sq[m.name] * m.out_features / m.in_features
+        acc["coords"] += n_tok * m.out_features
+    scores: dict[str, dict[Key, float]] = {name: {} for name in SCORES}
+    for k, acc in pooled.items():
+        scores["taylor"][k] = acc["taylor"]
+        scores["lora_grad"][k] = math.sqrt(acc["lora_sq"])
+        scores["nfn"][k] = math.sqrt(acc["out_sq"] / acc["rand_sq"]) if acc["rand_sq"] else 0.0
+        scores["out_norm"][k] = math.sqrt(acc["out_sq"] / acc["coords"])
+    info = {
+        "family": arch.family,
+        "n_layers": arch.n_layers,
+        "tokens": n_tok,
+        "batches": len(batches),
+        "seconds": round(seconds, 3),
+    }
+    info.update(meta or {})
+    return ProbeResult(scores, dict(modules), dict(wparams), dict(lparams), info)
+
+
+def probe(
+    model: str,
+    dataset: str,
+    *,
+    batches: int = 4,
+    batch_size: int = 8,
+    block_size: int | None = None,
+    seed: int = 0,
+    split_seed: int = 0,
+    text_field: str = "text",
+) -> ProbeResult:
+    """Probe a model reference on a dataset reference (the CLI's and search's entry point).
+
+    Args:
+        batches, batch_size: how much data the probe sees (batches x batch_size blocks).
+        block_size: tokens per block; default min(128, the model's context).
+        seed: picks the blocks; same seed, same blocks, same scores.
+        split_seed: the dataset's train/val split (as in the study).
+    """
+    from loraplace.data import load_blocks
+    from loraplace.models import load_model
+
+    torch.manual_seed(seed)
+    mdl, tokenizer = load_model(model)
+    max_ctx = getattr(mdl.config, "n_positions", None) or getattr(
+        mdl.config, "max_position_embeddings", None
+    )
+    if block_size is None:  # the model's context, up to 128 tokens: a probe needs no more
+        block_size = min(128, int(max_ctx)) if max_ctx else 128
+    blocks = load_blocks(
+        dataset,
+        tokenizer,
+        block_size,
+        split_seed=split_seed,
+        text_field=text_field,
+        max_context=max_ctx,
+    )
+    picked = pick_batches(blocks.train, batches=batches, batch_size=batch_size, seed=seed)
+    meta = {
+        "model": model,
+        "dataset": dataset,
+        "block_size": block_size,
+        "batch_size": batch_size,
+        "seed": seed,
+        "split_seed": split_seed,
+        "data_fingerprint": blocks.fingerprint,
+    }
+    return probe_model(mdl, picked, meta=meta)
