@@ -31,12 +31,15 @@ class TrainSettings:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     lora_dropout: float = 0.0
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast; weights stay fp32
-    device: str = "cpu"  # cpu | cuda | mps | auto
+    # bf16 = autocast, weights stay fp32; auto = bf16 on CUDA and on CPUs with native
+    # bf16 matmuls (AVX512-BF16/AMX), else fp32. The precision used goes in the manifest.
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    device: str = "cpu"  # cpu | cuda | mps | auto (resolved where the run executes)
     eval_every: int = 50  # steps between eval-curve points; 0 = only at the end
     eval_batch_size: int = 64  # sequences per eval forward pass (no grad)
     max_eval_blocks: int | None = None  # cap on eval blocks; None = all
     diverge_factor: float = 4.0  # loss above factor x initial loss counts as divergence
+    split_seed: int = 0  # seed of the train/val split; fixed across run seeds on purpose
 
 
 @dataclass(frozen=True)

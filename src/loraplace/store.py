@@ -72,9 +72,12 @@ STORE_NAME = "loraplace.db"
 
 
 def resolve_store_path(path: str | Path) -> Path:
-    """Accept a ``.db`` file or an output directory holding ``loraplace.db``."""
+    """Accept a ``.db`` file or an output directory holding ``loraplace.db``.
+
+    A path that does not exist yet is a directory unless it ends in ``.db``.
+    """
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or (not p.exists() and p.suffix != ".db"):
         p = p / STORE_NAME
     return p
 
@@ -167,8 +170,7 @@ class Store:
             for table in ("metrics", "curves", "manifests"):
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
             self.conn.execute(
-                "UPDATE runs SET status=?, diverged_step=?, error=?, finished_at=? "
-                "WHERE run_id=?",
+                "UPDATE runs SET status=?, diverged_step=?, error=?, finished_at=? WHERE run_id=?",
                 (result.status, result.diverged_step, result.error, time.time(), rid),
             )
             if result.status != "diverged":  # a diverged run never contributes numbers

@@ -1,0 +1,158 @@
+"""`loraplace search` and `loraplace recommend`: proposals that re-enter as studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loraplace.cli.app import app
+
+out = Console(highlight=False)
+
+
+@app.command()
+def search(
+    args: list[str] = typer.Argument(
+        None, metavar="[STUDY] [KEY=VALUE]...", help="Study YAML (model, data, training)"
+    ),
+    trials: int = typer.Option(12, "--trials", "-n", help="complete trials to reach"),
+    seed: int = typer.Option(0, "--seed", help="seed of the Optuna sampler"),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: sqlite next to the store)"
+    ),
+    budget: str | None = typer.Option(None, "--budget", help="trainable-param cap: 2M, 0.5%"),
+    ranks: str = typer.Option("2,4,8,16", "--ranks", help="ranks a trial may choose"),
+    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address"),
+) -> int:
+    """Multi-objective search (eval loss vs trainable params) over roles, layers, ranks."""
+    from loraplace.cli.run import RichDisplay, _split_args, make_console
+    from loraplace.errors import UserError
+    from loraplace.search import run_search
+    from loraplace.study import load_study
+
+    study_path, overrides = _split_args(list(args or []))
+    study = load_study(study_path, overrides)
+    try:
+        rank_list = tuple(int(r) for r in ranks.split(","))
+    except ValueError:
+        raise UserError(f"bad --ranks {ranks!r}: give integers separated by commas") from None
+    runner = None
+    if executor == "ray":
+        from loraplace.executors.ray_executor import RayExecutor
+
+        runner = RayExecutor.for_study(study, address)
+    elif executor != "local":
+        raise UserError(f"unknown executor {executor!r}: use --executor local or --executor ray")
+    console = make_console()
+    res = run_search(
+        study,
+        trials=trials,
+        seed=seed,
+        storage=storage,
+        budget=budget,
+        ranks=rank_list,
+        executor=runner,
+        display=RichDisplay(console),
+    )
+    t = Table(title=f"Pareto front of {res.study_name} ({res.trials_done} trials)")
+    for col in ("trial", "placement", "eval loss", "trainable params"):
+        t.add_column(col, justify="left" if col == "placement" else "right")
+    for p in res.pareto:
+        t.add_row(
+            str(p["trial"]),
+            p["placement"]["name"],
+            f"{p['eval_loss']:.4f}",
+            f"{p['trainable_params']:,}",
+        )
+    console.print(t)
+    console.print(
+        f"ran {res.trials_run} trial(s); Optuna storage {res.storage}; "
+        f"report: loraplace report {study.out_dir}"
+    )
+    return 0
+
+
+@app.command()
+def recommend(
+    source: str = typer.Argument(..., help="a study's output dir / .db, or a model"),
+    budget: str = typer.Option(
+        ..., "--budget", "-b", help="trainable params: 2M, 0.55%, seed-ffn@r16"
+    ),
+    data: str | None = typer.Option(None, "--data", help="dataset for probes (model source)"),
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="export: peft|axolotl|llama-factory"
+    ),
+    out_dir: Path = typer.Option(Path("."), "--out", "-o", help="where the export goes"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> int:
+    """The best placement for a budget: measured runs first, then probes."""
+    from loraplace.errors import UserError
+    from loraplace.placement.export import FORMATS, export_placement, write_export
+    from loraplace.recommend import placement_of, recommend_from_probe, recommend_from_store
+    from loraplace.store import resolve_store_path
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    rec = None
+    store = resolve_store_path(source)
+    if store.exists():
+        rec = recommend_from_store(store, budget)
+        if rec is None:
+            if data is None:
+                raise UserError(
+                    f"no measured placement in {store} fits budget {budget}: give --data "
+                    "and a model to allocate one from probes, or run a study at this budget"
+                )
+            from loraplace.recommend import measured_candidates
+
+            cands, _ = measured_candidates(store)
+            model = cands[0].model if cands else None
+            if model is None:
+                raise UserError(f"{store} holds no finished runs: run the study first")
+            rec = recommend_from_probe(model, data, budget)
+    elif Path(source).suffix == ".db":
+        raise UserError(f"no results store at {source}: run `loraplace run` first")
+    else:
+        if data is None:
+            raise UserError(
+                f"{source!r} is a model, not a results store: give --data DATASET to probe it"
+            )
+        rec = recommend_from_probe(source, data, budget)
+    rp = placement_of(rec)
+    if as_json:
+        print(json.dumps(rec.to_json(), indent=2))
+    else:
+        loss = (
+            f"{rec.expected_loss:.4f}" + (f" ± {rec.ci95:.4f}" if rec.ci95 is not None else "")
+            if rec.expected_loss is not None
+            else "not measured"
+        )
+        out.print(
+            f"[bold]recommended[/] for {rec.budget:,} params: [bold]{rec.label}[/] — "
+            f"{rec.trainable_params:,} params, expected eval loss {loss} ({rec.source})"
+        )
+        for e in rec.evidence:
+            out.print(f"  • {e}")
+        if rec.alternatives:
+            t = Table(title="measured placements within the budget")
+            for col in ("placement", "eval loss", "95 % CI", "seeds", "params"):
+                t.add_column(col, justify="left" if col == "placement" else "right")
+            for a in rec.alternatives:
+                t.add_row(
+                    a["placement"],
+                    f"{a['eval_loss']:.4f}",
+                    f"{a['ci95']:.4f}" if a["ci95"] is not None else "—",
+                    str(a["n_seeds"]),
+                    f"{a['trainable_params']:,}",
+                )
+            out.print(t)
+    if fmt is not None:
+        files = export_placement(rp, fmt, base_model=rec.model)
+        for path in write_export(files, out_dir):
+            (out.print if not as_json else (lambda *_: None))(f"wrote {path}")
+    return 0

@@ -1,0 +1,189 @@
+"""The driver: validate a study, resolve it, register its runs, run the rest, store results.
+
+Order matters: everything that can fail because of the user (the study file, the model,
+the data, placements that match nothing) is checked before the store is opened, so a
+bad study writes nothing. The driver is the store's only writer: it marks a run
+``running`` when an executor starts it and writes each result in one transaction, so a
+crash loses at most the run in flight and re-running the same study finishes the rest.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+from loraplace.errors import UserError
+from loraplace.executors.base import Executor
+from loraplace.executors.local import Assets, LocalExecutor
+from loraplace.runs import RunResult, RunSpec
+from loraplace.sinks import open_sinks
+from loraplace.store import FINISHED, Store
+from loraplace.study import Study, expand
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C stopped the study; the run in flight is marked ``interrupted``."""
+
+
+@dataclass
+class StudyPlan:
+    """A study resolved into its runs, ready to register."""
+
+    study: Study
+    specs: list[RunSpec]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StudyOutcome:
+    study_id: str
+    store_path: str
+    total: int  # runs in the study
+    skipped: int  # already finished before this invocation
+    ran: int  # runs executed by this invocation
+    statuses: dict[str, int] = field(default_factory=dict)  # status -> runs, after
+
+
+class StudyDisplay:
+    """What the driver tells a display; every method is optional (a no-op here)."""
+
+    def start(self, plan: StudyPlan, todo: list[RunSpec], skipped: int) -> None:
+        pass
+
+    def run_started(self, spec: RunSpec) -> None:
+        pass
+
+    def step(self, spec: RunSpec, step: int, steps: int, loss: float, tokens_per_s: float) -> None:
+        pass
+
+    def run_finished(self, spec: RunSpec, result: RunResult) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def plan_study(study: Study, assets: Assets) -> StudyPlan:
+    """Load the model and data, fingerprint them and resolve every placement.
+
+    Raises UserError for a missing model or dataset and for a placement matching nothing.
+    """
+    t = study.train_settings()
+    model, _ = assets.model(study.model, t.device)
+    data_kw = dict(
+        model=study.model,
+        device=t.device,
+        block_size=t.block_size,
+        split_seed=t.split_seed,
+        text_field=study.text_field,
+    )
+    fingerprints = {
+        "model": assets.model_fingerprint(study.model),
+        "data": assets.blocks(study.dataset, **data_kw).fingerprint,
+    }
+    retain = study.retain_dataset()
+    if retain:
+        fingerprints["retain"] = assets.blocks(retain, **data_kw).fingerprint
+    specs, warnings = expand(study, target=model, fingerprints=fingerprints)
+    seen: dict[str, str] = {}
+    unique = []
+    for s in specs:  # two labels for the same resolved placement are one run
+        if s.run_id in seen:
+            warnings.append(
+                f"{s.placement_name} (seed {s.seed}) is the same run as {seen[s.run_id]}: "
+                "it runs once"
+            )
+            continue
+        seen[s.run_id] = s.placement_name
+        unique.append(s)
+    return StudyPlan(study=study, specs=unique, warnings=warnings)
+
+
+def run_study(
+    study: Study,
+    *,
+    executor: Executor | None = None,
+    assets: Assets | None = None,
+    display: StudyDisplay | None = None,
+    command: str | None = None,
+) -> StudyOutcome:
+    """Run every unfinished run of ``study`` and store its results.
+
+    Raises StudyInterrupted on Ctrl-C after marking the runs in flight ``interrupted``.
+    """
+    if study.threads:
+        import torch
+
+        torch.set_num_threads(study.threads)
+    assets = assets or Assets()
+    display = display or StudyDisplay()
+    check_output_dir(study)
+    plan = plan_study(study, assets)  # every user error surfaces here, before any write
+    sinks = open_sinks(study.sinks.model_dump(), study.name)
+    command = command or " ".join(shlex.quote(a) for a in ["loraplace", *sys.argv[1:]])
+
+    store = Store(study.out_dir)
+    try:
+        sid = study.study_id
+        store.add_study(sid, study.name, study.model_dump(mode="json"), command)
+        store.add_runs(sid, plan.specs)
+        status = {r["run_id"]: r["status"] for r in store.runs(sid)}
+        todo = [s for s in plan.specs if status.get(s.run_id) not in FINISHED]
+        skipped = len(plan.specs) - len(todo)
+        if executor is None:
+            peak = study.peak_tflops * 1e12 if study.peak_tflops else None
+            executor = LocalExecutor(assets, peak_flops=peak)
+
+        by_id = {s.run_id: s for s in todo}
+        in_flight: set[str] = set()
+        ran = 0
+
+        class _Progress:  # the executor's progress events; run_started is a store write
+            def run_started(self, spec: RunSpec) -> None:
+                store.mark_running(spec.run_id)
+                in_flight.add(spec.run_id)
+                display.run_started(spec)
+
+            def step(self, spec, step, steps, loss, tokens_per_s) -> None:
+                display.step(spec, step, steps, loss, tokens_per_s)
+
+        def on_result(result: RunResult) -> None:
+            nonlocal ran
+            store.save_result(result)  # one transaction: status, metrics, curves, manifest
+            in_flight.discard(result.run_id)
+            for sink in sinks:  # copies only: the store above is the source of truth
+                sink.log(by_id[result.run_id], result)
+            ran += 1
+            display.run_finished(by_id[result.run_id], result)
+
+        display.start(plan, todo, skipped)
+        try:
+            executor.run(todo, on_result, _Progress())
+        except KeyboardInterrupt:
+            for rid in in_flight:
+                store.mark(rid, "interrupted", "stopped by Ctrl-C")
+            raise StudyInterrupted(
+                f"interrupted: {len(in_flight)} run(s) marked interrupted"
+            ) from None
+        finally:
+            display.stop()
+            for sink in sinks:
+                sink.close()
+        return StudyOutcome(
+            study_id=sid,
+            store_path=str(store.path),
+            total=len(plan.specs),
+            skipped=skipped,
+            ran=ran,
+            statuses=store.status_counts(sid),
+        )
+    finally:
+        store.close()
+
+
+def check_output_dir(study: Study) -> None:
+    """An output path that is a file (not a directory) is a user error, caught before work."""
+    path = study.out_dir
+    if path.exists() and not path.is_dir() and path.suffix != ".db":
+        raise UserError(f"output directory {path} is a file: choose another with --out DIR")

@@ -1,0 +1,244 @@
+"""The best placement for a budget, from what the store already knows.
+
+Evidence comes in order of strength: measured runs (a study's or a search's, all in the
+store), then — when nothing measured fits the budget — an allocation from importance
+probes, which is a proposal with no measured loss. The recommendation carries its
+evidence, so a reader can see why it was chosen and how sure it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Candidate:
+    """One measured placement (a group of runs differing only in seed)."""
+
+    label: str
+    modules: list[dict[str, Any]]
+    use_rslora: bool
+    model: str
+    dataset: str
+    trainable_params: int
+    losses: list[float]
+    run_ids: list[str]
+    study_names: set[str] = field(default_factory=set)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.losses) / len(self.losses)
+
+    @property
+    def ci95(self) -> float | None:
+        """Half-width of the 95 % t-interval over seeds (None with one seed)."""
+        n = len(self.losses)
+        if n < 2:
+            return None
+        from scipy import stats
+
+        m = self.mean
+        sd = math.sqrt(sum((x - m) ** 2 for x in self.losses) / (n - 1))
+        return float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+@dataclass
+class Recommendation:
+    """The chosen placement and why."""
+
+    source: str  # "measured" | "probe"
+    budget: int
+    label: str
+    modules: list[dict[str, Any]]
+    use_rslora: bool
+    model: str
+    trainable_params: int
+    expected_loss: float | None
+    ci95: float | None
+    n_seeds: int
+    evidence: list[str]
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "budget": self.budget,
+            "placement": self.label,
+            "model": self.model,
+            "trainable_params": self.trainable_params,
+            "expected_eval_loss": self.expected_loss,
+            "ci95": self.ci95,
+            "n_seeds": self.n_seeds,
+            "evidence": self.evidence,
+            "alternatives": self.alternatives,
+            "modules": self.modules,
+        }
+
+
+def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[str, float]]:
+    """Finished LoRA placements in a store, grouped over seeds; and zero-shot losses."""
+    from loraplace.store import Store
+
+    with Store(store_path, create=False, writer=False) as store:
+        runs = store.runs()
+        metrics = store.metrics()
+        names = {s["study_id"]: s["name"] for s in store.studies()}
+        links = store.conn.execute("SELECT study_id, run_id FROM study_runs").fetchall()
+    studies_of: dict[str, set[str]] = {}
+    for sid, rid in links:
+        studies_of.setdefault(rid, set()).add(names.get(sid, sid))
+    groups: dict[str, Candidate] = {}
+    zero: dict[str, list[float]] = {}
+    for r in runs:
+        m = metrics.get(r["run_id"], {})
+        if r["status"] != "done" or "eval_loss" not in m:
+            continue
+        spec = r["spec"]
+        if r["kind"] == "zero-shot":
+            zero.setdefault(spec["dataset"], []).append(m["eval_loss"])
+            continue
+        if r["kind"] != "lora":
+            continue
+        ident = {k: v for k, v in spec.items() if k not in ("seed", "study", "placement_name")}
+        key = json.dumps(ident, sort_keys=True, default=str)
+        c = groups.get(key)
+        if c is None:
+            c = groups[key] = Candidate(
+                label=r["placement"],
+                modules=list(spec["modules"]),
+                use_rslora=bool(spec.get("use_rslora")),
+                model=spec["model"],
+                dataset=spec["dataset"],
+                trainable_params=int(m.get("trainable_params", 0)),
+                losses=[],
+                run_ids=[],
+            )
+        c.losses.append(m["eval_loss"])
+        c.run_ids.append(r["run_id"])
+        c.study_names |= studies_of.get(r["run_id"], set())
+    zero_mean = {k: sum(v) / len(v) for k, v in zero.items()}
+    return list(groups.values()), zero_mean
+
+
+def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommendation | None:
+    """The measured placement with the lowest mean eval loss within the budget, or None."""
+    from loraplace.budget import parse_budget
+
+    cands, zero = measured_candidates(store_path)
+    if not cands:
+        return None
+    model = cands[0].model
+    cap = parse_budget(budget, _meta(model))
+    fitting = [c for c in cands if c.trainable_params <= cap]
+    if not fitting:
+        return None
+    fitting.sort(key=lambda c: (c.mean, c.trainable_params))
+    best = fitting[0]
+    ev = [
+        f"{len(fitting)} measured placement(s) of {len(cands)} fit the budget of {cap:,} "
+        f"trainable params on {best.dataset}",
+        f"{best.label}: eval loss {best.mean:.4f}"
+        + (f" ± {best.ci95:.4f} (95 % CI)" if best.ci95 is not None else "")
+        + f" over {len(best.losses)} seed(s), {best.trainable_params:,} params "
+        f"(from studies: {', '.join(sorted(best.study_names)) or '?'})",
+    ]
+    if best.dataset in zero:
+        ev.append(f"zero-shot eval loss on the same data: {zero[best.dataset]:.4f}")
+    if len(fitting) > 1:
+        nxt = fitting[1]
+        gap = nxt.mean - best.mean
+        both = [x for x in (best.ci95, nxt.ci95) if x is not None]
+        noisy = bool(both) and gap < max(both)
+        ev.append(
+            f"runner-up {nxt.label}: {nxt.mean:.4f} ({gap:+.4f})"
+            + (" — within the seed noise: treat the two as tied" if noisy else "")
+        )
+    if len(best.losses) < 3:
+        ev.append("fewer than 3 seeds: add seeds before trusting the ranking")
+    alts = [
+        {
+            "placement": c.label,
+            "eval_loss": c.mean,
+            "ci95": c.ci95,
+            "n_seeds": len(c.losses),
+            "trainable_params": c.trainable_params,
+        }
+        for c in fitting[:5]
+    ]
+    return Recommendation(
+        source="measured",
+        budget=cap,
+        label=best.label,
+        modules=best.modules,
+        use_rslora=best.use_rslora,
+        model=model,
+        trainable_params=best.trainable_params,
+        expected_loss=best.mean,
+        ci95=best.ci95,
+        n_seeds=len(best.losses),
+        evidence=ev,
+        alternatives=alts,
+    )
+
+
+def recommend_from_probe(
+    model: str, data: str, budget: int | str, *, score: str = "taylor", seed: int = 0
+) -> Recommendation:
+    """A placement allocated from importance probes: a proposal, not a measurement."""
+    from loraplace.budget import allocate_report, parse_budget
+    from loraplace.probe import probe
+
+    cap = parse_budget(budget, _meta(model))
+    result = probe(model, data, seed=seed)
+    alloc = allocate_report(result.importance(score), _meta(model), cap)
+    rp = alloc.resolved
+    return Recommendation(
+        source="probe",
+        budget=cap,
+        label=rp.name,
+        modules=[dict(m) for m in rp.as_dicts()],
+        use_rslora=rp.use_rslora,
+        model=model,
+        trainable_params=rp.trainable_params,
+        expected_loss=None,
+        ci95=None,
+        n_seeds=0,
+        evidence=[
+            f"no measured placement fits {cap:,} params: allocated from the {score!r} probe "
+            f"on {data} (seed {seed})",
+            f"{len(rp.modules)} modules, {rp.trainable_params:,} params; roles: "
+            + ", ".join(f"{k} x{v['modules']}" for k, v in rp.by_role().items()),
+            "not measured: run it in a study (with seeds) before relying on it",
+        ],
+    )
+
+
+def placement_of(rec: Recommendation):
+    """The recommendation as a resolved placement (for plan and export)."""
+    from loraplace.placement import PlacementSpec, resolve
+
+    spec = PlacementSpec(
+        name=rec.label,
+        target_modules=[m["name"] for m in rec.modules],
+        module_rank={m["name"]: int(m["rank"]) for m in rec.modules},
+        alpha_rule="rslora" if rec.use_rslora else "fixed",
+    )
+    rp = resolve(spec, _meta(rec.model))
+    # alphas are per module in the measured run: keep them exactly
+    from dataclasses import replace
+
+    alpha = {m["name"]: float(m["alpha"]) for m in rec.modules}
+    rp.modules = [replace(m, alpha=alpha[m.name]) for m in rp.modules]
+    return rp
+
+
+def _meta(model: str):
+    from loraplace.arch import describe, meta_from_config
+    from loraplace.models import load_config
+
+    config = load_config(model)
+    return describe(meta_from_config(config), config)

@@ -1,0 +1,194 @@
+"""Multi-objective search over placements with Optuna: eval loss against trainable params.
+
+Each trial proposes roles x a layer range x a rank, which re-enters as an ordinary
+one-placement study: its runs go to the same results store as every other run (so the
+report, `status` and `recommend` see them), and the executor is the study's own
+(in-process or Ray). Optuna keeps only the search state: SQLite next to the store by
+default, or any database URL (PostgreSQL when trials run on several machines). The
+sampler is seeded and the study is loaded if it exists, so a search resumes where it
+stopped and never repeats a finished trial.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraplace.errors import UserError
+
+DEFAULT_RANKS = (2, 4, 8, 16)
+
+
+@dataclass
+class SearchSpace:
+    """What a trial may choose."""
+
+    roles: list[str]  # candidate roles (their non-empty subsets are searched)
+    n_layers: int
+    ranks: tuple[int, ...] = DEFAULT_RANKS
+    max_roles: int = 3  # largest role subset tried
+
+    def role_sets(self) -> list[str]:
+        sets = []
+        for k in range(1, min(self.max_roles, len(self.roles)) + 1):
+            sets += ["+".join(c) for c in itertools.combinations(self.roles, k)]
+        return sets
+
+
+@dataclass
+class SearchOutcome:
+    """What a search call did."""
+
+    study_name: str
+    storage: str
+    trials_done: int  # complete trials in the Optuna study after this call
+    trials_run: int  # trials this call ran
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+
+
+def space_for(model, ranks=DEFAULT_RANKS, max_roles: int = 3) -> SearchSpace:
+    """The search space of a model: its readable roles (no lm_head), all layers."""
+    from loraplace.arch import describe
+
+    arch = describe(model)
+    if not arch.known:
+        raise UserError(
+            f"search needs module roles, and those of {arch.family!r} cannot be read: "
+            "compare target_modules placements in a study instead"
+        )
+    roles = [r for r in arch.roles() if r not in ("lm_head", "other")]
+    return SearchSpace(roles=roles, n_layers=arch.n_layers, ranks=tuple(ranks), max_roles=max_roles)
+
+
+def propose(trial, space: SearchSpace) -> dict[str, Any]:
+    """A placement spec (dict) from one Optuna trial."""
+    roles = trial.suggest_categorical("roles", space.role_sets())
+    a = trial.suggest_int("first_layer", 0, space.n_layers - 1)
+    b = trial.suggest_int("last_layer", 0, space.n_layers - 1)
+    lo, hi = min(a, b), max(a, b)
+    rank = trial.suggest_categorical("rank", list(space.ranks))
+    layers = f"{lo}-{hi}" if hi > lo else str(lo)
+    name = f"t{trial.number}:{roles}@{layers}/r{rank}"
+    return {"name": name, "roles": roles.split("+"), "layers": layers, "rank": rank}
+
+
+def default_storage(out_dir: Path) -> str:
+    return f"sqlite:///{(out_dir / 'optuna.db').resolve()}"
+
+
+def run_search(
+    study,
+    *,
+    trials: int,
+    seed: int = 0,
+    storage: str | None = None,
+    budget: int | str | None = None,
+    ranks=DEFAULT_RANKS,
+    max_roles: int = 3,
+    executor=None,
+    display=None,
+    assets=None,
+) -> SearchOutcome:
+    """Run the search until the Optuna study holds ``trials`` complete trials.
+
+    Args:
+        study: a validated Study; its model, data, training settings and seeds are used
+            for every trial; its own placements are ignored.
+        budget: trainable-parameter cap; trials above it are pruned before training.
+    """
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("search needs Optuna: pip install 'loraplace[search]'") from None
+    from loraplace.driver import run_study
+    from loraplace.executors import Assets
+    from loraplace.placement import resolve
+    from loraplace.store import Store
+    from loraplace.study import Study
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    assets = assets or Assets()
+    out_dir = study.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out_dir)
+    model, _ = assets.model(study.model, study.train_settings().device)
+    space = space_for(model, ranks=ranks, max_roles=max_roles)
+    cap = None
+    if budget is not None:
+        from loraplace.budget import parse_budget
+
+        cap = parse_budget(budget, model)
+
+    name = f"{study.name}-search"
+    try:
+        ostudy = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["minimize", "minimize"],  # eval loss, trainable params
+            sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # bad URL, unreachable server, missing driver
+        raise UserError(f"cannot open Optuna storage {storage!r}: {exc}") from None
+
+    base = study.model_dump(mode="json")
+    base.update(zero_shot=False, full_finetune=False)
+
+    def objective(trial) -> tuple[float, float]:
+        spec = propose(trial, space)
+        rp = resolve(spec, model)
+        trial.set_user_attr("placement", spec)
+        trial.set_user_attr("trainable_params", rp.trainable_params)
+        if cap is not None and rp.trainable_params > cap:
+            raise optuna.TrialPruned(f"{rp.trainable_params} params > budget {cap}")
+        one = Study(**{**base, "name": name, "placements": [spec]})
+        outcome = run_study(one, executor=executor, assets=assets, display=display)
+        with Store(outcome.store_path, create=False) as store:
+            runs = store.runs(outcome.study_id)
+            metrics = store.metrics([r["run_id"] for r in runs])
+        losses = [
+            metrics[r["run_id"]]["eval_loss"]
+            for r in runs
+            if r["status"] == "done" and "eval_loss" in metrics.get(r["run_id"], {})
+        ]
+        if not losses:
+            raise optuna.TrialPruned("no run of this placement finished (diverged or failed)")
+        loss = sum(losses) / len(losses)
+        trial.set_user_attr("run_ids", [r["run_id"] for r in runs])
+        return loss, float(rp.trainable_params)
+
+    done = _complete(ostudy)
+    todo = max(0, trials - done)
+    if todo:
+        ostudy.optimize(objective, n_trials=todo, catch=())
+    # One study row that links every trial's runs: `loraplace report` on the store then
+    # shows the whole search, with its Pareto front.
+    placements = [
+        t.user_attrs["placement"]
+        for t in ostudy.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "placement" in t.user_attrs
+    ]
+    if placements:
+        zero = study.zero_shot
+        combined = Study(**{**base, "name": name, "placements": placements, "zero_shot": zero})
+        run_study(combined, executor=executor, assets=assets, display=display)
+    pareto = [
+        {
+            "trial": t.number,
+            "placement": t.user_attrs.get("placement"),
+            "eval_loss": t.values[0],
+            "trainable_params": int(t.values[1]),
+        }
+        for t in ostudy.best_trials
+    ]
+    pareto.sort(key=lambda p: p["trainable_params"])
+    return SearchOutcome(name, storage, _complete(ostudy), todo, pareto)
+
+
+def _complete(ostudy) -> int:
+    import optuna
+
+    return sum(1 for t in ostudy.trials if t.state == optuna.trial.TrialState.COMPLETE)

@@ -1,0 +1,117 @@
+"""Evaluation: the token-weighted mean NLL over every scored eval token.
+
+The loss is ``sum of per-token NLL / number of scored tokens`` over the whole eval set,
+never a mean of batch means (which over-weights a short last batch). The mean of
+per-batch perplexities is recorded too, only so the report can show how far the two differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Token-weighted eval loss of one model on one set of blocks."""
+
+    loss: float  # mean NLL per scored token, nats
+    tokens: int  # scored tokens (block_size - 1 per block: the first token has no context)
+    mean_batch_ppl: float  # mean over batches of exp(batch mean loss); for comparison only
+    time_s: float  # wall time of the evaluation
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.loss)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on the device when asked for, else a no-op (weights stay fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the model (under a PEFT wrapper, if any) accepts ``logits_to_keep``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cls = type(base)
+    if cls not in _KEEP:
+        _KEEP[cls] = "logits_to_keep" in inspect.signature(cls.forward).parameters
+    return _KEEP[cls]
+
+
+_KEEP: dict[type, bool] = {}
+
+
+def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-token NLL (nats, fp32) of the next token at every position but the last: [B, L-1]."""
+    if _takes_logits_to_keep(model):
+        # No lm_head for the last position (it predicts nothing scored), and contiguous
+        # logits: slicing full logits would copy the largest tensor of the step, twice
+        # more in the backward pass.
+        keep = torch.arange(x.shape[1] - 1, device=x.device)
+        logits = model(input_ids=x, logits_to_keep=keep).logits
+    else:
+        logits = model(input_ids=x).logits[:, :-1]
+    targets = x[:, 1:]
+    # Upcast before the softmax: bf16 logits lose the small differences that matter here.
+    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view(targets.shape)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    blocks: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    max_blocks: int | None = None,
+    nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> EvalResult:
+    """Token-weighted mean NLL of ``model`` over ``blocks`` (int64 [N, L]).
+
+    max_blocks: evaluate only the first max_blocks rows (None = all).
+    nll_fn: per-token NLL of (row indices, rows on the device) in place of
+        ``token_nll(model, rows)``, e.g. a frozen-prefix cache's (same numbers, less work).
+    """
+    import time
+
+    device = torch.device(device)
+    if max_blocks is not None:
+        blocks = blocks[:max_blocks]
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    nll_sum = 0.0  # float64 accumulation: millions of tokens sum without drift
+    n_tokens = 0
+    batch_ppls: list[float] = []
+    for i in range(0, blocks.shape[0], batch_size):
+        x = blocks[i : i + batch_size].to(device, non_blocking=True)
+        with autocast_context(device, precision):
+            if nll_fn is None:
+                nll = token_nll(model, x)
+            else:
+                nll = nll_fn(torch.arange(i, i + x.shape[0]), x)
+        batch_sum = float(nll.double().sum())
+        nll_sum += batch_sum
+        n_tokens += nll.numel()
+        batch_ppls.append(math.exp(batch_sum / nll.numel()))
+    if was_training:
+        model.train()
+    if n_tokens == 0:
+        raise ValueError("evaluate() got no blocks")
+    return EvalResult(
+        loss=nll_sum / n_tokens,
+        tokens=n_tokens,
+        mean_batch_ppl=sum(batch_ppls) / len(batch_ppls),
+        time_s=time.perf_counter() - t0,
+    )

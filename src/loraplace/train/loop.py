@@ -1,0 +1,304 @@
+"""One training run, top to bottom: inject adapters, train, evaluate, measure, restore.
+
+The caller (an executor) owns loading: it hands in a base model and tokenised blocks,
+and gets the same base model back untouched afterwards, so one loaded model serves
+every run of a study. Everything a run's numbers depend on comes from its RunSpec;
+the seed fixes the adapter init, dropout and the order of batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from loraplace.data import Blocks
+from loraplace.runs import RunResult, RunSpec, TrainSettings
+from loraplace.train import measure
+from loraplace.train.evaluate import EvalResult, autocast_context, evaluate, token_nll
+from loraplace.train.kernels import fuse_activations
+from loraplace.train.manifest import build_manifest
+from loraplace.train.prefix_cache import PrefixCache, runner_for
+
+# on_step(step, steps, loss, tokens_per_s): called after every optimizer step.
+StepCallback = Callable[[int, int, float, float], None]
+
+
+@dataclass
+class Baseline:
+    """The base model's eval results, computed once per (model, data) and shared by runs."""
+
+    val: EvalResult
+    retain: EvalResult | None = None
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss {loss} at step {step}")
+        self.step = step
+        self.loss = loss
+
+
+def total_steps(t: TrainSettings, n_train: int) -> int:
+    """Optimizer steps of a run: ``steps``, or ``epochs`` passes over the train blocks."""
+    if t.epochs is not None:
+        return max(1, math.ceil(t.epochs * n_train / t.batch_size))
+    return t.steps
+
+
+def lr_at(step: int, t: TrainSettings, steps: int) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then decay to 0."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.schedule == "constant":
+        return t.lr
+    progress = (step - t.warmup_steps) / max(1, steps - t.warmup_steps)
+    if t.schedule == "linear":
+        return t.lr * (1.0 - progress)
+    return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+
+def batches(n: int, batch_size: int, steps: int, seed: int):
+    """Row indices of each step's batch: shuffled epochs, reshuffled at each epoch's end."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=g)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size > n:  # drop the ragged tail: every batch has batch_size rows
+            order = torch.randperm(n, generator=g)
+            pos = 0
+        yield order[pos : pos + batch_size]
+        pos += batch_size
+
+
+def evaluate_base(
+    model: torch.nn.Module, blocks: Blocks, retain: Blocks | None, t: TrainSettings
+) -> Baseline:
+    """Zero-shot eval of the base model on the val blocks (and the retain set, if any)."""
+    device = measure.resolve_device(t.device)
+    precision = measure.resolve_precision(t.precision, device)
+    kw = dict(
+        batch_size=t.eval_batch_size,
+        device=device,
+        precision=precision,
+        max_blocks=t.max_eval_blocks,
+    )
+    restore_kernels = fuse_activations(model)  # the same kernels as the runs use
+    try:
+        val = evaluate(model, blocks.val, **kw)
+        ret = evaluate(model, retain.val, **kw) if retain is not None else None
+    finally:
+        restore_kernels()
+    return Baseline(val=val, retain=ret)
+
+
+def train_run(
+    spec: RunSpec,
+    model: torch.nn.Module,
+    blocks: Blocks,
+    *,
+    retain: Blocks | None = None,
+    baseline: Baseline | None = None,
+    on_step: StepCallback | None = None,
+    peak_flops: float | None = None,
+    prefix_cache: PrefixCache | bool = True,
+    fused_kernels: bool = True,
+) -> RunResult:
+    """Train and evaluate one run; ``model`` is the base model, returned to its state after.
+
+    baseline: the base model's eval results, when the caller has them cached.
+    peak_flops: device peak (FLOP/s) for MFU; measured on the device when None.
+    prefix_cache: reuse the hidden states of adapter-free bottom layers across epochs and
+        runs (True: the process-wide cache; False: off; or a PrefixCache). Same numbers
+        (within float rounding); used only where eligible, see ``train/prefix_cache.py``.
+    fused_kernels: run GPT-2's composed GELU as one fused kernel (same formula, float
+        rounding apart; see ``train/kernels.py``).
+    """
+    t = spec.train
+    device = measure.resolve_device(t.device)
+    precision = measure.resolve_precision(t.precision, device)
+    model.to(device)
+    if baseline is None:
+        baseline = evaluate_base(model, blocks, retain, t)
+    base_params = sum(p.numel() for p in model.parameters())  # de-duplicates tied weights
+
+    torch.manual_seed(spec.seed)  # adapter init and dropout
+    for p in model.parameters():
+        p.requires_grad_(spec.kind == "full")
+    pristine = None
+    if spec.kind == "full":  # full fine-tuning edits the base weights: keep a copy
+        pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    net = model
+    if spec.kind == "lora":
+        from peft import get_peft_model
+
+        from loraplace.placement import lora_config
+
+        config = lora_config(spec.modules, dropout=t.lora_dropout, use_rslora=spec.use_rslora)
+        with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            net = get_peft_model(model, config)
+
+    curves: dict[str, list[tuple[int, float]]] = {"train_loss": [], "eval_loss": [], "lr": []}
+    metrics: dict[str, float] = {}
+    diverged: Diverged | None = None
+    prefix = None
+    restore_kernels = fuse_activations(model) if fused_kernels else (lambda: None)
+    try:
+        if spec.kind == "lora":  # layers below the first adapter run once per block
+            prefix = runner_for(
+                model,
+                precision=precision,
+                cache=prefix_cache,
+                model_fingerprint=spec.fingerprints.get("model", ""),
+            )
+        val_nll = retain_nll = None
+        if prefix is not None:
+            val_nll = functools.partial(prefix.token_nll, "val", blocks.val)
+            if retain is not None:
+                retain_nll = functools.partial(prefix.token_nll, "retain", retain.val)
+        trainable = [p for p in net.parameters() if p.requires_grad]
+        n_trainable = sum(p.numel() for p in trainable)
+        n_all = sum(p.numel() for p in net.parameters())
+        steps = total_steps(t, blocks.train.shape[0]) if spec.kind != "zero-shot" else 0
+        tokens_per_step = t.batch_size * t.block_size
+        train_time = 0.0
+        measure.reset_peak_memory(device)
+        eval_kw = dict(
+            batch_size=t.eval_batch_size,
+            device=device,
+            precision=precision,
+            max_blocks=t.max_eval_blocks,
+        )
+        curves["eval_loss"].append((0, baseline.val.loss))
+
+        if steps:
+            # AdamW over the adapter (or, for "full", all) parameters only.
+            opt = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
+            net.train()
+            initial_loss: float | None = None
+            for step, idx in enumerate(
+                batches(blocks.train.shape[0], t.batch_size, steps, spec.seed)
+            ):
+                t0 = time.perf_counter()
+                lr = lr_at(step, t, steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = blocks.train[idx].to(device, non_blocking=True)
+                with autocast_context(device, precision):
+                    # Every position is a real token, so the plain mean is token-weighted.
+                    if prefix is not None:
+                        loss = prefix.token_nll("train", blocks.train, idx, x).mean()
+                    else:
+                        loss = token_nll(net, x).mean()
+                loss_value = loss.item()
+                initial_loss = loss_value if initial_loss is None else initial_loss
+                if not math.isfinite(loss_value) or loss_value > t.diverge_factor * initial_loss:
+                    raise Diverged(step + 1, loss_value)
+                loss.backward()
+                if t.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                measure.sync(device)
+                train_time += time.perf_counter() - t0
+                done = step + 1
+                curves["train_loss"].append((done, loss_value))
+                curves["lr"].append((done, lr))
+                if on_step is not None:
+                    on_step(done, steps, loss_value, done * tokens_per_step / train_time)
+                if t.eval_every and done % t.eval_every == 0 and done < steps:
+                    ev = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll)
+                    curves["eval_loss"].append((done, ev.loss))
+
+        # Final evaluation: every val token (up to max_eval_blocks), token-weighted.
+        final = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll) if steps else baseline.val
+        if not math.isfinite(final.loss):
+            raise Diverged(steps, final.loss)
+        if steps:
+            curves["eval_loss"].append((steps, final.loss))
+        retain_eval = None
+        if retain is not None:
+            retain_eval = (
+                evaluate(net, retain.val, **eval_kw, nll_fn=retain_nll)
+                if steps
+                else baseline.retain
+            )
+
+        train_tokens = steps * tokens_per_step
+        tokens_per_s = train_tokens / train_time if train_time > 0 else 0.0
+        metrics.update(
+            eval_loss=final.loss,
+            eval_ppl=math.exp(final.loss),
+            eval_tokens=final.tokens,
+            mean_batch_ppl=final.mean_batch_ppl,
+            zero_shot_loss=baseline.val.loss,
+            trainable_params=n_trainable if spec.kind != "zero-shot" else 0,
+            total_params=base_params,
+            trainable_pct=100.0 * n_trainable / n_all if spec.kind != "zero-shot" else 0.0,
+            train_time_s=train_time,
+            eval_time_s=final.time_s,
+            tokens_per_s=tokens_per_s,
+            peak_mem_bytes=measure.peak_memory_bytes(device),
+            steps=steps,
+            train_tokens=train_tokens,
+        )
+        floor = _floor(blocks, t.max_eval_blocks)
+        if floor is not None:
+            metrics["floor"] = floor
+        if retain_eval is not None and baseline.retain is not None:
+            metrics["retain_loss"] = retain_eval.loss
+            metrics["retain_zero_shot_loss"] = baseline.retain.loss
+        if steps and tokens_per_s > 0:
+            peak = peak_flops or measure.measured_peak_flops(device.type, precision)
+            fpt = measure.flops_per_token(net, t.block_size, full=spec.kind == "full")
+            metrics["mfu"] = fpt * tokens_per_s / peak
+    except Diverged as exc:
+        diverged = exc
+    finally:
+        # Give the caller its base model back exactly as it came.
+        restore_kernels()
+        if spec.kind == "lora":
+            net.unload()
+        if pristine is not None:
+            model.load_state_dict(pristine)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+
+    manifest = build_manifest(
+        device=device,
+        precision=precision,
+        fingerprints=spec.fingerprints,
+        extra={
+            "run_id": spec.run_id,
+            "kind": spec.kind,
+            "placement": spec.placement_name,
+            # layers served from the frozen-prefix cache (0 = plain forward passes)
+            "prefix_layers_cached": prefix.k if prefix is not None else 0,
+        },
+    )
+    if diverged is not None:
+        return RunResult(
+            run_id=spec.run_id,
+            status="diverged",
+            curves=curves,
+            manifest=manifest,
+            diverged_step=diverged.step,
+            error=f"diverged: {diverged}",
+        )
+    return RunResult(
+        run_id=spec.run_id, status="done", metrics=metrics, curves=curves, manifest=manifest
+    )
+
+
+def _floor(blocks: Blocks, max_blocks: int | None) -> float | None:
+    """The oracle's mean NLL on exactly the val tokens evaluated (synthetic data only)."""
+    if blocks.val_oracle_nll is None:
+        return None
+    return float(blocks.val_oracle_nll[:max_blocks].mean())

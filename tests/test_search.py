@@ -1,0 +1,107 @@
+"""Search over placements (Optuna) and `recommend`, on the tiny model of the run tests."""
+
+import json
+
+import pytest
+from run_fixtures import tiny_study
+
+from loraplace.cli import run_cli
+from loraplace.store import Store
+from loraplace.study import validate_study
+
+optuna = pytest.importorskip("optuna")
+
+
+def _study(tmp_path):
+    cfg = tiny_study(tmp_path, name="s", seeds=[0], out=str(tmp_path / "out"))
+    return validate_study(cfg)
+
+
+def test_search_runs_trials_into_the_store_and_resumes_from_its_storage(tmp_path):
+    from loraplace.search import run_search
+
+    study = _study(tmp_path)
+    first = run_search(study, trials=2, seed=3)
+    assert (first.trials_done, first.trials_run) == (2, 2)
+    again = run_search(study, trials=3, seed=3)  # load_if_exists: one more, not three
+    assert (again.trials_done, again.trials_run) == (3, 1)
+    ostudy = optuna.load_study(study_name="s-search", storage=again.storage)
+    assert len(ostudy.trials) == 3
+    with Store(study.out_dir) as store:
+        combined = store.study()  # the latest study row links every trial's runs
+        assert combined["name"] == "s-search"
+        runs = store.runs(combined["study_id"])
+        metrics = store.metrics()
+    lora = [r for r in runs if r["kind"] == "lora"]
+    # a trial that proposes an earlier trial's placement reuses its run (same run id)
+    assert {rid for t in ostudy.trials for rid in t.user_attrs["run_ids"]} == {
+        r["run_id"] for r in lora
+    }
+    # each trial's objective is its run's stored numbers
+    for t in ostudy.trials:
+        (rid,) = t.user_attrs["run_ids"]
+        assert t.values[0] == metrics[rid]["eval_loss"]
+        assert t.values[1] == metrics[rid]["trainable_params"]
+    assert again.pareto and all(p["eval_loss"] > 0 for p in again.pareto)
+
+
+def test_search_prunes_trials_over_budget(tmp_path):
+    from loraplace.search import run_search
+
+    study = _study(tmp_path)
+    res = run_search(study, trials=2, seed=0, budget=1, ranks=(2,))
+    # every placement costs more than 1 parameter: all pruned, nothing trained
+    assert res.trials_done == 0
+    assert not (study.out_dir / "loraplace.db").exists() or not Store(study.out_dir).runs()
+
+
+def test_recommend_picks_the_best_measured_placement_within_budget(tmp_path, capsys):
+    cfg = tiny_study(tmp_path, out=str(tmp_path / "out"))
+    path = tmp_path / "study.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    assert run_cli(["run", str(path)]) == 0
+    capsys.readouterr()
+    with Store(tmp_path / "out") as store:
+        runs = [r for r in store.runs() if r["kind"] == "lora" and r["status"] == "done"]
+        metrics = store.metrics()
+    by = {}
+    for r in runs:
+        m = metrics[r["run_id"]]
+        by.setdefault(r["placement"], []).append((m["eval_loss"], m["trainable_params"]))
+    means = {k: (sum(x for x, _ in v) / len(v), v[0][1]) for k, v in by.items()}
+    budget = max(p for _, p in means.values())
+    best = min(means, key=lambda k: means[k][0])
+    out = tmp_path / "export"
+    code = run_cli(
+        [
+            "recommend",
+            str(tmp_path / "out"),
+            "--budget",
+            str(budget),
+            "--json",
+            "--format",
+            "peft",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["placement"] == best and rec["source"] == "measured"
+    assert rec["expected_eval_loss"] == pytest.approx(means[best][0])
+    assert rec["n_seeds"] == 2
+    exported = json.loads((out / "adapter_config.json").read_text())
+    assert sorted(exported["target_modules"]) == sorted(m["name"] for m in rec["modules"])
+    # the smallest placement only: a budget below the larger one's count
+    small = min(p for _, p in means.values())
+    assert run_cli(["recommend", str(tmp_path / "out"), "--budget", str(small), "--json"]) == 0
+    rec2 = json.loads(capsys.readouterr().out)
+    assert rec2["trainable_params"] <= small
+
+
+def test_recommend_errors_are_one_line(tmp_path, capsys):
+    code = run_cli(["recommend", str(tmp_path / "none.db"), "--budget", "1000"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: no results store") and "\n" not in err
