@@ -107,6 +107,12 @@ class Study(BaseModel):
     threads: int | None = None
     # Optional copies of every run's numbers: {"mlflow": tracking URI, "tensorboard": dir}.
     sinks: SinksConfig = Field(default_factory=lambda: SinksConfig())
+    # Equal-budget comparison: every placement gets the rank (per-role ranks with
+    # budget_per_role) that brings its exact trainable count closest to this budget
+    # without exceeding it. A count (1966080, "2M"), a percentage of the model in PEFT's
+    # convention ("0.55%"), or a placement at a rank on this model ("seed-ffn@r16").
+    budget: int | str | None = None
+    budget_per_role: bool = False
 
     @field_validator("seeds")
     @classmethod
@@ -296,7 +302,16 @@ def expand(
     labels: set[str] = set()
     for entry in study.placements:
         spec = parse_placement(entry)
-        own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank
+        if study.budget is not None:
+            from loraplace.budget import match_budget_report
+
+            match = match_budget_report(spec, target, study.budget, per_role=study.budget_per_role)
+            spec = match.spec
+            warnings.append(
+                f"{spec.label()}: budget {match.budget:,} -> {match.achieved:,} trainable "
+                f"params ({match.deviation:+,}, {match.deviation_pct:+.2f} %)"
+            )
+        own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank or spec.module_rank
         own_alpha = spec.alpha is not None or spec.alpha_rule is not None
         ranks = [None] if own_rank else study.ranks
         for rank in ranks:

@@ -1,0 +1,37 @@
+"""A study's `budget:` key: every placement matched to one trainable-parameter budget."""
+
+from transformers import GPT2Config
+
+from loraplace.arch import meta_from_config
+from loraplace.study import expand, validate_study
+
+MEDIUM = GPT2Config(n_embd=1024, n_layer=24, n_head=16)
+
+
+def test_seed_placements_at_the_seed_ffn_budget_on_gpt2_medium():
+    study = validate_study(
+        {
+            "model": "gpt2-medium",
+            "placements": ["seed-full", "seed-attention", "seed-ffn", "attention"],
+            "seeds": [0],
+            "zero_shot": False,
+            "budget": "seed-ffn@r16",
+            "retain": None,
+        }
+    )
+    specs, warnings = expand(study, target=meta_from_config(MEDIUM))
+    got = {
+        s.placement_name: sum(m["rank"] * (m["in_features"] + m["out_features"]) for m in s.modules)
+        for s in specs
+    }
+    ranks = {s.placement_name: {m["rank"] for m in s.modules} for s in specs}
+    budget = 1_966_080
+    assert got["seed-ffn"] == budget and ranks["seed-ffn"] == {16}
+    # seed-full: 72 modules, 393,216 params per rank -> r=5 (1,966,080: exactly on budget)
+    assert ranks["seed-full"] == {5} and got["seed-full"] == 5 * 393_216
+    # seed-attention: 270,336 per rank -> r=7 (1,892,352; r=8 would be 2,162,688)
+    assert ranks["seed-attention"] == {7} and got["seed-attention"] == 1_892_352
+    # attention: 147,456 per rank -> r=13 (1,916,928)
+    assert ranks["attention"] == {13} and got["attention"] == 1_916_928
+    assert all(v <= budget for v in got.values())
+    assert any("seed-attention: budget 1,966,080 -> 1,892,352" in w for w in warnings)
