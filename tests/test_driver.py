@@ -161,11 +161,7 @@ def test_ctrl_c_in_the_cli_exits_130(tmp_path, monkeypatch, capsys):
     assert runs_of(tmp_path / "out")[0]["status"] == "interrupted"
 
 
-def test_kill_9_mid_study_then_resume_finishes_every_run_once(tmp_path):
-    study = write_study(tmp_path, seeds=[0, 1, 2])
-    command = [sys.executable, "-m", "loraplace", "run", str(study), "train.steps=150", "threads=1"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    db = tmp_path / "out" / "loraplace.db"
+def _wait_for_a_trained_run_in_flight(proc, db: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
@@ -177,9 +173,29 @@ def test_kill_9_mid_study_then_resume_finishes_every_run_once(tmp_path):
                 counts = {}
             # the zero-shot runs and at least one trained run done, another in flight
             if counts.get("done", 0) >= 4 and counts.get("running", 0) == 1:
-                break
+                return
         time.sleep(0.05)
-    assert proc.poll() is None, "the study finished before it could be killed"
+    raise AssertionError("the study finished (or stalled) before it could be stopped")
+
+
+def test_sigterm_is_a_clean_stop_like_ctrl_c(tmp_path):
+    study = write_study(tmp_path, seeds=[0, 1, 2])
+    command = [sys.executable, "-m", "loraplace", "run", str(study), "train.steps=150", "threads=1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    _wait_for_a_trained_run_in_flight(proc, tmp_path / "out" / "loraplace.db")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "1 run(s) marked interrupted" in out
+    statuses = [r["status"] for r in runs_of(tmp_path / "out")]
+    assert statuses.count("interrupted") == 1 and "running" not in statuses
+
+
+def test_kill_9_mid_study_then_resume_finishes_every_run_once(tmp_path):
+    study = write_study(tmp_path, seeds=[0, 1, 2])
+    command = [sys.executable, "-m", "loraplace", "run", str(study), "train.steps=150", "threads=1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _wait_for_a_trained_run_in_flight(proc, tmp_path / "out" / "loraplace.db")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 

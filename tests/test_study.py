@@ -16,7 +16,7 @@ def test_default_study_validates_to_the_documented_settings():
     t = s.train_settings()
     assert (s.model, s.dataset, s.ranks, s.seeds) == ("tiny-markov", "markov-mix", [8], [0, 1, 2])
     assert s.placements == ["seed-full", "seed-attention", "seed-ffn", "attention"]
-    assert (t.steps, t.batch_size, t.block_size, t.lr, t.eval_every) == (250, 16, 128, 1e-2, 50)
+    assert (t.steps, t.batch_size, t.block_size, t.lr, t.eval_every) == (250, 16, 128, 2e-3, 50)
     assert s.out_dir.as_posix() == "runs/default"
 
 
@@ -55,7 +55,7 @@ def test_overrides_set_nested_keys_and_validate():
 def test_study_id_is_a_hash_of_the_validated_config_without_out():
     a = load_study(None)
     assert a.study_id == load_study(None, ["out=elsewhere"]).study_id
-    assert a.study_id == load_study(None, ["train.lr=0.01"]).study_id  # same value, same id
+    assert a.study_id == load_study(None, ["train.lr=0.002"]).study_id  # same value, same id
     assert a.study_id != load_study(None, ["train.lr=0.001"]).study_id
 
 

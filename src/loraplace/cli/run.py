@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -113,6 +115,17 @@ class RichDisplay(StudyDisplay):
             self.progress.stop()
 
 
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C: the run in flight is marked."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None  # only the main thread may set handlers (e.g. a test calling run_cli)
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     """The study file (the one argument without '=') and the key=value overrides."""
     study = None
@@ -178,11 +191,15 @@ def run(
         runner = RayExecutor.for_study(study, address, cpus_per_run, gpus_per_run)
     console = make_console()
     t0 = time.perf_counter()
+    previous = _sigterm_as_interrupt()
     try:
         outcome = run_study(study, executor=runner, display=RichDisplay(console))
     except StudyInterrupted as exc:
         console.print(f"{exc}; run the same command again to finish the study")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - t0
     print_results(console, study.out_dir, outcome.study_id)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
