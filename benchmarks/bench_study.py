@@ -182,8 +182,8 @@ def study_yaml(work: Path, model: Path, data: Path, args, precision: str) -> Pat
     return path
 
 
-def run_loraplace(path: Path, work: Path, precision: str) -> tuple[float, dict]:
-    """Wall time of ``loraplace run`` and {(placement, seed): eval_loss} from its store."""
+def run_loraplace(path: Path, work: Path, precision: str) -> tuple[float, dict, dict]:
+    """Wall time of ``loraplace run``, {placement/seed: eval_loss} and summed run times."""
     exe = Path(sys.executable).parent / "loraplace"
     cmd = (
         [str(exe)]
@@ -204,12 +204,17 @@ def run_loraplace(path: Path, work: Path, precision: str) -> tuple[float, dict]:
     ):
         spec = json.loads(spec_json)
         losses[f"{spec['placement_name']}/{spec['seed']}"] = value
-    return wall, losses
+    times = {
+        name: db.execute("SELECT SUM(value) FROM metrics WHERE name = ?", (name,)).fetchone()[0]
+        for name in ("train_time_s", "eval_time_s")
+    }
+    return wall, losses, times
 
 
 def markdown(report: dict) -> str:
     a = report["args"]
     w, c = report["wall_s"], report["cpu_s"]
+    lp_times = report["loraplace_run_times_s"]["fp32"]
     lines = [
         f"### Study: seed study by loraplace vs independent HF Trainer scripts "
         f"({'--quick' if a['quick'] else 'full'})",
@@ -230,8 +235,11 @@ def markdown(report: dict) -> str:
         "",
         f"**Ratio (scripts / loraplace, fp32): {report['ratio']:.2f}x in wall time, "
         f"{report['ratio_cpu']:.2f}x in CPU time.** "
-        f"Scripts: {report['scripts_setup_s']:.1f} s of the total went to imports, loading "
-        f"and tokenising (sum over the 10 processes).",
+        f"Scripts: {report['scripts_setup_s']:.1f} s went to imports, loading and tokenising, "
+        f"{report['scripts_train_s']:.1f} s to training and {report['scripts_eval_s']:.1f} s "
+        f"to evaluation (sums over the 10 processes). loraplace fp32: "
+        f"{lp_times['train_time_s']:.1f} s training, {lp_times['eval_time_s']:.1f} s "
+        "evaluation, the rest start-up, loading, tokenising and bookkeeping.",
         "",
         "| run | eval loss, scripts | loraplace fp32 | loraplace bf16 | bf16 vs fp32 |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -262,6 +270,7 @@ def parent(args) -> None:
         print(f"model {model_dir}; text {text} ({n_blocks} blocks)", flush=True)
         wall: dict[str, float] = {}
         cpu: dict[str, float] = {}  # CPU seconds of the arm's processes: steadier under load
+        inside: dict[str, dict] = {}  # loraplace's own train/eval seconds, from its store
         losses: dict[str, dict[str, float]] = {}
 
         # (b) one process per run; the zero-shot one only evaluates
@@ -289,7 +298,8 @@ def parent(args) -> None:
         for precision in ("fp32", "bf16"):
             path = study_yaml(work, model_dir, text, args, precision)
             c0 = common.children_cpu_s()
-            w, lp = run_loraplace(path, work, precision)
+            w, lp, times = run_loraplace(path, work, precision)
+            inside[precision] = times
             wall[f"loraplace_{precision}"] = w
             cpu[f"loraplace_{precision}"] = common.children_cpu_s() - c0
             losses[f"loraplace_{precision}"] = lp
@@ -310,6 +320,9 @@ def parent(args) -> None:
         "wall_s": wall,
         "ratio": wall["scripts"] / wall["loraplace_fp32"],
         "cpu_s": cpu,
+        "loraplace_run_times_s": inside,
+        "scripts_train_s": sum(r["train_s"] for r in script_runs),
+        "scripts_eval_s": sum(r["eval_s"] for r in script_runs),
         "ratio_cpu": cpu["scripts"] / cpu["loraplace_fp32"],
         "scripts_setup_s": sum(r["setup_s"] for r in script_runs),
         "script_runs": script_runs,
