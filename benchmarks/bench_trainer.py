@@ -273,6 +273,14 @@ def markdown(report: dict) -> str:
                 f"| {ratio if arm == 'loraplace' else ''} "
                 f"| {s['loss_first_step'][arm]:.5f} |"
             )
+    for prec, s in report["results"].items():
+        if max(s["ratio"], s["ratio_best"]) / min(s["ratio"], s["ratio_best"]) > 1.15:
+            lines += [
+                "",
+                f"**{prec}: the median ratio ({s['ratio']:.2f}) disagrees with the best-of-repeats"
+                f" ratio ({s['ratio_best']:.2f}) by more than 15 %: the load changed between "
+                f"runs. The CPU-time ratio ({s['ratio_cpu']:.2f}) is the steadier figure.**",
+            ]
     lines.append("")
     lines.append(
         "Max |loss difference| between the arms over the steps of the first repeat (Trainer "

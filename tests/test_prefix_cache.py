@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -160,3 +161,7 @@ def test_train_run_with_prefix_reuse_gives_the_same_numbers():
         cached.curves["train_loss"], plain.curves["train_loss"], strict=True
     ):
         assert s1 == s2 and abs(a - b) < 1e-6
+    # The next run of the study (another seed) finds every block's prefix already cached.
+    again = train_run(replace(spec, seed=1), model, blocks, prefix_cache=cache, peak_flops=1e9)
+    assert again.status == "done"
+    assert (cache.misses, cache.hits) == (12 + 6, 2 * 12 + 3 * 12 + 6)
