@@ -164,7 +164,8 @@ def study_yaml(work: Path, model: Path, data: Path, args, precision: str) -> Pat
         "alpha": ALPHA,
         "seeds": SEEDS,
         "zero_shot": True,
-        "threads": args.threads,
+        # With parallel workers each run gets one core; otherwise every core.
+        "threads": 1 if args.workers > 1 else args.threads,
         "out": str(work / f"study-{precision}"),
         "train": {
             "steps": args.steps,
@@ -182,7 +183,9 @@ def study_yaml(work: Path, model: Path, data: Path, args, precision: str) -> Pat
     return path
 
 
-def run_loraplace(path: Path, work: Path, precision: str) -> tuple[float, dict, dict]:
+def run_loraplace(
+    path: Path, work: Path, precision: str, workers: int = 1
+) -> tuple[float, dict, dict]:
     """Wall time of ``loraplace run``, {placement/seed: eval_loss} and summed run times."""
     exe = Path(sys.executable).parent / "loraplace"
     cmd = (
@@ -192,7 +195,8 @@ def run_loraplace(path: Path, work: Path, precision: str) -> tuple[float, dict, 
     )
     env = dict(os.environ, LORAPLACE_CACHE=str(work / "cache"), PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()
-    proc = subprocess.run([*cmd, "run", str(path)], capture_output=True, text=True, env=env)
+    extra = ["--executor", "ray", "--cpus-per-run", "1"] if workers > 1 else []
+    proc = subprocess.run([*cmd, "run", str(path), *extra], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"loraplace run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -215,6 +219,9 @@ def markdown(report: dict) -> str:
     a = report["args"]
     w, c = report["wall_s"], report["cpu_s"]
     lp_times = report["loraplace_run_times_s"]["fp32"]
+    workers = a.get("workers", 1)
+    lp_how = f" on Ray, {workers} workers x 1 thread" if workers > 1 else ""
+    lp_procs = f"1 + {workers} workers" if workers > 1 else "1"
     lines = [
         f"### Study: seed study by loraplace vs independent HF Trainer scripts "
         f"({'--quick' if a['quick'] else 'full'})",
@@ -230,8 +237,10 @@ def markdown(report: dict) -> str:
         "| arm | processes | wall time (s) | CPU time (s) |",
         "| --- | ---: | ---: | ---: |",
         f"| HF Trainer + PEFT, one script per run | 10 | {w['scripts']:.1f} | {c['scripts']:.1f} |",
-        f"| `loraplace run` | 1 | {w['loraplace_fp32']:.1f} | {c['loraplace_fp32']:.1f} |",
-        f"| `loraplace run`, bf16 | 1 | {w['loraplace_bf16']:.1f} | {c['loraplace_bf16']:.1f} |",
+        f"| `loraplace run`{lp_how} | {lp_procs} | {w['loraplace_fp32']:.1f} | "
+        f"{c['loraplace_fp32']:.1f} |",
+        f"| `loraplace run`{lp_how}, bf16 | {lp_procs} | {w['loraplace_bf16']:.1f} | "
+        f"{c['loraplace_bf16']:.1f} |",
         "",
         f"**Ratio (scripts / loraplace, fp32): {report['ratio']:.2f}x in wall time, "
         f"{report['ratio_cpu']:.2f}x in CPU time.** "
@@ -241,6 +250,15 @@ def markdown(report: dict) -> str:
         f"{lp_times['train_time_s']:.1f} s training, {lp_times['eval_time_s']:.1f} s "
         "evaluation, the rest start-up, loading, tokenising and bookkeeping.",
         "",
+        *(
+            [
+                "With Ray workers the loraplace CPU time misses the workers (Ray starts "
+                "them, so they are not children of the benchmark): compare wall times.",
+                "",
+            ]
+            if workers > 1
+            else []
+        ),
         "| run | eval loss, scripts | loraplace fp32 | loraplace bf16 | bf16 vs fp32 |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -298,7 +316,7 @@ def parent(args) -> None:
         for precision in ("fp32", "bf16"):
             path = study_yaml(work, model_dir, text, args, precision)
             c0 = common.children_cpu_s()
-            w, lp, times = run_loraplace(path, work, precision)
+            w, lp, times = run_loraplace(path, work, precision, args.workers)
             inside[precision] = times
             wall[f"loraplace_{precision}"] = w
             cpu[f"loraplace_{precision}"] = common.children_cpu_s() - c0
@@ -345,6 +363,13 @@ def main() -> None:
     # One thread by default: the model is tiny, and on a shared 2-core machine two threads
     # per process wait on each other at every op (measured: a step 15x slower).
     p.add_argument("--threads", type=int, default=1, help="torch threads in every process")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="loraplace arm: runs in parallel, one core each, on a local Ray cluster "
+        "(the scripts still run one after another with --threads each)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--placement", default="seed-full", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -145,3 +145,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert err.startswith("error: ") and "\n" not in err
     assert message.format(missing=missing) in err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_the_cli_starts_without_torch():
+    """Every verb registers without importing torch: `report`, `status`, `--help` start fast."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from loraplace.cli import _register; _register(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

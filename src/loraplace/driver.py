@@ -12,14 +12,17 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
-from loraplace.executors.local import Assets, LocalExecutor
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store
 from loraplace.study import Study, expand
+
+if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
+    from loraplace.executors.local import Assets
 
 
 class StudyInterrupted(Exception):
@@ -33,6 +36,8 @@ class StudyPlan:
     study: Study
     specs: list[RunSpec]
     warnings: list[str] = field(default_factory=list)
+    probe: dict | None = None  # the study's probe result (ProbeResult.to_json), if it has one
+    budget: int | None = None  # the study's budget in parameters, if it has one
 
 
 @dataclass
@@ -85,7 +90,15 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
     retain = study.retain_dataset()
     if retain:
         fingerprints["retain"] = assets.blocks(retain, **data_kw).fingerprint
-    specs, warnings = expand(study, target=model, fingerprints=fingerprints)
+    probe = None
+    if study.wants_probe:
+        probe = _probe(study, model, assets.blocks(study.dataset, **data_kw).train)
+    specs, warnings = expand(
+        study,
+        target=model,
+        fingerprints=fingerprints,
+        scores=probe.importance if probe is not None else None,
+    )
     seen: dict[str, str] = {}
     unique = []
     for s in specs:  # two labels for the same resolved placement are one run
@@ -97,7 +110,43 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
             continue
         seen[s.run_id] = s.placement_name
         unique.append(s)
-    return StudyPlan(study=study, specs=unique, warnings=warnings)
+    return StudyPlan(
+        study=study,
+        specs=unique,
+        warnings=warnings,
+        probe=probe.to_json() if probe is not None else None,
+        budget=_budget(study, model) if study.budget is not None else None,
+    )
+
+
+def _budget(study: Study, model) -> int:
+    from loraplace.budget import parse_budget
+
+    return parse_budget(study.budget, model)
+
+
+def _probe(study: Study, model, train_blocks):
+    """The study's importance probe on its own model and train blocks (deterministic)."""
+    import torch
+
+    from loraplace.probe.scores import pick_batches, probe_model
+    from loraplace.study import ProbeConfig
+
+    cfg = study.probe or ProbeConfig()
+    state = torch.random.get_rng_state()
+    try:
+        batches = pick_batches(
+            train_blocks, batches=cfg.batches, batch_size=cfg.batch_size, seed=cfg.seed
+        )
+        meta = {
+            "model": study.model,
+            "dataset": study.dataset,
+            "block_size": int(train_blocks.shape[1]),
+            **cfg.model_dump(),
+        }
+        return probe_model(model, batches, meta=meta)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def run_study(
@@ -116,6 +165,8 @@ def run_study(
         import torch
 
         torch.set_num_threads(study.threads)
+    from loraplace.executors.local import Assets, LocalExecutor
+
     assets = assets or Assets()
     display = display or StudyDisplay()
     check_output_dir(study)
@@ -128,6 +179,10 @@ def run_study(
         sid = study.study_id
         store.add_study(sid, study.name, study.model_dump(mode="json"), command)
         store.add_runs(sid, plan.specs)
+        if plan.probe is not None:
+            store.save_probe(sid, plan.probe)
+        if plan.budget is not None:
+            store.set_meta(f"budget:{sid}", str(plan.budget))
         status = {r["run_id"]: r["status"] for r in store.runs(sid)}
         todo = [s for s in plan.specs if status.get(s.run_id) not in FINISHED]
         skipped = len(plan.specs) - len(todo)

@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS manifests (
     run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
     manifest_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS probes (
+    study_id TEXT PRIMARY KEY REFERENCES studies(study_id),
+    probe_json TEXT NOT NULL        -- importance scores before training (ProbeResult)
+);
 """
 
 STORE_NAME = "loraplace.db"
@@ -129,6 +133,16 @@ class Store:
             "INSERT OR IGNORE INTO studies VALUES (?, ?, ?, ?, ?)",
             (study_id, name, json.dumps(config, sort_keys=True, default=str), command, time.time()),
         )
+
+    def save_probe(self, study_id: str, probe: dict[str, Any]) -> None:
+        """The study's importance probe (deterministic: a re-run writes the same scores)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO probes VALUES (?, ?)",
+            (study_id, json.dumps(probe, sort_keys=True)),
+        )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
     def add_runs(self, study_id: str, specs: Iterable[RunSpec]) -> None:
         """Register specs as pending (existing runs keep their status) and link them."""
@@ -269,6 +283,20 @@ class Store:
             "SELECT manifest_json FROM manifests WHERE run_id=?", (run_id,)
         ).fetchone()
         return json.loads(row[0]) if row else {}
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def probe(self, study_id: str) -> dict[str, Any] | None:
+        """The study's stored probe, or None (also for stores written before probes)."""
+        try:
+            row = self.conn.execute(
+                "SELECT probe_json FROM probes WHERE study_id=?", (study_id,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no probes table: a store from before probes
+            return None
+        return json.loads(row[0]) if row else None
 
     def status_counts(self, study_id: str) -> dict[str, int]:
         rows = self.conn.execute(

@@ -73,6 +73,17 @@ class SinksConfig(BaseModel):
     tensorboard: str | None = None  # log directory
 
 
+class ProbeConfig(BaseModel):
+    """Importance probes scored before training (see ``loraplace probe``): stored with the
+    study, set against trained single-role placements in the report, and the scores that
+    ``allocate`` placements spend the budget by."""
+
+    model_config = _STRICT
+    batches: int = Field(4, ge=1)  # batches of train blocks the probe sees
+    batch_size: int = Field(8, ge=1)  # blocks per batch
+    seed: int = 0  # picks the blocks: same seed, same scores
+
+
 class Study(BaseModel):
     """A placement study: what to compare, on what, with which settings."""
 
@@ -86,7 +97,9 @@ class Study(BaseModel):
     # source when there is one; null = none.
     retain: str | None = "auto"
     # Presets ("seed-full"), "a+b" shorthand, or placement specs (dicts with roles /
-    # target_modules / layers / rank ...; "name" labels the run).
+    # target_modules / layers / rank ...; "name" labels the run). With a budget, also
+    # {name, allocate: SCORE} (allocated from the probe) and {name, random: N, seed}
+    # (N random placements of the budget): see loraplace.budget.generated.
     placements: list[str | dict[str, Any]] = Field(
         default_factory=lambda: ["seed-full", "seed-attention", "seed-ffn"]
     )
@@ -113,6 +126,10 @@ class Study(BaseModel):
     # convention ("0.55%"), or a placement at a rank on this model ("seed-ffn@r16").
     budget: int | str | None = None
     budget_per_role: bool = False
+    # Score every (layer, role) with importance probes before training; the scores are
+    # stored and the report sets them against trained single-role placements. Implied
+    # (with defaults) by an ``allocate`` placement.
+    probe: ProbeConfig | None = None
 
     @field_validator("seeds")
     @classmethod
@@ -120,6 +137,14 @@ class Study(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
         return v
+
+    @property
+    def wants_probe(self) -> bool:
+        from loraplace.budget.generated import AllocateEntry, parse_generated
+
+        return self.probe is not None or any(
+            isinstance(parse_generated(e), AllocateEntry) for e in self.placements
+        )
 
     @property
     def ranks(self) -> list[int]:
@@ -214,6 +239,15 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
         raise UserError(f"{source}: the study has no placements and no baselines: add placements")
     if not study.seeds:
         raise UserError(f"{source}: seeds is empty: give at least one, e.g. seeds: [0]")
+    from loraplace.budget.generated import parse_generated
+
+    for entry in study.placements:
+        gen = parse_generated(entry)  # a malformed allocate/random entry fails here
+        if gen is not None and study.budget is None:
+            raise UserError(
+                f"{source}: placement {entry!r} is generated at the study's budget, but the "
+                "study has none: add budget: (a count, '0.55%' or 'seed-ffn@r8')"
+            )
     return study
 
 
@@ -268,14 +302,17 @@ def expand(
     *,
     target: Any = None,
     fingerprints: dict[str, str] | None = None,
+    scores: Any = None,
 ) -> tuple[list[RunSpec], list[str]]:
     """Resolve the study's placements and return (run specs, warnings).
 
     target: what placements resolve against (a model, meta model or config); the
         model reference when None.
     fingerprints: data/model content hashes, part of every run's identity.
+    scores: score name -> (layer, role) -> importance: the study's probe, needed by
+        ``allocate`` placements (the driver passes the probe of the study's own data).
     """
-    from loraplace.placement import parse_placement, resolve
+    from loraplace.placement import resolve
 
     target = study.model if target is None else target
     settings = study.train_settings()
@@ -300,9 +337,16 @@ def expand(
             zs = {**common, "train": eval_only}
             specs.append(RunSpec(placement_name="zero-shot", kind="zero-shot", seed=seed, **zs))
     labels: set[str] = set()
-    for entry in study.placements:
-        spec = parse_placement(entry)
-        if study.budget is not None:
+    for spec, generated in _placement_specs(study, target, scores):
+        if generated:
+            rp = resolve(spec, target)
+            n = _budget(study, target)
+            warnings.append(
+                f"{spec.label()}: budget {n:,} -> {rp.trainable_params:,} trainable "
+                f"params ({rp.trainable_params - n:+,}, "
+                f"{100 * (rp.trainable_params - n) / n:+.2f} %), generated"
+            )
+        elif study.budget is not None:
             from loraplace.budget import match_budget_report
 
             match = match_budget_report(spec, target, study.budget, per_role=study.budget_per_role)
@@ -326,7 +370,10 @@ def expand(
             if label in labels:
                 raise UserError(f"placement {label!r} appears twice in the study: name one")
             labels.add(label)
-            warnings.extend(f"{label}: {w}" for w in rp.warnings)
+            # A generated placement picks layers on purpose: partial coverage is its point.
+            warnings.extend(
+                f"{label}: {w}" for w in rp.warnings if not (generated and " layers only " in w)
+            )
             for seed in study.seeds:
                 specs.append(
                     RunSpec(
@@ -342,3 +389,28 @@ def expand(
         for seed in study.seeds:
             specs.append(RunSpec(placement_name="full-ft", kind="full", seed=seed, **common))
     return specs, warnings
+
+
+def _budget(study: Study, target: Any) -> int:
+    from loraplace.budget import parse_budget
+
+    return parse_budget(study.budget, target)
+
+
+def _placement_specs(study: Study, target: Any, scores: Any):
+    """(spec, generated?) for every placement entry, generated ones expanded."""
+    from loraplace.budget.generated import generate, parse_generated
+    from loraplace.placement import parse_placement
+
+    for entry in study.placements:
+        gen = parse_generated(entry)
+        if gen is None:
+            yield parse_placement(entry), False
+            continue
+        if scores is None and hasattr(gen, "allocate"):
+            raise UserError(
+                f"placement {gen.label()!r} is allocated from probe scores, which need the "
+                "model's weights and the study's data: run the study (loraplace run)"
+            )
+        for spec in generate(gen, target, _budget(study, target), scores):
+            yield spec, True

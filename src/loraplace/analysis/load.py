@@ -53,6 +53,8 @@ class StudyData:
     command: str | None
     created_at: float
     runs: list[RunRecord]
+    probe: dict[str, Any] | None = None  # the study's importance probe (ProbeResult JSON)
+    budget: int | None = None  # the study's budget in parameters (budgeted studies)
 
     def placements(self) -> list[str]:
         """Trained placements in study order (first appearance)."""
@@ -96,6 +98,12 @@ def load_study(path: str | Path, study: str | None = None) -> StudyData:
             command=meta["command"],
             created_at=float(meta["created_at"]),
             runs=runs,
+            probe=store.probe(meta["study_id"]),
+            budget=_int(store.get_meta(f"budget:{meta['study_id']}")),
         )
     finally:
         store.close()
+
+
+def _int(v: str | None) -> int | None:
+    return int(v) if v is not None else None

@@ -57,6 +57,30 @@ class Allocation:
         }
 
 
+def spec_from_ranks(
+    arch: ArchInfo,
+    groups: dict[Key, list[ModuleInfo]],
+    chosen: dict[Key, int],
+    *,
+    name: str,
+    alpha: float | None = None,
+    alpha_rule: AlphaRule | None = None,
+) -> PlacementSpec:
+    """A spec adapting every module of the chosen (layer, role)s at its rank: explicit
+    module names, the most common rank as ``rank`` and the others in ``module_rank``."""
+    names = {m.name: r for k, r in chosen.items() for m in groups[k]}
+    ordered = [m.name for m in arch.modules if m.name in names]
+    base = Counter(names.values()).most_common(1)[0][0]
+    return PlacementSpec(
+        name=name,
+        target_modules=ordered,
+        rank=base,
+        module_rank={nm: r for nm, r in names.items() if r != base},
+        alpha=alpha,
+        alpha_rule=alpha_rule,
+    )
+
+
 def _value(score: float, rank: int) -> float:
     return score * math.log2(1 + rank)
 
@@ -169,17 +193,7 @@ def allocate_report(
             f"costs {smallest:,}): raise the budget or give a smaller rank"
         )
 
-    names = {m.name: r for k, r in chosen.items() for m in groups[k]}
-    ordered = [m.name for m in arch.modules if m.name in names]
-    base = Counter(names.values()).most_common(1)[0][0]
-    spec = PlacementSpec(
-        name=name,
-        target_modules=ordered,
-        rank=base,
-        module_rank={nm: r for nm, r in names.items() if r != base},
-        alpha=alpha,
-        alpha_rule=alpha_rule,
-    )
+    spec = spec_from_ranks(arch, groups, chosen, name=name, alpha=alpha, alpha_rule=alpha_rule)
     rp = resolve(spec, arch)
     assert rp.trainable_params == n - left <= n, "allocation accounting disagrees with resolve"
     value = sum(_value(scores[k], r) for k, r in chosen.items())

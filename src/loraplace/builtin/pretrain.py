@@ -11,6 +11,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -108,11 +109,49 @@ def bf16_supported() -> bool:
         return False
 
 
+def cosine_lr(step: int, *, lr: float, warmup: int, steps: int, min_frac: float) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_frac * lr`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = (step - warmup) / max(1, steps - warmup)
+    return lr * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def _lr_at(step: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    frac = (step - WARMUP) / max(1, STEPS - WARMUP)
-    return LR * (MIN_LR_FRAC + (1 - MIN_LR_FRAC) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return cosine_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
+
+
+def pretrain_loop(
+    model,
+    opt,
+    batch_at: Callable[[int], torch.Tensor],
+    *,
+    steps: int,
+    lr_at: Callable[[int], float],
+    bf16: bool,
+    grad_clip: float,
+    progress=None,
+) -> float:
+    """The built-in models' pretraining loop (next-token loss, clipping, AdamW).
+
+    Returns the last train loss reported to ``progress`` (NaN without one).
+    """
+    model.train()
+    loss_val = float("nan")
+    for step in range(steps):
+        x = batch_at(step)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if progress is not None and (step % 10 == 0 or step == steps - 1):
+            loss_val = float(loss.detach())
+            progress(step + 1, steps, loss_val)
+    return loss_val
 
 
 @torch.no_grad()
@@ -160,21 +199,16 @@ def pretrain_tiny_markov(out_dir: Path, progress=None) -> dict:
         lr=LR,
         betas=(0.9, 0.95),
     )
-    model.train()
-    loss_val = float("nan")
-    for step in range(STEPS):
-        x = torch.from_numpy(data[step * BATCH_SIZE : (step + 1) * BATCH_SIZE])
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if progress is not None and (step % 10 == 0 or step == STEPS - 1):
-            loss_val = float(loss.detach())
-            progress(step + 1, STEPS, loss_val)
+    loss_val = pretrain_loop(
+        model,
+        opt,
+        lambda step: torch.from_numpy(data[step * BATCH_SIZE : (step + 1) * BATCH_SIZE]),
+        steps=STEPS,
+        lr_at=_lr_at,
+        bf16=bf16,
+        grad_clip=GRAD_CLIP,
+        progress=progress,
+    )
     train_seconds = time.perf_counter() - start
 
     # The markov-source val split, from its own random stream: never seen in pretraining.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import pathlib
 import platform
@@ -237,10 +236,9 @@ def tiny_python_tokenizer():
 
 
 def _lr_at(step: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    frac = (step - WARMUP) / max(1, STEPS - WARMUP)
-    return LR * (MIN_LR_FRAC + (1 - MIN_LR_FRAC) * 0.5 * (1 + math.cos(math.pi * frac)))
+    from loraplace.builtin.pretrain import cosine_lr
+
+    return cosine_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
 
 
 def unigram_loss(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
@@ -260,7 +258,7 @@ def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
     import torch
     from transformers import GPT2LMHeadModel
 
-    from loraplace.builtin.pretrain import bf16_supported, eval_loss
+    from loraplace.builtin.pretrain import bf16_supported, eval_loss, pretrain_loop
     from loraplace.data import load_blocks
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -273,23 +271,21 @@ def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
     bf16 = bf16_supported()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     order = torch.randperm(len(blocks.train), generator=torch.Generator().manual_seed(SEED))
-    model.train()
-    loss_val = float("nan")
-    for step in range(STEPS):
+
+    def batch_at(step: int) -> torch.Tensor:
         # Cycles through the train split without repeats until it is exhausted.
-        idx = order[(torch.arange(BATCH_SIZE) + step * BATCH_SIZE) % len(order)]
-        x = blocks.train[idx]
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if progress is not None and (step % 10 == 0 or step == STEPS - 1):
-            loss_val = float(loss.detach())
-            progress(step + 1, STEPS, loss_val)
+        return blocks.train[order[(torch.arange(BATCH_SIZE) + step * BATCH_SIZE) % len(order)]]
+
+    loss_val = pretrain_loop(
+        model,
+        opt,
+        batch_at,
+        steps=STEPS,
+        lr_at=_lr_at,
+        bf16=bf16,
+        grad_clip=GRAD_CLIP,
+        progress=progress,
+    )
     train_seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
 

@@ -1,6 +1,24 @@
-"""Executors move RunSpecs to workers and RunResults back to the driver."""
+"""Executors move RunSpecs to workers and RunResults back to the driver.
+
+``Assets`` and ``LocalExecutor`` load lazily: importing this package (the CLI does, for
+every verb) must not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from loraplace.executors.base import Executor, NullProgress, ResultCallback, RunProgress
-from loraplace.executors.local import Assets, LocalExecutor
+
+if TYPE_CHECKING:
+    from loraplace.executors.local import Assets, LocalExecutor
 
 __all__ = ["Assets", "Executor", "LocalExecutor", "NullProgress", "ResultCallback", "RunProgress"]
+
+
+def __getattr__(name: str):
+    if name in ("Assets", "LocalExecutor"):
+        from loraplace.executors import local
+
+        return getattr(local, name)
+    raise AttributeError(f"module 'loraplace.executors' has no attribute {name!r}")

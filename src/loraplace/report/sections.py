@@ -36,6 +36,7 @@ from loraplace.report.render import (
     Para,
     TableBlock,
 )
+from loraplace.report.validation import add_budget_section, add_probe_section
 
 
 def _verdict(t: PairedTest | None) -> str:
@@ -242,6 +243,8 @@ def build_document(
         )
         doc.add(table(tb.excluded_table(s)))
 
+    add_budget_section(doc, table, s)
+
     doc.add(Heading(2, ["Statistics"]))
     few = [p for p in s.placements if p.loss.n < MIN_SEEDS]
     seeds = sorted({p.loss.n for p in s.placements})
@@ -357,6 +360,8 @@ def build_document(
         )
         doc.add(table(st.importance_table(imp)))
         figure(figs.heatmap_figure(imp, fig_dir))
+
+    add_probe_section(doc, table, s)
 
     doc.add(Heading(2, ["Loss and perplexity consistency"]))
     doc.add(Para(_consistency_text(cons)))
