@@ -121,18 +121,20 @@ def add_budget_section(doc: Document, table: AddTable, s: Summary) -> None:
     for c in bc.checks:
         parts: list = ["The allocated placement ", U(c.placement), f" ({fmt.loss_ci(c.loss)}) "]
         if c.vs_others:
+            n = len(c.vs_others)
             worse = [t.b for t in c.vs_others if t.diff is None or t.diff.mean >= 0]
             if not worse:
-                parts.append(
-                    f"has a lower mean loss than all {len(c.vs_others)} presets and specs "
-                    "of the budget"
-                )
+                parts.append(f"has a lower mean loss than all {n} presets and specs of the budget")
             else:
-                parts += [f"does not beat {len(worse)} of {len(c.vs_others)}: "]
+                parts.append(f"has a lower mean loss than {n - len(worse)} of the {n} presets ")
+                parts.append("and specs of the budget, but not than ")
                 for i, w in enumerate(worse):
                     parts += [", " if i else "", U(w)]
-            sig = [t for t in c.vs_others if not t.within_noise and t.diff and t.diff.mean < 0]
-            parts.append(f" ({len(sig)} of the differences significant after Holm)")
+            sig = [t for t in c.vs_others if not t.within_noise]
+            parts.append(
+                f"; {len(sig)} of the {n} differences "
+                f"{'is' if len(sig) == 1 else 'are'} significant after Holm"
+            )
         if c.random_mean is not None and c.vs_random is not None:
             verdict = "beats" if c.beats_random_mean else "does not beat"
             parts.append(
