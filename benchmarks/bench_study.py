@@ -223,7 +223,8 @@ def markdown(report: dict) -> str:
     lp_how = f" on Ray, {workers} workers x 1 thread" if workers > 1 else ""
     lp_procs = f"1 + {workers} workers" if workers > 1 else "1"
     lines = [
-        f"### Study: seed study by loraplace vs independent HF Trainer scripts "
+        f"### Study: seed study by loraplace{lp_how} "
+        "vs independent HF Trainer scripts "
         f"({'--quick' if a['quick'] else 'full'})",
         "",
         f"`{report['command']}` ({report['date']})",
@@ -348,6 +349,8 @@ def parent(args) -> None:
         "bf16_max_rel_diff": max(rel) if rel else float("nan"),
     }
     name = "bench_study_quick" if args.quick else "bench_study"
+    if args.workers > 1:  # its own result file and RESULTS.md section
+        name += f"_workers{args.workers}"
     path = common.save_json(name, report)
     common.update_results_md(name, markdown(report))
     print(f"wrote {path} and {common.RESULTS_MD}")

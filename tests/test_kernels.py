@@ -6,7 +6,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from loraplace.train.kernels import fuse_activations
+from loraplace.train.kernels import fuse_activations, next_token_nll
 
 torch.set_num_threads(1)
 
@@ -37,3 +37,24 @@ def test_models_without_gelu_new_are_untouched():
     restore = fuse_activations(model)
     assert type(model[1]) is torch.nn.GELU
     restore()
+
+
+def test_next_token_nll_matches_cross_entropy_values_and_gradients():
+    import pytest
+
+    torch.manual_seed(0)
+    logits = torch.randn(37, 1000) * 3
+    targets = torch.randint(0, 1000, (37,))
+    weights = torch.rand(37)  # a non-uniform upstream gradient
+    a = logits.clone().requires_grad_(True)
+    ref = torch.nn.functional.cross_entropy(a, targets, reduction="none")
+    (ref * weights).sum().backward()
+    b = logits.clone().requires_grad_(True)
+    got = next_token_nll(b, targets)
+    assert torch.equal(got, ref.detach())  # the same forward kernels
+    (got * weights).sum().backward(retain_graph=True)
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=1e-9)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        (got * weights).sum().backward()
+    with torch.no_grad():
+        assert torch.equal(next_token_nll(logits, targets), ref.detach())

@@ -14,7 +14,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from loraplace.train.kernels import next_token_nll
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=x).logits[:, :-1]
     targets = x[:, 1:]
     # Upcast before the softmax: bf16 logits lose the small differences that matter here.
-    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    nll = next_token_nll(logits.float().flatten(0, 1), targets.flatten())
     return nll.view(targets.shape)
 
 

@@ -20,7 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from loraplace.train.kernels import next_token_nll
 
 CACHE_MB_ENV = "LORAPLACE_PREFIX_CACHE_MB"  # memory bound in MiB; 0 disables prefix reuse
 DEFAULT_CACHE_MB = 2048
@@ -225,7 +226,7 @@ class PrefixRunner:
         h = self.core.ln_f(self._blocks(h, self.core.h[self.k :], pos))
         logits = self.model.lm_head(h[:, :-1])  # the last position predicts nothing scored
         targets = x[:, 1:]
-        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        nll = next_token_nll(logits.float().flatten(0, 1), targets.flatten())
         return nll.view(targets.shape)
 
 
