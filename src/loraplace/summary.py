@@ -2,7 +2,8 @@
 
 Eval loss is the mean over seeds with a 95 % confidence interval from the t-distribution;
 perplexity is exp of that mean loss. Diverged and failed runs are counted, never averaged.
-(The full statistics and the report live in ``analysis`` and ``report``.)
+(The full statistics and the report live in ``analysis`` and ``report``; this reads only
+the metrics table, so it stays quick at the end of a run, and shares their CI.)
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ class PlacementRow:
 
 
 def t_ci95(values: list[float]) -> float | None:
-    """Half-width of the 95 % confidence interval of the mean (Student t)."""
-    n = len(values)
-    if n < 2:
-        return None
-    from scipy import stats
+    """Half-width of the 95 % confidence interval of the mean (Student t): the report's
+    own estimate (``analysis.aggregate.estimate``), imported only when a table is made."""
+    from loraplace.analysis.aggregate import estimate
 
-    return float(stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n))
+    e = estimate(values)
+    return e.ci if e is not None else None
 
 
 def _mean(values: list[float]) -> float | None:
