@@ -19,7 +19,7 @@ from loraplace.executors.base import Executor
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store
-from loraplace.study import Study, expand
+from loraplace.study import Study, budget_params, expand
 
 if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
     from loraplace.executors.local import Assets
@@ -115,14 +115,8 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
         specs=unique,
         warnings=warnings,
         probe=probe.to_json() if probe is not None else None,
-        budget=_budget(study, model) if study.budget is not None else None,
+        budget=budget_params(study, model) if study.budget is not None else None,
     )
-
-
-def _budget(study: Study, model) -> int:
-    from loraplace.budget import parse_budget
-
-    return parse_budget(study.budget, model)
 
 
 def _probe(study: Study, model, train_blocks):

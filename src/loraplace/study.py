@@ -313,6 +313,7 @@ def expand(
         ``allocate`` placements (the driver passes the probe of the study's own data).
     """
     from loraplace.placement import resolve
+    from loraplace.placement.resolve import _arch_of
 
     target = study.model if target is None else target
     settings = study.train_settings()
@@ -337,23 +338,22 @@ def expand(
             zs = {**common, "train": eval_only}
             specs.append(RunSpec(placement_name="zero-shot", kind="zero-shot", seed=seed, **zs))
     labels: set[str] = set()
-    for spec, generated in _placement_specs(study, target, scores):
-        if generated:
-            rp = resolve(spec, target)
-            n = _budget(study, target)
-            warnings.append(
-                f"{spec.label()}: budget {n:,} -> {rp.trainable_params:,} trainable "
-                f"params ({rp.trainable_params - n:+,}, "
-                f"{100 * (rp.trainable_params - n) / n:+.2f} %), generated"
-            )
-        elif study.budget is not None:
-            from loraplace.budget import match_budget_report
+    # Describe the model once: every placement below resolves against the same layout.
+    target = _arch_of(target)
+    budget = budget_params(study, target) if study.budget is not None else None
+    for spec, generated in _placement_specs(study, target, budget, scores):
+        if budget is not None:
+            if generated:
+                achieved = resolve(spec, target).trainable_params
+            else:
+                from loraplace.budget import match_budget_report
 
-            match = match_budget_report(spec, target, study.budget, per_role=study.budget_per_role)
-            spec = match.spec
+                match = match_budget_report(spec, target, budget, per_role=study.budget_per_role)
+                spec, achieved = match.spec, match.achieved
             warnings.append(
-                f"{spec.label()}: budget {match.budget:,} -> {match.achieved:,} trainable "
-                f"params ({match.deviation:+,}, {match.deviation_pct:+.2f} %)"
+                f"{spec.label()}: budget {budget:,} -> {achieved:,} trainable params "
+                f"({achieved - budget:+,}, {100 * (achieved - budget) / budget:+.2f} %)"
+                + (", generated" if generated else "")
             )
         own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank or spec.module_rank
         own_alpha = spec.alpha is not None or spec.alpha_rule is not None
@@ -391,15 +391,16 @@ def expand(
     return specs, warnings
 
 
-def _budget(study: Study, target: Any) -> int:
+def budget_params(study: Study, target: Any) -> int:
+    """The study's budget in trainable parameters on ``target`` (it must have one)."""
     from loraplace.budget import parse_budget
 
     return parse_budget(study.budget, target)
 
 
-def _placement_specs(study: Study, target: Any, scores: Any):
+def _placement_specs(study: Study, target: Any, budget: int | None, scores: Any):
     """(spec, generated?) for every placement entry, generated ones expanded."""
-    from loraplace.budget.generated import generate, parse_generated
+    from loraplace.budget.generated import AllocateEntry, generate, parse_generated
     from loraplace.placement import parse_placement
 
     for entry in study.placements:
@@ -407,10 +408,11 @@ def _placement_specs(study: Study, target: Any, scores: Any):
         if gen is None:
             yield parse_placement(entry), False
             continue
-        if scores is None and hasattr(gen, "allocate"):
+        assert budget is not None, "validate_study rejects generated entries without a budget"
+        if scores is None and isinstance(gen, AllocateEntry):
             raise UserError(
                 f"placement {gen.label()!r} is allocated from probe scores, which need the "
                 "model's weights and the study's data: run the study (loraplace run)"
             )
-        for spec in generate(gen, target, _budget(study, target), scores):
+        for spec in generate(gen, target, budget, scores):
             yield spec, True

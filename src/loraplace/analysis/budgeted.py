@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from loraplace.analysis.aggregate import Estimate, PlacementSummary, Summary, estimate
+from loraplace.analysis.aggregate import Estimate, Summary, estimate
 from loraplace.analysis.stats import PairedTest, holm, paired_test
 
 
@@ -66,10 +66,6 @@ def origins(config: dict) -> dict[str, str]:
     return generated_labels(list(config.get("placements") or []))
 
 
-def _params(p: PlacementSummary) -> float | None:
-    return p.trainable_params
-
-
 def budget_check(s: Summary) -> BudgetCheck | None:
     """The validation of a budgeted study, or None when the study has no budget."""
     cfg = s.study.config
@@ -78,7 +74,7 @@ def budget_check(s: Summary) -> BudgetCheck | None:
     org = origins(cfg)
     lora = [p for p in s.placements if p.kind == "lora"]
     rows = [
-        BudgetRow(p.placement, org.get(p.placement, "preset or spec"), _params(p), p.loss)
+        BudgetRow(p.placement, org.get(p.placement, "preset or spec"), p.trainable_params, p.loss)
         for p in lora
     ]
     randoms = [p for p in lora if org.get(p.placement) == "random"]

@@ -57,6 +57,26 @@ class Allocation:
         }
 
 
+def layer_role_groups(arch: ArchInfo) -> dict[Key, list[ModuleInfo]]:
+    """The modules of every (layer, role) inside the blocks: the units of allocation."""
+    groups: dict[Key, list[ModuleInfo]] = {}
+    for m in arch.modules:
+        if m.layer is not None:
+            groups.setdefault((m.layer, m.role), []).append(m)
+    return groups
+
+
+def cost_per_rank(modules: list[ModuleInfo]) -> int:
+    """Adapter parameters one rank costs on these modules: sum of in + out."""
+    return sum(m.in_features + m.out_features for m in modules)
+
+
+def rungs_for(modules: list[ModuleInfo], ladder: list[int]) -> list[int]:
+    """The ranks of the ladder these modules can take (no more than their smaller side)."""
+    cap = min(min(m.in_features, m.out_features) for m in modules)
+    return [r for r in ladder if r <= cap]
+
+
 def spec_from_ranks(
     arch: ArchInfo,
     groups: dict[Key, list[ModuleInfo]],
@@ -138,10 +158,7 @@ def allocate_report(
         raise UserError(f"invalid rank ladder {ranks!r}: give positive ranks, e.g. 2,4,8,16")
 
     scores = {(int(k[0]), str(k[1])): float(v) for k, v in scores.items()}
-    groups: dict[Key, list[ModuleInfo]] = {}
-    for m in arch.modules:
-        if m.layer is not None:
-            groups.setdefault((m.layer, m.role), []).append(m)
+    groups = layer_role_groups(arch)
     unknown = [k for k in scores if k not in groups]
     if unknown:
         raise UserError(
@@ -155,9 +172,8 @@ def allocate_report(
         )
 
     order = {k: i for i, k in enumerate(sorted(groups))}
-    cost1 = {k: sum(m.in_features + m.out_features for m in groups[k]) for k in groups}
-    cap = {k: min(min(m.in_features, m.out_features) for m in groups[k]) for k in groups}
-    rungs = {k: [r for r in ladder if r <= cap[k]] for k in scores}
+    cost1 = {k: cost_per_rank(groups[k]) for k in groups}
+    rungs = {k: rungs_for(groups[k], ladder) for k in scores}
     skipped = sorted(k for k, s in scores.items() if s <= 0)
 
     heap: list[tuple[float, int, Key, int]] = []

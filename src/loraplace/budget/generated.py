@@ -25,7 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from loraplace.arch import ArchInfo, ModuleInfo
+from loraplace.budget.allocate import (
+    allocate,
+    cost_per_rank,
+    layer_role_groups,
+    rungs_for,
+    spec_from_ranks,
+)
 from loraplace.errors import UserError
 from loraplace.placement.resolve import _arch_of
 from loraplace.placement.spec import AlphaRule, PlacementSpec
@@ -117,14 +123,6 @@ def generated_labels(entries: list[Any]) -> dict[str, str]:
     return out
 
 
-def _groups(arch: ArchInfo) -> dict[Key, list[ModuleInfo]]:
-    groups: dict[Key, list[ModuleInfo]] = {}
-    for m in arch.modules:
-        if m.layer is not None and m.role != "lm_head":
-            groups.setdefault((m.layer, m.role), []).append(m)
-    return groups
-
-
 def random_allocation(
     target,
     budget: int,
@@ -137,7 +135,7 @@ def random_allocation(
 ) -> PlacementSpec:
     """A random placement spending at most ``budget`` (see the module docstring)."""
     arch = _arch_of(target)
-    groups = _groups(arch)
+    groups = layer_role_groups(arch)
     rng = _random.Random(seed)
     keys = sorted(groups)
     rng.shuffle(keys)
@@ -145,9 +143,8 @@ def random_allocation(
     left = budget
     chosen: dict[Key, int] = {}
     for k in keys:
-        cost1 = sum(m.in_features + m.out_features for m in groups[k])
-        cap = min(min(m.in_features, m.out_features) for m in groups[k])
-        rungs = [r for r in ladder if r <= cap]
+        cost1 = cost_per_rank(groups[k])
+        rungs = rungs_for(groups[k], ladder)
         if not rungs:
             continue
         i = rng.randrange(len(rungs))
@@ -162,8 +159,6 @@ def random_allocation(
             f"budget of {budget:,} params fits no module even at rank {ladder[0]}: "
             "raise the budget or add a smaller rank to ranks"
         )
-    from loraplace.budget.allocate import spec_from_ranks
-
     return spec_from_ranks(arch, groups, chosen, name=name, alpha=alpha, alpha_rule=alpha_rule)
 
 
@@ -192,8 +187,6 @@ def generate(
             )
             for i, label in enumerate(entry.labels())
         ]
-    from loraplace.budget.allocate import allocate
-
     return [
         allocate(
             scores(entry.allocate),
