@@ -11,7 +11,9 @@ from loraplace.analysis.aggregate import (
     estimate,
     summarize,
 )
+from loraplace.analysis.agreement import KendallW, RankTable, kendall_w, rank_table
 from loraplace.analysis.consistency import Consistency, consistency
+from loraplace.analysis.equivalence import Tost, Verdict, tost_paired, verdicts
 from loraplace.analysis.importance import Importance, importance
 from loraplace.analysis.load import RunRecord, StudyData, load_study
 from loraplace.analysis.pareto import Efficiency, Front, Guideline, efficiency, fronts, guidelines
@@ -22,13 +24,17 @@ __all__ = [
     "Efficiency",
     "Estimate",
     "Front",
+    "KendallW",
     "Guideline",
     "Importance",
     "PairedTest",
     "PlacementSummary",
+    "RankTable",
     "RunRecord",
     "StudyData",
     "Summary",
+    "Tost",
+    "Verdict",
     "ZeroShot",
     "consistency",
     "efficiency",
@@ -37,7 +43,11 @@ __all__ = [
     "guidelines",
     "holm",
     "importance",
+    "kendall_w",
     "load_study",
     "paired_tests",
+    "rank_table",
     "summarize",
+    "tost_paired",
+    "verdicts",
 ]

@@ -74,10 +74,12 @@ def paired_test(a: str, a_by_seed: dict[int, float], b: str, b_by_seed: dict[int
 
 def paired_tests(summary: Summary) -> list[PairedTest]:
     """All pairs of placements (study order), Holm-corrected as one family."""
-    tests = [
-        paired_test(x.placement, x.loss_by_seed, y.placement, y.loss_by_seed)
-        for x, y in combinations(summary.placements, 2)
-    ]
+    return paired_tests_by_seed({x.placement: x.loss_by_seed for x in summary.placements})
+
+
+def paired_tests_by_seed(by_seed: dict[str, dict[int, float]]) -> list[PairedTest]:
+    """All pairs of ``by_seed`` (name -> seed -> value, in its order), Holm-corrected."""
+    tests = [paired_test(x, by_seed[x], y, by_seed[y]) for x, y in combinations(by_seed, 2)]
     adjusted = holm([t.p for t in tests])
     return [
         PairedTest(t.a, t.b, t.seeds, t.diff, t.t, t.p, adj)
