@@ -26,22 +26,69 @@ def _register() -> None:
                 raise
 
 
+def _click_class(exc: BaseException) -> set[str]:
+    """Names of the click classes exc derives from, from click or typer's bundled copy.
+
+    typer >= 0.29 ships its own click (``typer._click``) whose exceptions are not
+    subclasses of ``click.exceptions``; matching by name in either package covers both.
+    """
+    names = set()
+    for cls in type(exc).__mro__:
+        if cls.__module__.split(".")[0] in ("click", "typer"):
+            names.add(cls.__name__)
+    return names
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_line(exc: BaseException) -> str:
+    """One line: click's message and where help is, without the usage block."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "loraplace"
+    message = _one_line(exc.format_message())  # type: ignore[attr-defined]
+    return f"error: {message} (see `{command} --help`)"
+
+
+def _handle_click(exc: BaseException, kinds: set[str]) -> int:
+    """Exit code for a click/typer exception, after printing what the user needs."""
+    if "NoArgsIsHelpError" in kinds:
+        # A bare group (`loraplace`, `loraplace data`): its help is the useful answer.
+        # typer has printed it already (rich help); plain click leaves it in the message.
+        text = exc.format_message()  # type: ignore[attr-defined]
+        if text.strip():
+            print(text, file=sys.stderr)
+        return 2
+    if "UsageError" in kinds:
+        print(_usage_line(exc), file=sys.stderr)
+        return 2
+    if "Exit" in kinds:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    if "Abort" in kinds:
+        print("aborted", file=sys.stderr)
+        return 130
+    message = _one_line(exc.format_message())  # type: ignore[attr-defined]
+    print(f"error: {message}", file=sys.stderr)
+    return int(getattr(exc, "exit_code", 1) or 1)
+
+
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
-    import click
-
     _register()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="loraplace")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
+    except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return 130
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except Exception as exc:
+        kinds = _click_class(exc)
+        if not kinds & {"ClickException", "Exit", "Abort"}:
+            raise  # a bug: keep its traceback
+        return _handle_click(exc, kinds)
     return result if isinstance(result, int) else 0
 
 
