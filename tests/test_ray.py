@@ -22,10 +22,11 @@ import torch
 import yaml
 from run_fixtures import tiny_study
 
+from loraplace.assets import Assets
 from loraplace.cli import run_cli
 from loraplace.driver import StudyInterrupted, plan_study, run_study
 from loraplace.errors import UserError
-from loraplace.executors.local import Assets, LocalExecutor
+from loraplace.executors.local import LocalExecutor
 from loraplace.executors.ray_executor import (
     RayExecutor,
     _check_reachable,

@@ -22,7 +22,7 @@ from loraplace.store import FINISHED, Store
 from loraplace.study import Study, budget_params, expand
 
 if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
-    from loraplace.executors.local import Assets
+    from loraplace.assets import Assets
 
 
 class StudyInterrupted(Exception):
@@ -159,7 +159,8 @@ def run_study(
         import torch
 
         torch.set_num_threads(study.threads)
-    from loraplace.executors.local import Assets, LocalExecutor
+    from loraplace.assets import Assets
+    from loraplace.executors.local import LocalExecutor
 
     assets = assets or Assets()
     display = display or StudyDisplay()

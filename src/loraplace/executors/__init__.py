@@ -11,14 +11,19 @@ from typing import TYPE_CHECKING
 from loraplace.executors.base import Executor, NullProgress, ResultCallback, RunProgress
 
 if TYPE_CHECKING:
-    from loraplace.executors.local import Assets, LocalExecutor
+    from loraplace.assets import Assets
+    from loraplace.executors.local import LocalExecutor
 
 __all__ = ["Assets", "Executor", "LocalExecutor", "NullProgress", "ResultCallback", "RunProgress"]
 
 
 def __getattr__(name: str):
-    if name in ("Assets", "LocalExecutor"):
-        from loraplace.executors import local
+    if name == "Assets":  # its home is loraplace.assets; kept here for old imports
+        from loraplace.assets import Assets
 
-        return getattr(local, name)
+        return Assets
+    if name == "LocalExecutor":
+        from loraplace.executors.local import LocalExecutor
+
+        return LocalExecutor
     raise AttributeError(f"module 'loraplace.executors' has no attribute {name!r}")

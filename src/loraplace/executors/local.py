@@ -1,148 +1,20 @@
 """The in-process executor: one base model per process, adapters swapped between runs.
 
-Loading dominates short runs, so the executor keeps what it loaded: the base model
-(one at a time; each run hands it back untouched), the tokenised blocks of every dataset,
-and the base model's zero-shot evaluation, which every run of a (model, data) pair shares.
+What it keeps between runs (model, blocks, zero-shot evaluations) is ``loraplace.assets``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import traceback
 from collections.abc import Sequence
-from typing import Any
 
-import torch
-
-from loraplace.data import Blocks, load_blocks
+from loraplace.assets import Assets
 from loraplace.errors import UserError
 from loraplace.executors.base import NullProgress, ResultCallback, RunProgress
 from loraplace.runs import RunResult, RunSpec
-from loraplace.train import Baseline, evaluate_base, train_run
-from loraplace.train.measure import resolve_device, resolve_precision
+from loraplace.train import train_run
 
-
-def _preferred_attention(ref: str) -> str | None:
-    """The attention kernel a built-in model was designed with (config.json omits it).
-
-    Eager attention is ~1.5x faster than sdpa for the tiny built-ins on CPU; other models
-    keep transformers' default.
-    """
-    from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
-
-    if not is_builtin_model(ref):
-        return None
-    return getattr(BUILTIN_MODELS[ref].config(), "_attn_implementation", None)
-
-
-class Assets:
-    """Base models, token blocks and zero-shot evaluations, loaded once and reused."""
-
-    def __init__(self) -> None:
-        self._model_key: tuple | None = None
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._model_fp: dict[str, str] = {}
-        self._blocks: dict[tuple, Blocks] = {}
-        self._baselines: dict[tuple, Baseline] = {}
-
-    def model(self, ref: str, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
-        """(model, tokenizer) of ``ref`` on ``device``; only the latest model stays loaded."""
-        dev = str(resolve_device(device))
-        key = (ref, dev)
-        if self._model_key != key:
-            from transformers.utils import logging as hf_logging
-
-            from loraplace.models import load_model
-
-            self._model = self._tokenizer = None  # free the previous model first
-            hf_logging.disable_progress_bar()  # the study's own progress display is enough
-            model, tokenizer = load_model(
-                ref, device=dev, attn_implementation=_preferred_attention(ref)
-            )
-            for p in model.parameters():
-                p.requires_grad_(False)
-            model.eval()
-            self._model_key, self._model, self._tokenizer = key, model, tokenizer
-        return self._model, self._tokenizer
-
-    def model_fingerprint(self, ref: str) -> str:
-        if ref not in self._model_fp:
-            try:
-                from loraplace.models import model_fingerprint
-            except ImportError:  # fall back to hashing the loaded weights
-                model, _ = self.model(ref)
-                h = hashlib.sha256()
-                for name, t in sorted(model.state_dict().items()):
-                    h.update(name.encode())
-                    h.update(t.detach().cpu().float().numpy().tobytes())
-                self._model_fp[ref] = h.hexdigest()[:16]
-            else:
-                self._model_fp[ref] = model_fingerprint(ref)
-        return self._model_fp[ref]
-
-    def blocks(
-        self,
-        dataset: str,
-        *,
-        model: str,
-        device: str = "cpu",
-        block_size: int,
-        split_seed: int = 0,
-        text_field: str = "text",
-    ) -> Blocks:
-        """Blocks of ``dataset`` tokenised for ``model``, loaded once per argument set."""
-        key = (dataset, model, block_size, split_seed, text_field)
-        if key not in self._blocks:
-            net, tokenizer = self.model(model, device)
-            cfg = getattr(net, "config", None)
-            ctx = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
-            self._blocks[key] = load_blocks(
-                dataset,
-                tokenizer,
-                block_size,
-                split_seed=split_seed,
-                text_field=text_field,
-                max_context=ctx,
-            )
-        return self._blocks[key]
-
-    def spec_blocks(self, spec: RunSpec, dataset: str | None = None) -> Blocks:
-        """Blocks of the spec's dataset (or ``dataset``) at the spec's block size."""
-        t = spec.train
-        return self.blocks(
-            dataset or spec.dataset,
-            model=spec.model,
-            device=t.device,
-            block_size=t.block_size,
-            split_seed=t.split_seed,
-            text_field=spec.text_field,
-        )
-
-    def retain_blocks(self, spec: RunSpec) -> Blocks | None:
-        return self.spec_blocks(spec, spec.retain_dataset) if spec.retain_dataset else None
-
-    def baseline(self, spec: RunSpec) -> Baseline:
-        """The base model's eval on the spec's val (and retain) blocks, shared across seeds."""
-        t = spec.train
-        device = resolve_device(t.device)
-        key = (
-            spec.model,
-            spec.dataset,
-            spec.retain_dataset,
-            t.block_size,
-            t.split_seed,
-            str(device),
-            resolve_precision(t.precision, device),
-            t.eval_batch_size,
-            t.max_eval_blocks,
-        )
-        if key not in self._baselines:
-            model, _ = self.model(spec.model, t.device)
-            self._baselines[key] = evaluate_base(
-                model, self.spec_blocks(spec), self.retain_blocks(spec), t
-            )
-        return self._baselines[key]
+__all__ = ["Assets", "LocalExecutor"]
 
 
 class LocalExecutor:

@@ -103,8 +103,8 @@ def run_search(
         import optuna
     except ImportError:
         raise UserError("search needs Optuna: pip install 'loraplace[search]'") from None
+    from loraplace.assets import Assets
     from loraplace.driver import run_study
-    from loraplace.executors import Assets
     from loraplace.placement import resolve
     from loraplace.store import Store
     from loraplace.study import Study

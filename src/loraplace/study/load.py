@@ -1,0 +1,132 @@
+"""Reading a study: the YAML file, ``key=value`` overrides, validation into a Study, and
+the one-line error a user sees when something is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from loraplace.errors import UserError, closest
+from loraplace.study.schema import Study
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-3`` -> (["train", "lr"], 0.001); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"override {text!r} is not key=value (e.g. train.lr=1e-3 seeds=[0,1])")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a copy of the raw config (validation comes after)."""
+    out = json.loads(json.dumps(config))  # deep copy of plain YAML data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"study file {p} does not exist: give a .yaml study (see examples/)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"study file {p} is not valid YAML: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"study file {p} must be a mapping of keys (name:, model:, ...)")
+    return data
+
+
+def validate_study(config: dict[str, Any], source: str = "study") -> Study:
+    """Validate a raw config into a Study; the first problem becomes one clear line."""
+    if isinstance(config.get("placements"), dict):  # {label: spec} is accepted too
+        config = dict(config)
+        config["placements"] = [
+            {"name": k, **v} if isinstance(v, dict) else {"name": k, "preset": v}
+            for k, v in config["placements"].items()
+        ]
+    try:
+        study = Study.model_validate(config)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {_explain(exc)}") from None
+    if not study.placements and not study.zero_shot and not study.full_finetune:
+        raise UserError(f"{source}: the study has no placements and no baselines: add placements")
+    if not study.seeds:
+        raise UserError(f"{source}: seeds is empty: give at least one, e.g. seeds: [0]")
+    from loraplace.budget.generated import parse_generated
+
+    for entry in study.placements:
+        gen = parse_generated(entry)  # a malformed allocate/random entry fails here
+        if gen is not None and study.budget is None:
+            raise UserError(
+                f"{source}: placement {entry!r} is generated at the study's budget, but the "
+                "study has none: add budget: (a count, '0.55%' or 'seed-ffn@r8')"
+            )
+    return study
+
+
+def load_study(path: str | Path | None, overrides: list[str] | None = None) -> Study:
+    """Read a study file (or the built-in default when path is None) and apply overrides."""
+    from loraplace.defaults import default_study_config
+
+    if path is None:
+        config, source = default_study_config(), "default study"
+    else:
+        config, source = read_study_file(path), str(path)
+    config = apply_overrides(config, overrides or [])
+    return validate_study(config, source)
+
+
+def _explain(exc: ValidationError) -> str:
+    errors = exc.errors()
+    # A union reports one error per branch: the deepest one says most (rank.1, not rank).
+    first = errors[0]["loc"][:1]
+    err = max((e for e in errors if e["loc"][:1] == first), key=lambda e: len(e["loc"]))
+    loc = [str(x) for x in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        hint = closest(loc[-1], valid)
+        return f"unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+    if err["type"] == "missing":
+        return f"missing key {key!r}"
+    # Union types report one error per branch; the last element of loc may be the branch.
+    loc = [p for p in loc if not any(c in p for c in "[]") and p not in ("int", "str", "float")]
+    key = ".".join(loc)
+    got = err.get("input")
+    got_s = json.dumps(got, default=str)
+    if len(got_s) > 40:
+        got_s = got_s[:37] + "..."
+    return f"key {key!r}: {err['msg'].rstrip('.')} (got {got_s})"
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: Any = Study
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))

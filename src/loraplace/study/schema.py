@@ -1,0 +1,162 @@
+"""The study schema: pydantic models for every key a study file may hold.
+
+A study names a model, a dataset, placements, ranks and seeds, plus training and
+evaluation settings. Validation checks everything that can be checked without the model
+(unknown keys, types). The study id is a hash of the validated config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from loraplace.runs import TrainSettings
+
+# Settings that live under ``eval:`` in the study file but in TrainSettings in a RunSpec.
+_EVAL_FIELDS = {
+    "every": "eval_every",
+    "batch_size": "eval_batch_size",
+    "max_blocks": "max_eval_blocks",
+}
+_STRICT = ConfigDict(extra="forbid")
+
+
+def _fields_of(cls, skip: set[str]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls) if f.name not in skip
+    }
+
+
+# The ``train:`` section mirrors TrainSettings field for field, so the two never drift.
+TrainConfig = create_model(
+    "TrainConfig",
+    __config__=_STRICT,
+    **_fields_of(TrainSettings, set(_EVAL_FIELDS.values())),
+)
+_train_defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+
+
+class EvalConfig(BaseModel):
+    """How runs are evaluated (the final eval always uses every val block up to max_blocks)."""
+
+    model_config = _STRICT
+    every: int = _train_defaults["eval_every"]  # steps between eval-curve points; 0 = end only
+    batch_size: int = _train_defaults["eval_batch_size"]  # sequences per no-grad forward pass
+    max_blocks: int | None = _train_defaults["max_eval_blocks"]  # cap on eval blocks; None = all
+
+
+class SinksConfig(BaseModel):
+    """Where else to log each run (the store stays the source of truth)."""
+
+    model_config = _STRICT
+    mlflow: str | None = None  # tracking URI, e.g. sqlite:///runs/mlflow.db
+    tensorboard: str | None = None  # log directory
+
+
+class ProbeConfig(BaseModel):
+    """Importance probes scored before training (see ``loraplace probe``): stored with the
+    study, set against trained single-role placements in the report, and the scores that
+    ``allocate`` placements spend the budget by."""
+
+    model_config = _STRICT
+    batches: int = Field(4, ge=1)  # batches of train blocks the probe sees
+    batch_size: int = Field(8, ge=1)  # blocks per batch
+    seed: int = 0  # picks the blocks: same seed, same scores
+
+
+class Study(BaseModel):
+    """A placement study: what to compare, on what, with which settings."""
+
+    model_config = _STRICT
+
+    name: str = "study"
+    model: str = "tiny-markov"  # built-in name, local directory or hub id
+    dataset: str = "markov-mix"  # built-in name, local file or HF dataset id
+    text_field: str = "text"  # field holding the text in .jsonl/.csv/.parquet/HF data
+    # Base-distribution data for the forgetting metric: "auto" = the built-in's own
+    # source when there is one; null = none.
+    retain: str | None = "auto"
+    # Presets ("seed-full"), "a+b" shorthand, or placement specs (dicts with roles /
+    # target_modules / layers / rank ...; "name" labels the run). With a budget, also
+    # {name, allocate: SCORE} (allocated from the probe) and {name, random: N, seed}
+    # (N random placements of the budget): see loraplace.budget.generated.
+    placements: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: ["seed-full", "seed-attention", "seed-ffn"]
+    )
+    rank: int | list[int] = 8  # LoRA rank, or a list to sweep (placements with own rank keep it)
+    alpha: float | None = None  # LoRA alpha; with alpha_rule "fixed" (default rule: 2 x rank)
+    alpha_rule: Literal["fixed", "2r", "rslora"] | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    zero_shot: bool = True  # the base model without adapters, once per seed
+    full_finetune: bool = False  # also fine-tune every weight (a costly baseline)
+    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[valid-type]
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    out: str | None = None  # output directory; default runs/<name>
+    # Device peak (TFLOP/s) for MFU; measured once per process when not given. Not part
+    # of any run's identity: it changes how a number is reported, not the number.
+    peak_tflops: float | None = None
+    # CPU threads for torch (None: torch's default, one per core). Recorded in each run's
+    # manifest; on a busy machine fewer threads than cores can be much faster.
+    threads: int | None = None
+    # Optional copies of every run's numbers: {"mlflow": tracking URI, "tensorboard": dir}.
+    sinks: SinksConfig = Field(default_factory=lambda: SinksConfig())
+    # Equal-budget comparison: every placement gets the rank (per-role ranks with
+    # budget_per_role) that brings its exact trainable count closest to this budget
+    # without exceeding it. A count (1966080, "2M"), a percentage of the model in PEFT's
+    # convention ("0.55%"), or a placement at a rank on this model ("seed-ffn@r16").
+    budget: int | str | None = None
+    budget_per_role: bool = False
+    # Score every (layer, role) with importance probes before training; the scores are
+    # stored and the report sets them against trained single-role placements. Implied
+    # (with defaults) by an ``allocate`` placement.
+    probe: ProbeConfig | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @property
+    def wants_probe(self) -> bool:
+        from loraplace.budget.generated import AllocateEntry, parse_generated
+
+        return self.probe is not None or any(
+            isinstance(parse_generated(e), AllocateEntry) for e in self.placements
+        )
+
+    @property
+    def ranks(self) -> list[int]:
+        return [self.rank] if isinstance(self.rank, int) else list(self.rank)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.name
+
+    @property
+    def study_id(self) -> str:
+        """Hash of the validated config (where and how results are written excluded)."""
+        cfg = self.model_dump(mode="json", exclude={"out", "peak_tflops", "threads", "sinks"})
+        blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def train_settings(self) -> TrainSettings:
+        kw = self.train.model_dump()
+        for short, long in _EVAL_FIELDS.items():
+            kw[long] = getattr(self.eval, short)
+        return TrainSettings(**kw)
+
+    def retain_dataset(self) -> str | None:
+        if self.retain != "auto":
+            return self.retain
+        from loraplace.data import retain_dataset_for
+
+        return retain_dataset_for(self.dataset)
