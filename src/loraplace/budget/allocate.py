@@ -61,14 +61,14 @@ def layer_role_groups(arch: ArchInfo) -> dict[Key, list[ModuleInfo]]:
     """The modules of every (layer, role) inside the blocks: the units of allocation."""
     groups: dict[Key, list[ModuleInfo]] = {}
     for m in arch.modules:
-        if m.layer is not None:
+        if m.layer is not None and m.tower == "language":  # a vision block is not a layer
             groups.setdefault((m.layer, m.role), []).append(m)
     return groups
 
 
 def cost_per_rank(modules: list[ModuleInfo]) -> int:
-    """Adapter parameters one rank costs on these modules: sum of in + out."""
-    return sum(m.in_features + m.out_features for m in modules)
+    """Adapter parameters one rank costs on these modules: sum of in + out (per expert)."""
+    return sum(m.experts * (m.in_features + m.out_features) for m in modules)
 
 
 def rungs_for(modules: list[ModuleInfo], ladder: list[int]) -> list[int]:

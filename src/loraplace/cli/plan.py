@@ -85,6 +85,8 @@ def plan(
     rank: int | None = typer.Option(None, "--rank", "-r", help="LoRA rank for every module"),
     alpha: float | None = typer.Option(None, "--alpha", "-a", help="LoRA alpha (default 2r)"),
     layers: str | None = typer.Option(None, "--layers", help="all, 0-5, first:k, last:k, every:n"),
+    experts: str | None = typer.Option(None, "--experts", help="routed experts: all, 0-7"),
+    tower: str | None = typer.Option(None, "--tower", help="language | vision | projector"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
 ) -> None:
@@ -92,7 +94,8 @@ def plan(
     from loraplace.placement import resolve
 
     arch = _arch(model, trust_remote_code)
-    resolved = [resolve(p, arch, rank=rank, alpha=alpha, layers=layers) for p in placements]
+    kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
+    resolved = [resolve(p, arch, **kw) for p in placements]
     if as_json:
         print(json.dumps({"model": model, "placements": [r.to_json() for r in resolved]}, indent=2))
         return
@@ -116,6 +119,9 @@ def plan(
         ranks: dict[str, set[int]] = {}
         for m in rp.modules:
             ranks.setdefault(m.role, set()).add(m.rank)
+        for m in rp.modules:
+            if m.tower != "language":
+                ranks.setdefault(f"{m.tower}:{m.role}", set()).add(m.rank)
         for role, v in rp.by_role().items():
             from loraplace.placement.resolve import _ranges
 

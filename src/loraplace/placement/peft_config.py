@@ -6,15 +6,26 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from loraplace.errors import UserError
+
 
 def _get(m, key):
     return m[key] if isinstance(m, Mapping) else getattr(m, key)
+
+
+def _kind(m) -> str:
+    """linear | conv1d | param; run specs stored before "kind" existed are linear."""
+    has = (isinstance(m, Mapping) and "kind" in m) or hasattr(m, "kind")
+    return _get(m, "kind") if has else "linear"
 
 
 def lora_config_kwargs(
     modules: Iterable, *, dropout: float = 0.0, use_rslora: bool = False
 ) -> dict:
     """LoraConfig keyword arguments that adapt exactly ``modules`` at their ranks.
+
+    Modules of kind "param" (fused 3-D experts, routers' weights) go to
+    ``target_parameters``, the rest to ``target_modules``.
 
     The most common rank/alpha become ``r``/``lora_alpha``; the rest go to
     ``rank_pattern``/``alpha_pattern`` keyed by the escaped full name (PEFT reads those
@@ -33,24 +44,26 @@ def lora_config_kwargs(
         for m in mods
         if float(_get(m, "alpha")) != a0
     }
-    kinds = {
-        (
-            _get(m, "kind")
-            if (isinstance(m, Mapping) and "kind" in m) or hasattr(m, "kind")
-            else "linear"
+    kinds = {_kind(m) for m in mods}
+    params = [_get(m, "name") for m in mods if _kind(m) == "param"]
+    if params and dropout:
+        raise UserError(
+            f"lora_dropout {dropout} cannot be used with fused expert parameters such as "
+            f"{params[0]!r} (PEFT's ParamWrapper has no dropout): set lora_dropout to 0"
         )
-        for m in mods
-    }
+    extra = {"target_parameters": params} if params else {}
     return {
         "r": r0,
         "lora_alpha": a0,
-        "target_modules": [_get(m, "name") for m in mods],
+        # [] when only parameters are adapted: None would let PEFT pick its default modules
+        "target_modules": [_get(m, "name") for m in mods if _kind(m) != "param"],
+        **extra,
         "rank_pattern": rank_pattern,
         "alpha_pattern": alpha_pattern,
         "lora_dropout": float(dropout),
         "use_rslora": bool(use_rslora),
         # GPT-2's Conv1D stores weights transposed; PEFT would otherwise warn and flip it.
-        "fan_in_fan_out": kinds == {"conv1d"},
+        "fan_in_fan_out": kinds - {"param"} == {"conv1d"},
         "bias": "none",
         "task_type": "CAUSAL_LM",
     }

@@ -13,15 +13,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from loraplace.arch import ROLES
+from loraplace.arch import EXPERT_ROLES, ROLES
 from loraplace.errors import UserError, closest
 
 AlphaRule = Literal["fixed", "2r", "rslora"]
+Tower = Literal["language", "vision", "projector"]
 
-# Role groups usable wherever a role is expected.
+_SHARED = ("moe.shared.gate", "moe.shared.up", "moe.shared.down")
+# Role groups usable wherever a role is expected. The router (moe.router) is in none: a
+# preset never adapts it; name the role to adapt it on purpose.
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
-    "attn": ("attn.qkv", "attn.q", "attn.k", "attn.v", "attn.o"),
-    "mlp": ("mlp.gate_up", "mlp.gate", "mlp.up", "mlp.down"),
+    "attn": tuple(r for r in ROLES if r.startswith("attn.")),
+    # the MLP of a mixture-of-experts block is its experts, routed and shared
+    "mlp": ("mlp.gate_up", "mlp.gate", "mlp.up", "mlp.down", *EXPERT_ROLES, *_SHARED),
+    "moe": EXPERT_ROLES,
+    "moe.shared": _SHARED,
+    "ssm": tuple(r for r in ROLES if r.startswith("ssm.")),
 }
 
 
@@ -36,6 +43,12 @@ class PlacementSpec(BaseModel):
     # ... or PEFT-style target_modules: a list with PEFT's suffix semantics, or a regex.
     target_modules: list[str] | str | None = None
     include_other: bool = False  # all-linear: also linear layers whose role is "other"
+    # PEFT's all-linear reaches nn.Linear modules only: fused 3-D experts are skipped (with
+    # a warning that says how many parameters that leaves untrained).
+    linear_only: bool = False
+    # Routed experts: "all", indices "0-7" / "0,3,5", or "top:k" (needs routing counts).
+    experts: str = "all"
+    tower: Tower = "language"  # which tower of a multimodal model roles refer to
     # Layer selector: "all", "3", "0-5", "0-3,8,10-11", "first:k", "last:k",
     # "every:n" or "every:n:offset", or a list of indices.
     layers: str | list[int] = "all"
@@ -87,7 +100,12 @@ PRESETS: dict[str, dict] = {
     "mlp-up": {"roles": ["mlp.up", "mlp.gate_up"]},
     "mlp-gate": {"roles": ["mlp.gate"]},
     "mlp-down": {"roles": ["mlp.down"]},
-    "all-linear": {"roles": ["attn", "mlp"], "include_other": True},
+    "all-linear": {"roles": ["attn", "mlp", "ssm"], "include_other": True, "linear_only": True},
+    "all": {"roles": ["attn", "mlp", "ssm"], "include_other": True},
+    "experts": {"roles": ["moe"]},
+    "shared-experts": {"roles": ["moe.shared"]},
+    "ssm": {"roles": ["ssm"]},
+    "projector": {"roles": ["projector"], "tower": "projector"},
     "qv": {"roles": ["attn.q", "attn.v"]},
     "qkv": {"roles": ["attn.qkv", "attn.q", "attn.k", "attn.v"]},
     "attn-o": {"roles": ["attn.o"]},
@@ -98,11 +116,17 @@ PRESET_HELP: dict[str, str] = {
     "seed-attention": "target_modules [c_attn, c_proj] (also matches mlp.c_proj in GPT-2!)",
     "seed-ffn": "target_modules [c_fc]",
     "attention": "every attention projection (q, k, v or fused qkv, and output)",
-    "mlp": "every MLP projection (up, gate, down)",
+    "mlp": "every MLP projection (up, gate, down; the routed and shared experts of MoE)",
     "mlp-up": "MLP up projection (fused gate_up where that is how the model stores it)",
     "mlp-gate": "MLP gate projection",
     "mlp-down": "MLP down projection",
-    "all-linear": "every linear layer in the blocks (PEFT's all-linear: no lm_head)",
+    "all-linear": "every linear layer in the blocks (PEFT's all-linear: no lm_head, no "
+    "fused 3-D experts, and never the router)",
+    "all": "all-linear plus fused 3-D experts (through PEFT's target_parameters)",
+    "experts": "routed experts (moe.gate_up / gate / up / down)",
+    "shared-experts": "shared experts (moe.shared.*)",
+    "ssm": "Mamba mixer projections (in_proj, x_proj, dt_proj, out_proj)",
+    "projector": "the multimodal projector between vision tower and language model",
     "qv": "query and value projections (needs separate q and v)",
     "qkv": "query, key and value projections (fused or separate)",
     "attn-o": "attention output projection",

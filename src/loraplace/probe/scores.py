@@ -229,7 +229,14 @@ def probe_model(
     The model is left as it was found (mode, requires_grad, no .grad); nothing is updated.
     """
     arch = arch or describe(model)
-    targets = [m for m in arch.modules if m.layer is not None and m.role != "lm_head"]
+    targets = [
+        m  # linear layers of the language model: hooks need modules, not fused parameters
+        for m in arch.modules
+        if m.layer is not None
+        and m.role != "lm_head"
+        and m.kind != "param"
+        and m.tower == "language"
+    ]
     if not targets:
         raise UserError(f"{arch.family}: no linear layer inside the blocks to probe")
     named = dict(model.named_modules())

@@ -1,0 +1,215 @@
+"""MoE, multimodal and hybrid families: roles, towers, and counts equal to PEFT's own.
+
+The configs are tests/configs/<family>/config.json (written by make_configs.py); resolution
+reads them on the meta device, PEFT counts on a tiny real model built from the same file.
+"""
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+from loraplace.arch import describe, meta_from_config
+from loraplace.errors import UserError
+from loraplace.placement import lora_config, resolve
+
+CONFIGS = Path(__file__).parent / "configs"
+VISION = {"preset": "attention", "tower": "vision"}
+
+
+def _config(family):
+    return AutoConfig.from_pretrained(CONFIGS / family)
+
+
+def _arch(family):
+    config = _config(family)
+    return describe(meta_from_config(config), config)
+
+
+def _peft_count(family, rp) -> int:
+    config = _config(family)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = AutoModelForCausalLM.from_config(config)
+        except ValueError:
+            model = AutoModelForImageTextToText.from_config(config)
+        peft_model = get_peft_model(model, lora_config(rp.modules))
+    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+
+
+# family -> {path inside a block of the language model: (role, in, out, experts)}
+ROLES = {
+    "mixtral": {
+        "mlp.experts.gate_up_proj": ("moe.gate_up", 256, 1024, 8),
+        "mlp.experts.down_proj": ("moe.down", 512, 256, 8),
+        "mlp.gate.weight": ("moe.router", 256, 8, 1),
+    },
+    "qwen2_moe": {
+        "mlp.experts.gate_up_proj": ("moe.gate_up", 64, 64, 4),
+        "mlp.experts.down_proj": ("moe.down", 32, 64, 4),
+        "mlp.shared_expert.gate_proj": ("moe.shared.gate", 64, 64, 1),
+        "mlp.shared_expert.up_proj": ("moe.shared.up", 64, 64, 1),
+        "mlp.shared_expert.down_proj": ("moe.shared.down", 64, 64, 1),
+        "mlp.shared_expert_gate": ("moe.router", 64, 1, 1),
+        "mlp.gate.weight": ("moe.router", 64, 4, 1),
+    },
+    "olmoe": {"mlp.experts.gate_up_proj": ("moe.gate_up", 64, 256, 4)},
+    "qwen3_moe": {"mlp.experts.down_proj": ("moe.down", 32, 64, 4)},
+    "deepseek_v3": {
+        "self_attn.q_a_proj": ("attn.q_a", 64, 48, 1),
+        "self_attn.q_b_proj": ("attn.q_b", 48, 96, 1),
+        "self_attn.kv_a_proj_with_mqa": ("attn.kv_a", 64, 40, 1),
+        "self_attn.kv_b_proj": ("attn.kv_b", 32, 128, 1),
+        "self_attn.o_proj": ("attn.o", 64, 64, 1),
+        "mlp.shared_experts.down_proj": ("moe.shared.down", 32, 64, 1),
+    },
+    "jamba": {
+        "mamba.in_proj": ("ssm.in", 64, 256, 1),
+        "mamba.x_proj": ("ssm.x", 128, 32, 1),
+        "mamba.dt_proj": ("ssm.dt", 16, 128, 1),
+        "mamba.out_proj": ("ssm.out", 128, 64, 1),
+        "self_attn.q_proj": ("attn.q", 64, 64, 1),
+        "feed_forward.experts.down_proj": ("moe.down", 128, 64, 4),
+    },
+    "falcon_h1": {
+        "mamba.in_proj": ("ssm.in", 64, 280, 1),
+        "self_attn.o_proj": ("attn.o", 64, 64, 1),
+    },
+}
+
+
+@pytest.mark.parametrize("family", sorted(ROLES))
+def test_roles_of_new_families(family):
+    arch = _arch(family)
+    assert arch.known
+    got = {}
+    for m in arch.modules:
+        if m.layer is not None and m.tower == "language":
+            path = m.name.split(f"{arch.blocks_prefix}.{m.layer}.", 1)[1]
+            got.setdefault(path, (m.role, m.in_features, m.out_features, m.experts))
+    for path, want in ROLES[family].items():
+        assert got[path] == want, path
+
+
+def test_hybrids_tell_attention_and_ssm_layers_apart():
+    assert _arch("jamba").layer_kinds() == {0: "ssm", 1: "attention", 2: "ssm", 3: "attention"}
+    assert _arch("falcon_h1").layer_kinds() == {0: "attention+ssm", 1: "attention+ssm"}
+    # attention exists in layers 1 and 3 only: adapting all of it is full coverage, no warning
+    rp = resolve("attention", _arch("jamba"), rank=4)
+    assert sorted({m.layer for m in rp.modules}) == [1, 3] and rp.warnings == []
+
+
+# (family, placement, trainable params at r=16 on the meta device; PEFT must agree)
+COUNTS = [
+    ("mixtral", "all-linear", 57_344),
+    ("mixtral", "attention", 57_344),
+    ("mixtral", "mlp", 524_288),  # 262,144 per layer: 16 x 8 x ((256+1024) + (512+256))
+    ("mixtral", "moe.down", 196_608),  # an expert subset: the down projections only
+    ("mixtral", "all", 581_632),
+    ("qwen2_moe", "all-linear", 26_624),
+    ("qwen2_moe", "attention", 14_336),
+    ("qwen2_moe", "mlp", 40_960),
+    ("qwen2_moe", "shared-experts", 12_288),
+    ("qwen3_moe", "mlp", 28_672),
+    ("olmoe", "all", 79_872),
+    ("deepseek_v2", "attention", 20_736),
+    ("deepseek_v3", "attention", 20_736),
+    ("llava", "all-linear", 32_768),
+    ("llava", "attention", 14_336),
+    ("llava", "mlp", 18_432),
+    ("llava", VISION, 8_192),
+    ("llava", "projector", 3_584),
+    ("qwen2_vl", VISION, 6_144),
+    ("qwen2_vl", "projector", 7_168),
+    ("gemma3", "all-linear", 32_768),
+    ("jamba", "all-linear", 58_880),
+    ("jamba", "attention", 14_336),
+    ("jamba", "mlp", 83_968),
+    ("jamba", "ssm", 26_112),
+    ("jamba", "moe.down", 24_576),
+    ("falcon_h1", "all-linear", 43_776),
+]
+
+
+@pytest.mark.parametrize("family, placement, params", COUNTS)
+def test_count_equals_peft(family, placement, params):
+    rp = resolve(placement, _arch(family), rank=16)
+    assert rp.trainable_params == params
+    assert _peft_count(family, rp) == params
+
+
+def test_peft_moe_conversion_trap_is_a_warning_and_real():
+    """PEFT 0.21 moves DeepSeek's dense/shared gate_proj/up_proj/down_proj to the experts."""
+    rp = resolve("all-linear", _arch("deepseek_v3"), rank=16)
+    assert rp.trainable_params == 34_560
+    (warning,) = [w for w in rp.warnings if "fused experts" in w and "moves" in w]
+    assert "moves 6 target(s)" in warning and "mlp.gate_proj" in warning
+    # the trap itself: PEFT adapts the experts (+22,528) and drops the 6 named (-13,824)
+    assert _peft_count("deepseek_v3", rp) == 34_560 + 22_528 - 13_824
+
+
+def test_mamba_out_proj_is_left_out_where_peft_refuses_it():
+    rp = resolve("ssm", _arch("falcon_h1"), rank=16)
+    assert {m.role for m in rp.modules} == {"ssm.in"}
+    assert any("PEFT refuses LoRA on mamba.out_proj" in w for w in rp.warnings)
+    assert _peft_count("falcon_h1", rp) == rp.trainable_params == 2 * 16 * (64 + 280)
+
+
+def test_all_linear_says_it_skips_fused_experts():
+    rp = resolve("all-linear", _arch("mixtral"), rank=16)
+    assert {m.role for m in rp.modules} == {"attn.q", "attn.k", "attn.v", "attn.o"}
+    (warning,) = rp.warnings
+    assert "skips 4 fused expert tensor(s)" in warning
+    assert "32,768 adapter params per rank" in warning  # 8 x ((256+1024) + (512+256))
+
+
+def test_router_is_never_in_a_preset_but_can_be_named():
+    arch = _arch("qwen2_moe")
+    for preset in ("all-linear", "all", "mlp", "experts"):
+        assert "moe.router" not in resolve(preset, arch, rank=1).by_role()
+    rp = resolve("moe.router", arch, rank=1)
+    assert rp.by_role()["moe.router"]["modules"] == 4  # router weight + shared_expert_gate
+    assert _peft_count("qwen2_moe", rp) == rp.trainable_params == 2 * ((64 + 4) + (64 + 1))
+
+
+@pytest.mark.parametrize(
+    "family, selector, message",
+    [
+        ("mixtral", "0-3", "fused 3-D tensors (mlp.experts.gate_up_proj)"),
+        ("mixtral", "top:2", "needs routing counts"),
+        ("mixtral", "0-9", "fused 3-D tensors"),
+    ],
+)
+def test_expert_selectors_on_fused_experts_are_refused(family, selector, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve({"preset": "mlp", "experts": selector}, _arch(family), rank=4)
+
+
+def test_layer_index_of_experts_is_the_decoder_layer():
+    rp = resolve({"preset": "experts", "layers": "1"}, _arch("mixtral"), rank=4)
+    assert [(m.name, m.layer) for m in rp.modules] == [
+        ("model.layers.1.mlp.experts.gate_up_proj", 1),
+        ("model.layers.1.mlp.experts.down_proj", 1),
+    ]
+
+
+def test_suffix_reaching_into_the_vision_tower_warns_with_counts():
+    rp = resolve("q_proj+v_proj", _arch("llava"), rank=4)
+    assert len(rp.modules) == 8  # PEFT's suffix semantics: both towers
+    q, v = [w for w in rp.warnings if "reaches beyond" in w]
+    assert "'q_proj' reaches beyond the language tower: it matches 2 language, 2 vision" in q
+    assert "2 vision" in v
+    # roles stay in their tower: no warning
+    assert resolve("qv", _arch("llava"), rank=4).warnings == []
+
+
+def test_suffix_that_misses_fused_experts_warns():
+    rp = resolve("down_proj", _arch("qwen2_moe"), rank=4)
+    assert {m.role for m in rp.modules} == {"moe.shared.down"}
+    assert any("does not reach the 2 fused expert tensor(s)" in w for w in rp.warnings)
