@@ -127,7 +127,7 @@ def make_store(
     store.add_study(study_id, name, config, f"loraplace run {name}.yaml --out runs/{name}")
     specs: list[tuple[RunSpec, list]] = []
     for seed in seeds:
-        if zero_shot:
+        if zero_shot and seed == seeds[0]:  # one evaluation per study, as expand makes it
             specs.append((_spec(name, "zero-shot", "zero-shot", seed, ()), []))
         for pname, cover in placements.items():
             specs.append((_spec(name, pname, "lora", seed, modules(cover)), cover))

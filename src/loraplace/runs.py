@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 RunKind = Literal["lora", "zero-shot", "full"]
+# A zero-shot run is one evaluation of the base model, which no seed can change; it is
+# stored once per study under this seed.
+ZERO_SHOT_SEED = 0
 RunStatus = Literal["pending", "running", "done", "failed", "diverged", "interrupted"]
 
 

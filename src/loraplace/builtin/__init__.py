@@ -1,9 +1,10 @@
 """Built-in base models and datasets that work offline on a fresh machine.
 
-A built-in model is pretrained by loraplace itself at first use, written with
-``save_pretrained`` into the user cache, and from then on loaded with ``from_pretrained``
-like any other model. Other modules register their own models with
-``register_builtin_model`` (``loraplace.builtin.pytext`` does so for ``tiny-python``).
+A built-in model is pretrained by loraplace itself and written with ``save_pretrained``;
+``tiny-markov``'s weights ship inside the package (``builtin/shipped.py``), a model
+without shipped weights is pretrained at first use into the user cache. Either way it
+is loaded with ``from_pretrained`` like any other model. Other modules register their own
+models with ``register_builtin_model`` (``loraplace.builtin.pytext`` does so for ``tiny-python``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import contextlib
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loraplace.builtin.shipped import shipped_dir
 from loraplace.errors import UserError, closest
 
 CACHE_ENV = "LORAPLACE_CACHE"
@@ -88,12 +89,15 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def builtin_model_dir(name: str) -> Path:
-    """The cached directory of a built-in model, pretraining it first if it is not there.
+    """The directory of a built-in model: shipped in the package, else pretrained and cached.
 
-    The model is trained into a temporary directory that is renamed into place only when
-    complete, so a crash never leaves a half-written model in the cache.
+    A model without shipped weights is trained into a temporary directory that is renamed
+    into place only when complete, so a crash never leaves a half-written model in the cache.
     """
     spec = _get(name)
+    shipped = shipped_dir(name, spec.version, spec.info_file)
+    if shipped is not None:
+        return shipped
     root = cache_dir() / "models"
     final = root / f"{name}-{spec.version}"
     if (final / spec.info_file).is_file():
@@ -115,16 +119,13 @@ def builtin_model_dir(name: str) -> Path:
 
 
 def _pretrain_with_status(spec: BuiltinModel, out: Path) -> dict:
-    from rich.console import Console
+    from loraplace.heartbeat import Heartbeat
 
-    console = Console(stderr=True)
-    start = time.perf_counter()
     label = f"pretraining built-in model {spec.name} (first use only; cached afterwards)"
-    with console.status(label) as status:
+    with Heartbeat(label) as beat:
 
         def progress(step: int, steps: int, loss: float) -> None:
-            elapsed = time.perf_counter() - start
-            status.update(f"{label}: step {step}/{steps}, loss {loss:.3f}, {elapsed:.0f} s")
+            beat.update(f"step {step}/{steps}, loss {loss:.3f}")
 
         return spec.pretrain(out, progress=progress)
 
@@ -145,7 +146,9 @@ def _print_summary(spec: BuiltinModel, summary: dict, path: Path) -> None:
 def builtin_model_info(name: str) -> dict | None:
     """The pretraining summary of a built-in model, or None if it is not pretrained yet."""
     spec = _get(name)
-    path = cache_dir() / "models" / f"{name}-{spec.version}" / spec.info_file
+    shipped = shipped_dir(name, spec.version, spec.info_file)
+    root = shipped.parent if shipped is not None else cache_dir() / "models"
+    path = root / f"{name}-{spec.version}" / spec.info_file
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from loraplace.builtin import markov
+from loraplace.builtin.shipped import weights_fingerprint
 
 VERSION = f"v{markov.GENERATOR_VERSION}"  # cache key: a generator change invalidates the model
 INFO_FILE = "loraplace_builtin.json"
@@ -243,5 +244,6 @@ def pretrain_tiny_markov(out_dir: Path, progress=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tiny_markov_tokenizer().save_pretrained(out_dir)
+    summary["weights_sha256"] = weights_fingerprint(out_dir)  # what the shipped copy must match
     (out_dir / INFO_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from loraplace.errors import UserError
+from loraplace.heartbeat import Heartbeat
 
 _BATCH = 256  # documents per tokenizer call: bounded memory, still batched for speed
 
@@ -52,14 +53,16 @@ def tokenize_documents(documents: list[str], tokenizer) -> list[np.ndarray]:
     # on the stdlib and the same ids (special tokens are off either way).
     encode_fast = getattr(backend, "encode_batch_fast", None)
     out: list[np.ndarray] = []
-    for start in range(0, len(documents), _BATCH):
-        batch = documents[start : start + _BATCH]
-        if encode_fast is not None:
-            ids = [e.ids for e in encode_fast(batch, add_special_tokens=False)]
-        else:
-            # verbose=False: long documents are expected; they are cut into blocks later.
-            ids = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
-        out.extend(np.asarray(x, dtype=np.int64) for x in ids)
+    with Heartbeat(f"tokenising {len(documents):,} documents (cached afterwards)") as beat:
+        for start in range(0, len(documents), _BATCH):
+            batch = documents[start : start + _BATCH]
+            if encode_fast is not None:
+                ids = [e.ids for e in encode_fast(batch, add_special_tokens=False)]
+            else:
+                # verbose=False: long documents are expected; they are cut into blocks later.
+                ids = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
+            out.extend(np.asarray(x, dtype=np.int64) for x in ids)
+            beat.update(f"{len(out):,}/{len(documents):,} documents")
     return out
 
 

@@ -134,7 +134,8 @@ def results_table(s: Summary) -> Table:
         cells = {
             "Placement": "zero-shot",
             "Kind": "baseline",
-            "Seeds": seeds_cell(zs.loss.n),
+            # One evaluation, which no seed changes (older stores held one per seed).
+            "Seeds": "n/a (evaluation)" if zs.loss.n == 1 else seeds_cell(zs.loss.n),
             "Eval loss (nats)": fmt.loss_ci(zs.loss),
             "PPL": fmt.ppl(zs.ppl),
             "Trainable params": "0",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from loraplace.errors import UserError
-from loraplace.runs import RunSpec, TrainSettings
+from loraplace.runs import ZERO_SHOT_SEED, RunSpec, TrainSettings
 from loraplace.study.schema import Study
 
 # The settings a zero-shot run's numbers depend on.
@@ -57,12 +57,13 @@ def expand(
     specs: list[RunSpec] = []
     warnings: list[str] = []
     if study.zero_shot:
-        # Training settings cannot change a zero-shot number: keep only what evaluation
-        # reads, so studies that differ in training share their zero-shot runs.
+        # Neither training settings nor seeds can change a zero-shot number: keep only what
+        # evaluation reads, so a study stores one and studies that differ in training share it.
         eval_only = TrainSettings(**{k: getattr(settings, k) for k in _EVAL_IDENTITY})
-        for seed in study.seeds:
-            zs = {**common, "train": eval_only}
-            specs.append(RunSpec(placement_name="zero-shot", kind="zero-shot", seed=seed, **zs))
+        zs = {**common, "train": eval_only}
+        specs.append(
+            RunSpec(placement_name="zero-shot", kind="zero-shot", seed=ZERO_SHOT_SEED, **zs)
+        )
     labels: set[str] = set()
     # Describe the model once: every placement below resolves against the same layout.
     target = _arch_of(target)

@@ -94,7 +94,7 @@ class Study(BaseModel):
     alpha: float | None = None  # LoRA alpha; with alpha_rule "fixed" (default rule: 2 x rank)
     alpha_rule: Literal["fixed", "2r", "rslora"] | None = None
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    zero_shot: bool = True  # the base model without adapters, once per seed
+    zero_shot: bool = True  # the base model without adapters, evaluated once
     full_finetune: bool = False  # also fine-tune every weight (a costly baseline)
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[valid-type]
     eval: EvalConfig = Field(default_factory=EvalConfig)

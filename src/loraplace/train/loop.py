@@ -119,6 +119,10 @@ def train_run(
     fused_kernels: run GPT-2's composed GELU as one fused kernel (same formula, float
         rounding apart; see ``train/kernels.py``).
     """
+    if spec.kind == "zero-shot":  # an evaluation, not a 0-step training run
+        from loraplace.train.zero_shot import zero_shot_result
+
+        return zero_shot_result(spec, model, blocks, retain=retain, baseline=baseline)
     t = spec.train
     device = measure.resolve_device(t.device)
     precision = measure.resolve_precision(t.precision, device)
@@ -165,7 +169,7 @@ def train_run(
         trainable = [p for p in net.parameters() if p.requires_grad]
         n_trainable = sum(p.numel() for p in trainable)
         n_all = sum(p.numel() for p in net.parameters())
-        steps = total_steps(t, blocks.train.shape[0]) if spec.kind != "zero-shot" else 0
+        steps = total_steps(t, blocks.train.shape[0])
         tokens_per_step = t.batch_size * t.block_size
         train_time = 0.0
         measure.reset_peak_memory(device)
@@ -238,9 +242,9 @@ def train_run(
             eval_tokens=final.tokens,
             mean_batch_ppl=final.mean_batch_ppl,
             zero_shot_loss=baseline.val.loss,
-            trainable_params=n_trainable if spec.kind != "zero-shot" else 0,
+            trainable_params=n_trainable,
             total_params=base_params,
-            trainable_pct=100.0 * n_trainable / n_all if spec.kind != "zero-shot" else 0.0,
+            trainable_pct=100.0 * n_trainable / n_all,
             train_time_s=train_time,
             eval_time_s=final.time_s,
             tokens_per_s=tokens_per_s,
@@ -248,7 +252,7 @@ def train_run(
             steps=steps,
             train_tokens=train_tokens,
         )
-        floor = _floor(blocks, t.max_eval_blocks)
+        floor = oracle_floor(blocks, t.max_eval_blocks)
         if floor is not None:
             metrics["floor"] = floor
         if retain_eval is not None and baseline.retain is not None:
@@ -297,7 +301,7 @@ def train_run(
     )
 
 
-def _floor(blocks: Blocks, max_blocks: int | None) -> float | None:
+def oracle_floor(blocks: Blocks, max_blocks: int | None) -> float | None:
     """The oracle's mean NLL on exactly the val tokens evaluated (synthetic data only)."""
     if blocks.val_oracle_nll is None:
         return None
