@@ -228,6 +228,7 @@ def test_every_number_in_the_prose_is_in_a_table(built):
     md = (out / "report.md").read_text()
     md = md.split("## Reproducibility")[0]
     md = re.sub(r"```.*?```", "", md, flags=re.S)
+    md = re.sub(r"\([^()]*?, \d{4}(?:; [^()]*?, \d{4})*\)", "", md)  # citations' years
     table_nums, prose_nums = set(), []
     for ln in md.splitlines():
         nums = [n.lstrip("+-") for n in NUM.findall(re.sub(r"\\(.)", r"\1", ln))]
@@ -328,7 +329,7 @@ def test_minimal_store_omits_missing_columns(tmp_path):
     assert "untestable (fewer than 2 shared seeds)" in md
     assert "learning_curves" not in md  # no curves, no figure
     assert "+0.00 (ref)" in md
-    rows = {r["Placement"]: r for r in _md_table(md, 1)}
+    rows = {r["Placement"]: r for r in _md_table(md, _table_numbers(md, "Results per placement"))}
     assert set(rows) == {" ".join(odd.split()), "b"}  # the name survives, on one line
     assert "\\*bold\\*" in md and "\\$x\\$" in md and "a\\|b" in md
 
@@ -354,10 +355,12 @@ def test_full_finetuning_is_the_default_reference_and_study_selection(tmp_path):
     assert load_study(db).name == "later-study"  # the most recent study by default
     res = build_report(db, tmp_path / "seed", study="tiny-seed-study")
     md = (res.out / "report.md").read_text()
-    rows = {r["Placement"]: r for r in _md_table(md, 1)}
+    rows = {r["Placement"]: r for r in _md_table(md, _table_numbers(md, "Results per placement"))}
     assert rows["full-ft"]["Kind"] == "full"
     assert rows["full-ft"]["Δ loss vs ref (%)"] == "+0.00 (ref)"  # most trainable params
     assert rows["full-ft"]["Fewer params than full FT"] == "1.00×"
     assert rows["full-ft"]["Trainable params"] == "870,016"
-    cov = {r["Placement"]: r for r in _md_table(md, 2)}
+    cov = {
+        r["Placement"]: r for r in _md_table(md, _table_numbers(md, "What each placement adapts"))
+    }
     assert cov["full-ft"]["Roles [layers]"] == "—" and cov["full-ft"]["Modules"] == "0"

@@ -23,6 +23,11 @@ def report(
     reference: str | None = typer.Option(
         None, "--reference", help="Placement to compare against (default: the largest)."
     ),
+    pdf: str | None = typer.Option(
+        None,
+        "--pdf",
+        help="Also write report.pdf: tex (report.tex with TeX), html (Chromium), or auto.",
+    ),
 ) -> int:
     """Write report.md, report.html, tables and figures for a study in the store."""
     from loraplace.report import build_report  # matplotlib loads only when a report is made
@@ -32,4 +37,11 @@ def report(
         f"report for study {res.study!r}: {res.out}/report.html "
         f"({len(res.files)} files, {res.seconds:.1f} s)"
     )
+    if pdf is not None:
+        from loraplace.report.pdf import make_pdf
+
+        made = make_pdf(res.out, pdf)
+        typer.echo(f"{made.path} ({made.engine})")
+        for problem in made.problems:
+            typer.echo(f"warning: {problem}", err=True)
     return 0

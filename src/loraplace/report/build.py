@@ -17,6 +17,8 @@ from pathlib import Path
 from loraplace.analysis import load_study, summarize
 from loraplace.errors import UserError
 from loraplace.report import tables as tb
+from loraplace.report.bib import add_references, to_bibtex
+from loraplace.report.latex import BIB_NAME, to_latex
 from loraplace.report.manifest import file_manifest, reproducibility
 from loraplace.report.render import to_html, to_markdown
 from loraplace.report.sections import build_document
@@ -68,6 +70,7 @@ def build_report(
     try:
         repro = reproducibility(data, str(store))
         doc, tables = build_document(s, str(store), repro, tmp / "figures")
+        cited = add_references(doc)
         tdir = tmp / "tables"
         tdir.mkdir()
         for t in tables:
@@ -76,6 +79,8 @@ def build_report(
             (tdir / f"{t.name}.csv").write_text(tb.to_csv(t))
         (tmp / "report.md").write_text(to_markdown(doc))
         (tmp / "report.html").write_text(to_html(doc))
+        (tmp / "report.tex").write_text(to_latex(doc))
+        (tmp / f"{BIB_NAME}.bib").write_text(to_bibtex(cited))
         (tmp / "manifest.json").write_text(
             json.dumps(
                 {"reproducibility": repro, "files": file_manifest(tmp)}, indent=2, default=str

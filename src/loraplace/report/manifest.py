@@ -7,6 +7,7 @@ import hashlib
 import json
 import platform
 import shlex
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def results_hash(study: StudyData) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _distinct(values: list[Any]) -> list[Any]:
+def distinct(values: Iterable[Any]) -> list[Any]:
+    """Values in first-seen order, without repeats or Nones."""
     out: list[Any] = []
     for v in values:
         if v is not None and v not in out:
@@ -86,12 +88,12 @@ def reproducibility(study: StudyData, store_arg: str) -> dict[str, Any]:
         },
         "run_environment": {
             "versions": versions,
-            "device": _distinct([m.get("device") for m in mans]),
-            "precision": _distinct([m.get("precision") for m in mans]),
-            "torch_threads": _distinct([m.get("torch_threads") for m in mans]),
-            "git_commit": _distinct([m.get("git_commit") for m in mans]),
-            "platform": _distinct([m.get("platform") for m in mans]),
-            "gpu": _distinct([m.get("gpu") for m in mans]),
+            "device": distinct([m.get("device") for m in mans]),
+            "precision": distinct([m.get("precision") for m in mans]),
+            "torch_threads": distinct([m.get("torch_threads") for m in mans]),
+            "git_commit": distinct([m.get("git_commit") for m in mans]),
+            "platform": distinct([m.get("platform") for m in mans]),
+            "gpu": distinct([m.get("gpu") for m in mans]),
             "fingerprints": fingerprints,
         },
         "report_environment": {

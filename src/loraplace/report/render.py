@@ -125,6 +125,8 @@ figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #ee
 figcaption,.note{font-size:.9em;color:#444}
 .warning{background:#fff4e5;border-left:4px solid #f0a030;padding:.4em .8em}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.82em}
+@media print{body{max-width:none;margin:0}table{display:table;font-size:.66em}
+pre{white-space:pre-wrap;font-size:.7em}figure,tr{break-inside:avoid}}
 """
 
 

@@ -27,6 +27,7 @@ from loraplace.report import fmt
 from loraplace.report import section_tables as st
 from loraplace.report import tables as tb
 from loraplace.report.escape import U
+from loraplace.report.methods import add_methods_section
 from loraplace.report.render import (
     Bullets,
     Code,
@@ -224,6 +225,8 @@ def build_document(
         if f is not None:
             figures.append(f)
             doc.add(FigureBlock(f, len(figures)))
+
+    add_methods_section(doc, table, s, len(tests))
 
     doc.add(Heading(2, ["Results"]))
     for p in _results_paragraphs(s, tests):

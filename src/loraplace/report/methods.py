@@ -1,0 +1,396 @@
+"""The Methods section, written from the store: resolved specs, metrics and run manifests.
+
+Nothing here is typed by hand: every setting is read from the specs the runs were
+trained with, every count from what the runs measured, and every environment field from
+their manifests. A setting that differs between runs is listed with all its values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from loraplace.analysis import RunRecord, Summary
+from loraplace.analysis.stats import ALPHA
+from loraplace.report import fmt
+from loraplace.report import tables as tb
+from loraplace.report.bib import Cite
+from loraplace.report.escape import U
+from loraplace.report.manifest import distinct
+from loraplace.report.render import Document, Heading, Para, TableBlock
+
+TableFn = Callable[[tb.Table], TableBlock]
+
+
+def joined(values: Iterable[Any], show: Callable[[Any], str] = str) -> str:
+    vs = distinct(values)
+    return ", ".join(show(v) for v in vs) if vs else "not recorded"
+
+
+def layer_ranges(layers: Iterable[int]) -> str:
+    """[0, 1, 2, 5] -> '0–2, 5'."""
+    ls = sorted(set(layers))
+    parts, start = [], None
+    for i, v in enumerate(ls):
+        start = v if start is None else start
+        if i + 1 == len(ls) or ls[i + 1] != v + 1:
+            parts.append(str(v) if start == v else f"{start}–{v}")
+            start = None
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class PlacementMethod:
+    """One placement as resolved: what it adapts and what it trains."""
+
+    placement: str
+    coverage: str  # "attn.qkv × layers 0–3; mlp.up × layers 0–3"
+    modules: int
+    ranks: str
+    alphas: str
+    shape_params: int  # r·(in + out) summed over the resolved modules (LoRA's A and B)
+    measured_params: int | None  # trainable_params the run counted on the live model
+    resolutions: list[str]  # "c_proj → attn.o (4), mlp.down (4)"
+
+
+def resolutions(modules: list[dict[str, Any]]) -> list[str]:
+    """Module names shared by several roles (GPT-2's c_proj), and what each resolved to."""
+    by_suffix: dict[str, dict[str, int]] = {}
+    for m in modules:
+        suffix = str(m["name"]).rsplit(".", 1)[-1]
+        roles = by_suffix.setdefault(suffix, {})
+        roles[m["role"]] = roles.get(m["role"], 0) + 1
+    return [
+        f"{suffix} → " + ", ".join(f"{r} ({n})" for r, n in roles.items())
+        for suffix, roles in by_suffix.items()
+        if len(roles) > 1
+    ]
+
+
+def placement_method(name: str, run: RunRecord) -> PlacementMethod:
+    mods = run.modules
+    by_role: dict[str, list[int]] = {}
+    for m in mods:
+        by_role.setdefault(m["role"], []).append(int(m["layer"]))
+    by_layers: dict[str, list[str]] = {}  # roles on the same layers share one entry
+    for r, ls in by_role.items():
+        by_layers.setdefault(layer_ranges(ls), []).append(r)
+    coverage = "; ".join(f"{'+'.join(rs)} × layers {ls}" for ls, rs in by_layers.items())
+    measured = run.metric("trainable_params")
+    return PlacementMethod(
+        placement=name,
+        coverage=coverage or ("every weight" if run.kind == "full" else "none"),
+        modules=len(mods),
+        ranks=joined((m["rank"] for m in mods), lambda v: f"{v:g}"),
+        alphas=joined((m["alpha"] for m in mods), lambda v: f"{v:g}"),
+        shape_params=sum(
+            int(m["rank"]) * (int(m["in_features"]) + int(m["out_features"])) for m in mods
+        ),
+        measured_params=int(measured) if measured is not None else None,
+        resolutions=resolutions(mods),
+    )
+
+
+def placement_methods(s: Summary) -> list[PlacementMethod]:
+    return [placement_method(p.placement, p.runs[0]) for p in s.placements if p.runs]
+
+
+def placements_table(pms: list[PlacementMethod]) -> tb.Table:
+    cols = ["Placement", "Roles × layers", "Modules", "Rank", "Alpha"]
+    cols += ["r·(in+out)", "Trainable params (run)", "Name resolution"]
+    rows, raw = [], []
+    for p in pms:
+        rows.append(
+            [
+                U(p.placement),
+                p.coverage,
+                str(p.modules),
+                p.ranks,
+                p.alphas,
+                fmt.count(p.shape_params),
+                tb.DASH if p.measured_params is None else fmt.count(p.measured_params),
+                U("; ".join(p.resolutions)) if p.resolutions else tb.DASH,
+            ]
+        )
+        raw.append(
+            {
+                "placement": p.placement,
+                "coverage": p.coverage,
+                "modules": p.modules,
+                "ranks": p.ranks,
+                "alphas": p.alphas,
+                "shape_params": p.shape_params,
+                "trainable_params": p.measured_params,
+                "resolutions": "; ".join(p.resolutions),
+            }
+        )
+    return tb.Table(
+        "methods_placements",
+        "Placements as resolved against the model",
+        cols,
+        rows,
+        raw,
+        notes=[
+            [
+                "r·(in+out) counts LoRA's A (r × in) and B (out × r) matrices from the "
+                "resolved module shapes; the run column is what training counted as "
+                "trainable on the live model."
+            ]
+        ],
+        align="llrrrrrl",
+    )
+
+
+def trained_runs(s: Summary) -> list[RunRecord]:
+    return [r for p in s.placements for r in p.runs]
+
+
+def _train(runs: list[RunRecord], key: str) -> list[Any]:
+    return distinct((r.spec.get("train") or {}).get(key) for r in runs)
+
+
+def _metric(runs: list[RunRecord], name: str) -> list[Any]:
+    return distinct(r.metric(name) for r in runs)
+
+
+def _g(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def settings_rows(runs: list[RunRecord]) -> list[tuple[str, str]]:
+    """(setting, value) for the optimisation and evaluation settings of the trained runs."""
+
+    def t(key: str, show: Callable[[Any], str] = _g) -> str:
+        return joined(_train(runs, key), show)
+
+    def m(name: str) -> str:
+        return joined(_metric(runs, name), fmt.count)
+
+    tokens = distinct(
+        (r.spec.get("train") or {}).get("batch_size", 0)
+        * (r.spec.get("train") or {}).get("block_size", 0)
+        for r in runs
+    )
+    fps = [r.spec.get("fingerprints") or {} for r in runs]
+    pk = [r.manifest.get("packages") or {} for r in runs]
+    return [
+        ("Base model", joined(r.spec.get("model") for r in runs)),
+        ("Model parameters", m("total_params")),
+        ("Model fingerprint", joined(f.get("model") for f in fps)),
+        ("Data", joined(r.spec.get("dataset") for r in runs)),
+        ("Data fingerprint", joined(f.get("data") for f in fps)),
+        ("Optimizer", "AdamW, PyTorch defaults: betas (0.9, 0.999), eps 1e-8"),
+        ("Peak learning rate", t("lr")),
+        ("Schedule", t("schedule") + f", {t('warmup_steps')} linear warm-up steps, decay to 0"),
+        ("Optimizer steps", m("steps")),
+        ("Batch (sequences per step)", t("batch_size")),
+        ("Block (tokens per sequence)", t("block_size")),
+        ("Tokens per step", joined(tokens, fmt.count)),
+        ("Train tokens per run", m("train_tokens")),
+        ("Weight decay", t("weight_decay")),
+        ("Gradient clipping (max norm)", t("grad_clip")),
+        ("LoRA dropout", t("lora_dropout")),
+        ("Precision (requested)", t("precision")),
+        ("Precision (used)", joined(r.manifest.get("precision") for r in runs)),
+        ("Device", joined(r.manifest.get("device") for r in runs)),
+        ("Seeds", joined(sorted({r.seed for r in runs}))),
+        ("Split seed", t("split_seed")),
+        ("Eval every (steps)", t("eval_every")),
+        ("Eval tokens", m("eval_tokens")),
+        *[
+            (name, joined(p.get(name) for p in pk))
+            for name in ("python", "torch", "transformers", "peft")
+        ],
+    ]
+
+
+def settings_table(runs: list[RunRecord]) -> tb.Table:
+    rows = settings_rows(runs)
+    return tb.Table(
+        "methods_settings",
+        "Model, data, training and evaluation settings of the trained runs",
+        ["Setting", "Value"],
+        [[k, v] for k, v in rows],
+        [{"setting": k, "value": v} for k, v in rows],
+        align="ll",
+    )
+
+
+def _model_para(s: Summary, runs: list[RunRecord]) -> Para:
+    cfg = s.study.config
+    fam = joined(r.manifest.get("model_type") for r in runs)
+    parts: list[str] = ["The base model is ", U(str(cfg.get("model"))), " ("]
+    parts += ["architecture family ", U(fam), ", "] if fam != "not recorded" else []
+    parts += [
+        f"{joined(_metric(runs, 'total_params'), fmt.count)} parameters; fingerprint ",
+        U(joined(r.spec.get("fingerprints", {}).get("model") for r in runs)),
+        "), loaded with Transformers ",
+        Cite("wolf2020transformers"),
+        " on PyTorch ",
+        Cite("paszke2019pytorch"),
+        ". Its weights stay frozen; only the adapters train.",
+    ]
+    return Para(parts)
+
+
+def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
+    cfg = s.study.config
+    fps = [r.spec.get("fingerprints") or {} for r in runs]
+    fmt_name = str(cfg.get("format") or "text")
+    parts: list[str] = [
+        "Training data: ",
+        U(str(cfg.get("dataset"))),
+        " (format ",
+        U(fmt_name),
+        "; fingerprint ",
+        U(joined(f.get("data") for f in fps)),
+        "). Documents are tokenised with the model's tokenizer and packed into blocks of "
+        f"{joined(_train(runs, 'block_size'))} tokens; the train/validation split is drawn "
+        f"once with split seed {joined(_train(runs, 'split_seed'))} and is the same for "
+        f"every run seed. Each run trains on {joined(_metric(runs, 'train_tokens'), fmt.count)} "
+        f"tokens and is evaluated on {joined(_metric(runs, 'eval_tokens'), fmt.count)} "
+        "validation tokens. ",
+    ]
+    if fmt_name == "text":
+        parts.append("The data is raw text, so every token is a target: no loss mask applies.")
+    else:
+        parts += ["Loss mask: ", U(str(cfg.get("loss_mask") or f"as defined by {fmt_name}")), "."]
+    retain = distinct(r.spec.get("retain_dataset") for r in runs)
+    if retain:
+        parts += [
+            " Forgetting is the increase of the eval loss on ",
+            U(", ".join(map(str, retain))),
+            " (fingerprint ",
+            U(joined(f.get("retain") for f in fps)),
+            "), the base model's own distribution, over the base model's loss there.",
+        ]
+    return Para(parts)
+
+
+def _placement_para(pms: list[PlacementMethod], runs: list[RunRecord]) -> Para:
+    rslora = any(r.spec.get("use_rslora") for r in runs)
+    parts: list[str] = [
+        "Adapters are LoRA ",
+        Cite("hu2022lora"),
+        " modules injected with PEFT ",
+        Cite("mangrulkar2022peft"),
+        " into exactly the modules listed for each placement below: every pattern was "
+        "resolved once against the model into explicit module names, which training, "
+        "parameter accounting and export all read. The update is scaled by ",
+    ]
+    parts += (
+        ["alpha/sqrt(r) (rank-stabilised LoRA ", Cite("kalajdzievski2023rslora"), ")."]
+        if rslora
+        else ["alpha/r."]
+    )
+    amb = [p for p in pms if p.resolutions]
+    if amb:
+        parts.append(
+            f" {len(amb)} placement(s) name modules that several roles share; the table "
+            "shows what each name resolved to, so a placement named after attention that "
+            "also adapts an MLP projection is visible here."
+        )
+    return Para(parts)
+
+
+def _training_para(s: Summary, runs: list[RunRecord]) -> Para:
+    def t(key: str) -> str:
+        return joined(_train(runs, key), _g)
+
+    return Para(
+        [
+            "Optimisation uses AdamW ",
+            Cite("loshchilov2019adamw"),
+            f" at a peak learning rate of {t('lr')} with a {t('schedule')} schedule ",
+            Cite("loshchilov2017sgdr"),
+            f" after {t('warmup_steps')} linear warm-up steps, for "
+            f"{joined(_metric(runs, 'steps'), fmt.count)} optimizer steps of "
+            f"{t('batch_size')} sequences, gradient clipping at {t('grad_clip')} and "
+            f"weight decay {t('weight_decay')}. Requested precision {t('precision')}, used "
+            f"{joined(r.manifest.get('precision') for r in runs)}. Seeds "
+            f"{joined(sorted({r.seed for r in runs}))} set the adapter initialisation and "
+            "the batch order.",
+        ]
+    )
+
+
+def _hardware_para(runs: list[RunRecord]) -> Para:
+    man = [r.manifest for r in runs]
+    gpus = distinct(m.get("gpu") for m in man)
+    return Para(
+        [
+            "Hardware, from the run manifests: device ",
+            U(joined(m.get("device") for m in man)),
+            *([" (", U(", ".join(gpus)), ")"] if gpus else []),
+            " on ",
+            U(joined(m.get("machine") or m.get("platform") for m in man)),
+            f" with {joined(m.get('torch_threads') for m in man)} torch thread(s); the "
+            "package versions are in the table above.",
+        ]
+    )
+
+
+def equivalence_margin(config: dict[str, Any]) -> float | None:
+    """The study's equivalence margin (nats), under any key naming a margin."""
+    for key, v in config.items():
+        if isinstance(v, dict):
+            found = equivalence_margin(v)
+            if found is not None:
+                return found
+        elif "margin" in key and isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _stats_para(s: Summary, n_tests: int) -> Para:
+    parts: list[str] = [
+        "Each placement's eval loss (token-weighted mean negative log-likelihood, nats) is "
+        "averaged over its finished seeds and reported with a 95 % Student t confidence "
+        "interval ",
+        Cite("student1908"),
+        f". The {n_tests} pairs of placements are compared with paired t-tests over the "
+        "seeds both finished ",
+        Cite("virtanen2020scipy"),
+        "; their p-values are adjusted as one family with Holm's step-down procedure ",
+        Cite("holm1979"),
+        f" at α = {ALPHA}.",
+    ]
+    margin = equivalence_margin(s.study.config)
+    if margin is None:
+        parts.append(
+            " No equivalence margin was set, so no pair is declared equivalent: a "
+            "difference within noise is no evidence that two placements are alike."
+        )
+    else:
+        parts += [
+            f" Equivalence is tested against a margin of ±{margin:g} nats with two one-sided "
+            "tests (TOST) ",
+            Cite("schuirmann1987tost"),
+            ".",
+        ]
+    return Para(parts)
+
+
+def add_methods_section(doc: Document, table: TableFn, s: Summary, n_tests: int) -> None:
+    """Methods: model, data, placements, training, hardware, statistics."""
+    runs = trained_runs(s)
+    pms = placement_methods(s)
+    doc.add(Heading(2, ["Methods"]))
+    doc.add(Heading(3, ["Base model and data"]))
+    doc.add(_model_para(s, runs), _data_para(s, runs))
+    doc.add(Heading(3, ["Placements"]))
+    doc.add(_placement_para(pms, runs), table(placements_table(pms)))
+    doc.add(Heading(3, ["Training"]))
+    doc.add(_training_para(s, runs), table(settings_table(runs)), _hardware_para(runs))
+    doc.add(Heading(3, ["Statistics"]))
+    doc.add(_stats_para(s, n_tests))
+    if s.zero_shot is not None:
+        doc.add(
+            Para(
+                [
+                    "The zero-shot baseline is the base model without adapters, evaluated on "
+                    f"the same validation tokens (from the {s.zero_shot.source})."
+                ]
+            )
+        )
