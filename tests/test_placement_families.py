@@ -213,3 +213,76 @@ def test_suffix_that_misses_fused_experts_warns():
     rp = resolve("down_proj", _arch("qwen2_moe"), rank=4)
     assert {m.role for m in rp.modules} == {"moe.shared.down"}
     assert any("does not reach the 2 fused expert tensor(s)" in w for w in rp.warnings)
+
+
+class _PerExpertMoE(torch.nn.Module):
+    """A remote-code style MoE block: one nn.Linear per expert (Mixtral's w1/w2/w3 names)."""
+
+    def __init__(self, n_layers=2, d=16, ffn=32, n_experts=4):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(
+            model_type="toy_moe",
+            num_hidden_layers=n_layers,
+            hidden_size=d,
+            num_attention_heads=2,
+            intermediate_size=ffn,
+            num_local_experts=n_experts,
+        )
+        self.layers = torch.nn.ModuleList()
+        for _ in range(n_layers):
+            block = torch.nn.Module()
+            block.self_attn = torch.nn.Module()
+            for p in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                setattr(block.self_attn, p, torch.nn.Linear(d, d, bias=False))
+            block.moe = torch.nn.Module()
+            block.moe.gate = torch.nn.Linear(d, n_experts, bias=False)
+            block.moe.experts = torch.nn.ModuleList()
+            for _ in range(n_experts):
+                e = torch.nn.Module()
+                e.w1, e.w3 = (
+                    torch.nn.Linear(d, ffn, bias=False),
+                    torch.nn.Linear(d, ffn, bias=False),
+                )
+                e.w2 = torch.nn.Linear(ffn, d, bias=False)
+                block.moe.experts.append(e)
+            self.layers.append(block)
+
+
+def test_expert_subset_on_per_expert_modules_matches_peft():
+    model = _PerExpertMoE()
+    arch = describe(model)
+    roles = {(m.role, m.expert) for m in arch.modules if m.layer == 1 and "experts" in m.name}
+    assert roles == {(f"moe.{p}", i) for p in ("gate", "up", "down") for i in range(4)}
+    assert {m.role for m in arch.modules if m.name.endswith("moe.gate")} == {"moe.router"}
+    rp = resolve({"preset": "experts", "experts": "0-1"}, arch, rank=4)
+    # 2 layers x 2 experts x 3 projections x r=4 x (16 + 32); the layer is the block's
+    assert rp.trainable_params == 2 * 2 * 3 * 4 * 48
+    assert sorted({m.layer for m in rp.modules}) == [0, 1]
+    assert all(".experts.0." in m.name or ".experts.1." in m.name for m in rp.modules)
+    config = lora_config(rp.modules)
+    config.task_type = None  # a bare nn.Module, not a causal LM
+    peft_model = get_peft_model(model, config)
+    assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 2_304
+
+
+# The issue's "done when": plan on four families, counts equal to PEFT's (checked above).
+PLAN = {
+    "mixtral": {"all-linear": 57_344, "attention": 57_344, "mlp": 524_288, "moe.down": 196_608},
+    "qwen2_moe": {"all-linear": 26_624, "attention": 14_336, "mlp": 40_960, "moe.down": 12_288},
+    "llava": {"all-linear": 32_768, "attention": 14_336, "mlp": 18_432, "projector": 3_584},
+    "jamba": {"all-linear": 58_880, "attention": 14_336, "mlp": 83_968, "moe.down": 24_576},
+}
+
+
+@pytest.mark.parametrize("family", sorted(PLAN))
+def test_plan_cli_on_new_families(family, capsys):
+    import json
+
+    from loraplace.cli import run_cli
+
+    argv = ["plan", str(CONFIGS / family), *PLAN[family], "--rank", "16", "--json"]
+    assert run_cli(argv) == 0
+    got = json.loads(capsys.readouterr().out)["placements"]
+    assert {p["name"]: p["trainable_params"] for p in got} == PLAN[family]

@@ -100,6 +100,9 @@ def plan(
         print(json.dumps({"model": model, "placements": [r.to_json() for r in resolved]}, indent=2))
         return
     out.print(f"[bold]{model}[/]  family={arch.family}  base params={arch.base_params:,}")
+    kinds = arch.layer_kinds()
+    if len(set(kinds.values())) > 1 or "ssm" in "".join(kinds.values()):  # a hybrid
+        out.print("layers: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))
     summary = Table(title="placements")
     for col in ("placement", "modules", "trainable params", "% of total", "warnings"):
         summary.add_column(col, justify="right" if col != "placement" else "left")
@@ -122,7 +125,10 @@ def plan(
         for m in rp.modules:
             if m.tower != "language":
                 ranks.setdefault(f"{m.tower}:{m.role}", set()).add(m.rank)
-        for role, v in rp.by_role().items():
+        from loraplace.arch import ROLES
+
+        by_role = sorted(rp.by_role().items(), key=lambda kv: ROLES.index(kv[0].split(":")[-1]))
+        for role, v in by_role:
             from loraplace.placement.resolve import _ranges
 
             t.add_row(
