@@ -42,7 +42,18 @@ class TrainSettings:
     eval_batch_size: int = 64  # sequences per eval forward pass (no grad)
     max_eval_blocks: int | None = None  # cap on eval blocks; None = all
     diverge_factor: float = 4.0  # loss above factor x initial loss counts as divergence
-    split_seed: int = 0  # seed of the train/val split; fixed across run seeds on purpose
+    split_seed: int = 0  # seed of the train/val/test split; fixed across run seeds on purpose
+    # Share of blocks held out as the test split (0 = none): scored as test_* metrics that
+    # the report's headline numbers read and selection never does.
+    test_fraction: float = 0.0
+
+
+# Settings added after stores existed, with their defaults: dropped from the run id while
+# at the default, so a study that does not use them keeps its run ids (old stores resume).
+_TRAIN_ADDED: dict[str, Any] = {"test_fraction": 0.0}
+_SPEC_ADDED: dict[str, Any] = {"use_dora": False, "init_lora_weights": True}
+# Labels, not settings: never part of the run id.
+_DISPLAY_ONLY = ("study", "placement_name", "task", "placement_base", "setting")
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,13 @@ class RunSpec:
     text_field: str = "text"
     use_rslora: bool = False
     fingerprints: dict[str, str] = field(default_factory=dict)  # data/model content hashes
+    use_dora: bool = False  # PEFT's weight-decomposed LoRA: adds a magnitude vector per module
+    init_lora_weights: bool | str = True  # PEFT's adapter init: True, "gaussian", "pissa", ...
+    # Display only, like placement_name: the task (a study's named dataset) this run is
+    # on, the placement before any grid point was added to its label, and the grid point.
+    task: str | None = None
+    placement_base: str | None = None
+    setting: dict[str, Any] = field(default_factory=dict)  # e.g. {"lr": 0.001, "rank": 8}
 
     @property
     def run_id(self) -> str:
@@ -73,8 +91,10 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("study")
-        d.pop("placement_name")
+        for name in _DISPLAY_ONLY:
+            d.pop(name)
+        _drop_defaults(d, _SPEC_ADDED)
+        _drop_defaults(d["train"], _TRAIN_ADDED)
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +108,12 @@ class RunSpec:
         d["train"] = TrainSettings(**d.get("train", {}))
         d["modules"] = tuple(d.get("modules", ()))
         return cls(**d)
+
+
+def _drop_defaults(d: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, default in defaults.items():
+        if key in d and d[key] == default:
+            del d[key]
 
 
 @dataclass

@@ -288,11 +288,13 @@ def markov_blocks(
     n_train: int = 8192,
     n_val: int = 256,
     data_seed: int = 0,
+    holdout: str = "val",
 ) -> Blocks:
     """Train/val blocks of a built-in Markov dataset, one document per block, with the floor.
 
     The train and val splits come from independent random streams of ``data_seed``; the val
     blocks' oracle NLL (``val_oracle_nll``) gives the exact floor on exactly those tokens.
+    holdout: "test" puts the test stream (independent of train and val) where val would be.
     """
     if name not in MARKOV_DATASETS:
         raise UserError(
@@ -305,7 +307,7 @@ def markov_blocks(
         raise UserError(f"need at least one train and one val block (got {n_train}, {n_val})")
     params = DEFAULT_PARAMS
     train, _ = generate(name, n_train, block_size, "train", data_seed, params)
-    val, val_nll = generate(name, n_val, block_size, "val", data_seed, params)
+    val, val_nll = generate(name, n_val, block_size, holdout, data_seed, params)
     info = {
         "generator": "markov",
         "generator_version": GENERATOR_VERSION,
@@ -315,6 +317,8 @@ def markov_blocks(
         "data_seed": data_seed,
         "floor": float(val_nll.mean()),
     }
+    if holdout != "val":  # the val blocks keep the fingerprint they always had
+        info["holdout"] = holdout
     key = json.dumps(
         {"name": name, "block_size": block_size, "n_train": n_train, "n_val": n_val, **info},
         sort_keys=True,

@@ -9,6 +9,7 @@ tokenised, packed and split once, then served from the on-disk cache.
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 from loraplace.data import cache
 from loraplace.data.blocks import Blocks
@@ -93,6 +94,8 @@ def load_blocks(
     val_fraction: float = 0.1,
     max_context: int | None = None,
     n_train: int | None = None,
+    test_fraction: float = 0.0,
+    holdout: Literal["val", "test"] = "val",
 ) -> Blocks:
     """Train/val blocks of ``dataset`` tokenised with ``tokenizer``, cached on disk.
 
@@ -101,14 +104,21 @@ def load_blocks(
     val_fraction: share of blocks held out for validation (natural text; at least one).
     max_context: the model's context length; a larger block_size is an error.
     n_train: keep at most this many train blocks (a seeded random subset).
+    test_fraction: share of blocks held out as a test split, out of the train blocks
+        (natural text); 0 = no test split. Synthetic data draws its test blocks from an
+        independent stream, the size of val.
+    holdout: "test" returns the test split in place of ``val`` (with the same train), so
+        every consumer of val blocks (evaluation, floor, masks) serves the test split too.
     """
     _check_args(block_size, val_fraction, max_context, n_train)
+    if holdout == "test" and not test_fraction > 0:
+        raise ValueError("holdout='test' needs a test_fraction above 0")
     if is_synthetic(dataset):
         from loraplace.builtin.markov import markov_blocks
 
         extra = {} if n_train is None else {"n_train": n_train}
         # The synthetic ids are the tiny-markov vocabulary; no tokenizer is involved.
-        return markov_blocks(dataset, block_size, data_seed=split_seed, **extra)
+        return markov_blocks(dataset, block_size, data_seed=split_seed, holdout=holdout, **extra)
 
     source = _source_of(dataset, text_field)
     if tokenizer is None:
@@ -120,7 +130,7 @@ def load_blocks(
     if blocks is None:
         blocks = _build(dataset, source, tokenizer, block_size, split_seed, val_fraction, key)
         cache.store(blocks)
-    return _cap_train(blocks, n_train)
+    return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
 
 
 def _build(
@@ -161,6 +171,33 @@ def _build(
         n_docs=len(documents),
         n_tokens=n_tokens,
         info=info,
+    )
+
+
+def _carve_test(blocks: Blocks, test_fraction: float, holdout: str) -> Blocks:
+    """Hold out the last ``test_fraction`` of the (seeded, shuffled) train blocks as test.
+
+    Train rows are in seeded random order, so their tail is a random subset disjoint from
+    val; train without it is the same for both holdouts.
+    """
+    if not test_fraction > 0:
+        return blocks
+    n = int(blocks.train.shape[0])
+    n_test = min(max(1, round(test_fraction * (n + int(blocks.val.shape[0])))), n - 1)
+    if n_test < 1:
+        raise UserError(
+            f"{blocks.name} has {n} train block(s): too few to hold out a test split; "
+            "use a smaller block size, more text or test_fraction: 0"
+        )
+    key = f"{blocks.fingerprint}:test_fraction={test_fraction}:{holdout}"
+    return Blocks(
+        name=blocks.name,
+        train=blocks.train[: n - n_test].clone(),
+        val=blocks.val if holdout == "val" else blocks.train[n - n_test :].clone(),
+        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
+        n_docs=blocks.n_docs,
+        n_tokens=blocks.n_tokens,
+        info={**blocks.info, "test_fraction": test_fraction, "n_test": n_test, "holdout": holdout},
     )
 
 

@@ -34,7 +34,9 @@ def export_placement(
 ) -> dict[str, str]:
     """Render the placement; returns {file name: content}."""
     if fmt == "peft":
-        kw = lora_config_kwargs(rp.modules, dropout=dropout, use_rslora=rp.use_rslora)
+        kw = lora_config_kwargs(
+            rp.modules, dropout=dropout, use_rslora=rp.use_rslora, use_dora=rp.use_dora
+        )
         from peft import LoraConfig
 
         cfg = LoraConfig(base_model_name_or_path=base_model, **kw).to_dict()
@@ -58,6 +60,7 @@ def export_placement(
             "lora_target_modules": names,
             "lora_target_linear": False,
             "peft_use_rslora": rp.use_rslora,
+            **({"peft_use_dora": True} if rp.use_dora else {}),
         }
         return {"axolotl.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
     if fmt == "llama-factory":
@@ -70,6 +73,7 @@ def export_placement(
             "lora_dropout": dropout,
             "lora_target": ",".join(names),
             "use_rslora": rp.use_rslora,
+            **({"use_dora": True} if rp.use_dora else {}),
         }
         return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
     raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")

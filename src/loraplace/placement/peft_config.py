@@ -20,12 +20,18 @@ def _kind(m) -> str:
 
 
 def lora_config_kwargs(
-    modules: Iterable, *, dropout: float = 0.0, use_rslora: bool = False
+    modules: Iterable,
+    *,
+    dropout: float = 0.0,
+    use_rslora: bool = False,
+    use_dora: bool = False,
+    init_lora_weights: bool | str = True,
 ) -> dict:
     """LoraConfig keyword arguments that adapt exactly ``modules`` at their ranks.
 
     Modules of kind "param" (fused 3-D experts, routers' weights) go to
-    ``target_parameters``, the rest to ``target_modules``.
+    ``target_parameters``, the rest to ``target_modules``. use_dora / init_lora_weights:
+    PEFT's variants (DoRA; "gaussian", "pissa", "olora" ...), left out at PEFT's defaults.
 
     The most common rank/alpha become ``r``/``lora_alpha``; the rest go to
     ``rank_pattern``/``alpha_pattern`` keyed by the escaped full name (PEFT reads those
@@ -51,7 +57,11 @@ def lora_config_kwargs(
             f"lora_dropout {dropout} cannot be used with fused expert parameters such as "
             f"{params[0]!r} (PEFT's ParamWrapper has no dropout): set lora_dropout to 0"
         )
-    extra = {"target_parameters": params} if params else {}
+    extra: dict = {"target_parameters": params} if params else {}
+    if use_dora:
+        extra["use_dora"] = True
+    if init_lora_weights is not True:
+        extra["init_lora_weights"] = init_lora_weights
     return {
         "r": r0,
         "lora_alpha": a0,
@@ -69,8 +79,8 @@ def lora_config_kwargs(
     }
 
 
-def lora_config(modules: Iterable, *, dropout: float = 0.0, use_rslora: bool = False):
-    """A ``peft.LoraConfig`` that adapts exactly the resolved modules."""
+def lora_config(modules: Iterable, **kwargs):
+    """A ``peft.LoraConfig`` that adapts exactly the resolved modules (kwargs as above)."""
     from peft import LoraConfig
 
-    return LoraConfig(**lora_config_kwargs(modules, dropout=dropout, use_rslora=use_rslora))
+    return LoraConfig(**lora_config_kwargs(modules, **kwargs))

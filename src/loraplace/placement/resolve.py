@@ -53,10 +53,15 @@ class ResolvedPlacement:
     family: str
     use_rslora: bool = False
     warnings: list[str] = field(default_factory=list)
+    use_dora: bool = False  # DoRA: one trainable magnitude per output feature of each module
 
     @property
     def trainable_params(self) -> int:
-        return sum(m.params for m in self.modules)
+        return sum(m.params + self.dora_params(m) for m in self.modules)
+
+    def dora_params(self, m: AdaptedModule) -> int:
+        """DoRA's magnitude vector of one module (0 without DoRA)."""
+        return m.out_features if self.use_dora else 0
 
     @property
     def trainable_pct(self) -> float:
@@ -71,7 +76,7 @@ class ResolvedPlacement:
             key = m.role if m.tower == "language" else f"{m.tower}:{m.role}"
             r = out.setdefault(key, {"modules": 0, "params": 0, "layers": set(), "paths": set()})
             r["modules"] += 1
-            r["params"] += m.params
+            r["params"] += m.params + self.dora_params(m)
             if m.layer is not None:
                 r["layers"].add(m.layer)
             r["paths"].add(_leaf_path(m.name))
@@ -89,6 +94,7 @@ class ResolvedPlacement:
             "base_params": self.base_params,
             "trainable_pct": self.trainable_pct,
             "use_rslora": self.use_rslora,
+            "use_dora": self.use_dora,
             "by_role": {
                 role: {
                     "modules": v["modules"],
@@ -349,6 +355,7 @@ def resolve(
     alpha_rule: str | None = None,
     experts: str | None = None,
     tower: str | None = None,
+    use_dora: bool = False,
 ) -> ResolvedPlacement:
     """Resolve a placement against a model into an explicit module list.
 
@@ -357,6 +364,7 @@ def resolve(
             reference (built-in name, local dir, hub id) or an ArchInfo.
         rank, alpha, layers, alpha_rule, experts, tower: override the spec's own values
             (the CLI flags).
+        use_dora: count DoRA's magnitude vectors too.
     """
     spec = parse_placement(spec)
     if tower is not None or experts is not None:
@@ -401,6 +409,7 @@ def resolve(
         family=arch.family,
         use_rslora=(rule == "rslora"),
         warnings=warnings,
+        use_dora=use_dora,
     )
 
 

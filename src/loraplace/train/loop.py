@@ -21,6 +21,7 @@ from loraplace.data import Blocks
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
 from loraplace.train.evaluate import EvalResult, autocast_context, evaluate, token_nll
+from loraplace.train.heldout import test_metrics
 from loraplace.train.kernels import fuse_activations
 from loraplace.train.manifest import build_manifest
 from loraplace.train.prefix_cache import PrefixCache, runner_for
@@ -35,6 +36,7 @@ class Baseline:
 
     val: EvalResult
     retain: EvalResult | None = None
+    test: EvalResult | None = None  # the test split, when the run has one
 
 
 class Diverged(Exception):
@@ -77,9 +79,13 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
 
 
 def evaluate_base(
-    model: torch.nn.Module, blocks: Blocks, retain: Blocks | None, t: TrainSettings
+    model: torch.nn.Module,
+    blocks: Blocks,
+    retain: Blocks | None,
+    t: TrainSettings,
+    test: Blocks | None = None,
 ) -> Baseline:
-    """Zero-shot eval of the base model on the val blocks (and the retain set, if any)."""
+    """Zero-shot eval of the base model on the val blocks (and the retain and test sets)."""
     device = measure.resolve_device(t.device)
     precision = measure.resolve_precision(t.precision, device)
     kw = dict(
@@ -92,9 +98,10 @@ def evaluate_base(
     try:
         val = evaluate(model, blocks.val, **kw)
         ret = evaluate(model, retain.val, **kw) if retain is not None else None
+        tst = evaluate(model, test.val, **kw) if test is not None else None
     finally:
         restore_kernels()
-    return Baseline(val=val, retain=ret)
+    return Baseline(val=val, retain=ret, test=tst)
 
 
 def train_run(
@@ -103,6 +110,7 @@ def train_run(
     blocks: Blocks,
     *,
     retain: Blocks | None = None,
+    test: Blocks | None = None,
     baseline: Baseline | None = None,
     on_step: StepCallback | None = None,
     peak_flops: float | None = None,
@@ -111,6 +119,8 @@ def train_run(
 ) -> RunResult:
     """Train and evaluate one run; ``model`` is the base model, returned to its state after.
 
+    test: the test split (the dataset loaded with ``holdout="test"``), scored as test_*
+        metrics that selection never reads; None = no test split.
     baseline: the base model's eval results, when the caller has them cached.
     peak_flops: device peak (FLOP/s) for MFU; measured on the device when None.
     prefix_cache: reuse the hidden states of adapter-free bottom layers across epochs and
@@ -128,7 +138,7 @@ def train_run(
     precision = measure.resolve_precision(t.precision, device)
     model.to(device)
     if baseline is None:
-        baseline = evaluate_base(model, blocks, retain, t)
+        baseline = evaluate_base(model, blocks, retain, t, test)
     base_params = sum(p.numel() for p in model.parameters())  # de-duplicates tied weights
 
     torch.manual_seed(spec.seed)  # adapter init and dropout
@@ -255,6 +265,10 @@ def train_run(
         floor = oracle_floor(blocks, t.max_eval_blocks)
         if floor is not None:
             metrics["floor"] = floor
+        test_nll = (
+            functools.partial(prefix.token_nll, "test", test.val) if prefix and test else None
+        )
+        metrics.update(test_metrics(net if steps else None, test, baseline.test, eval_kw, test_nll))
         if retain_eval is not None and baseline.retain is not None:
             metrics["retain_loss"] = retain_eval.loss
             metrics["retain_zero_shot_loss"] = baseline.retain.loss
