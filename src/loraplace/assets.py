@@ -78,9 +78,14 @@ class Assets:
         block_size: int,
         split_seed: int = 0,
         text_field: str = "text",
+        test_fraction: float = 0.0,
+        holdout: str = "val",
     ) -> Blocks:
-        """Blocks of ``dataset`` tokenised for ``model``, loaded once per argument set."""
-        key = (dataset, model, block_size, split_seed, text_field)
+        """Blocks of ``dataset`` tokenised for ``model``, loaded once per argument set.
+
+        test_fraction / holdout: as ``load_blocks`` (holdout "test": the test split as val).
+        """
+        key = (dataset, model, block_size, split_seed, text_field, test_fraction, holdout)
         if key not in self._blocks:
             net, tokenizer = self.model(model, device)
             cfg = getattr(net, "config", None)
@@ -92,11 +97,19 @@ class Assets:
                 split_seed=split_seed,
                 text_field=text_field,
                 max_context=ctx,
+                test_fraction=test_fraction,
+                holdout=holdout,  # type: ignore[arg-type]
             )
         return self._blocks[key]
 
-    def spec_blocks(self, spec: RunSpec, dataset: str | None = None) -> Blocks:
-        """Blocks of the spec's dataset (or ``dataset``) at the spec's block size."""
+    def spec_blocks(
+        self, spec: RunSpec, dataset: str | None = None, holdout: str = "val"
+    ) -> Blocks:
+        """Blocks of the spec's dataset (or ``dataset``) at the spec's block size.
+
+        The spec's own dataset carries its test split (train without it); another
+        dataset (the retain set) is read whole.
+        """
         t = spec.train
         return self.blocks(
             dataset or spec.dataset,
@@ -105,13 +118,19 @@ class Assets:
             block_size=t.block_size,
             split_seed=t.split_seed,
             text_field=spec.text_field,
+            test_fraction=t.test_fraction if dataset is None else 0.0,
+            holdout=holdout,
         )
 
     def retain_blocks(self, spec: RunSpec) -> Blocks | None:
         return self.spec_blocks(spec, spec.retain_dataset) if spec.retain_dataset else None
 
+    def test_blocks(self, spec: RunSpec) -> Blocks | None:
+        """The spec's test split (as ``val``), or None when the study holds none out."""
+        return self.spec_blocks(spec, holdout="test") if spec.train.test_fraction > 0 else None
+
     def baseline(self, spec: RunSpec) -> Baseline:
-        """The base model's eval on the spec's val (and retain) blocks, shared across seeds."""
+        """The base model's eval on the spec's val (retain, test) blocks, shared across seeds."""
         t = spec.train
         device = resolve_device(t.device)
         key = (
@@ -120,6 +139,7 @@ class Assets:
             spec.retain_dataset,
             t.block_size,
             t.split_seed,
+            t.test_fraction,
             str(device),
             resolve_precision(t.precision, device),
             t.eval_batch_size,
@@ -128,6 +148,6 @@ class Assets:
         if key not in self._baselines:
             model, _ = self.model(spec.model, t.device)
             self._baselines[key] = evaluate_base(
-                model, self.spec_blocks(spec), self.retain_blocks(spec), t
+                model, self.spec_blocks(spec), self.retain_blocks(spec), t, self.test_blocks(spec)
             )
         return self._baselines[key]

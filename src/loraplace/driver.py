@@ -76,28 +76,20 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
     """
     t = study.train_settings()
     model, _ = assets.model(study.model, t.device)
-    data_kw = dict(
-        model=study.model,
-        device=t.device,
-        block_size=t.block_size,
-        split_seed=t.split_seed,
-        text_field=study.text_field,
-    )
-    fingerprints = {
-        "model": assets.model_fingerprint(study.model),
-        "data": assets.blocks(study.dataset, **data_kw).fingerprint,
+    fingerprints = {"model": assets.model_fingerprint(study.model)}
+    task_fingerprints = {
+        task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
     }
-    retain = study.retain_dataset()
-    if retain:
-        fingerprints["retain"] = assets.blocks(retain, **data_kw).fingerprint
     probe = None
-    if study.wants_probe:
-        probe = _probe(study, model, assets.blocks(study.dataset, **data_kw).train)
+    if study.wants_probe:  # scored on the first task's train blocks
+        task = study.tasks[0]
+        probe = _probe(study, model, assets.blocks(task.dataset, **_data_kw(study, task)).train)
     specs, warnings = expand(
         study,
         target=model,
         fingerprints=fingerprints,
         scores=probe.importance if probe is not None else None,
+        task_fingerprints=task_fingerprints,
     )
     seen: dict[str, str] = {}
     unique = []
@@ -119,6 +111,30 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
     )
 
 
+def _data_kw(study: Study, task) -> dict:
+    t = study.train_settings()
+    return dict(
+        model=study.model,
+        device=t.device,
+        block_size=t.block_size,
+        split_seed=t.split_seed,
+        text_field=task.text_field,
+        test_fraction=t.test_fraction,
+    )
+
+
+def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
+    """Content hashes of one task's data, its retain set and its test split (if any)."""
+    kw = _data_kw(study, task)
+    out = {"data": assets.blocks(task.dataset, **kw).fingerprint}
+    retain = study.retain_dataset(task.dataset)
+    if retain:  # the retain set is read whole: no test split carved out of it
+        out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint
+    if kw["test_fraction"] > 0:
+        out["test"] = assets.blocks(task.dataset, **kw, holdout="test").fingerprint
+    return out
+
+
 def _probe(study: Study, model, train_blocks):
     """The study's importance probe on its own model and train blocks (deterministic)."""
     import torch
@@ -134,7 +150,7 @@ def _probe(study: Study, model, train_blocks):
         )
         meta = {
             "model": study.model,
-            "dataset": study.dataset,
+            "dataset": study.tasks[0].dataset,
             "block_size": int(train_blocks.shape[1]),
             **cfg.model_dump(),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,21 @@ class RunRecord:
     def metric(self, name: str) -> float | None:
         return self.metrics.get(name)
 
+    @property
+    def task(self) -> str | None:
+        """The task (named dataset) of a multi-task study; None for a single dataset."""
+        return self.spec.get("task")
+
+    @property
+    def placement_base(self) -> str:
+        """The placement without its grid point (the label itself when there is no grid)."""
+        return self.spec.get("placement_base") or self.placement
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        """The run's grid point on the axes the study varies ({} without a grid)."""
+        return dict(self.spec.get("setting") or {})
+
 
 @dataclass(frozen=True)
 class StudyData:
@@ -55,6 +71,14 @@ class StudyData:
     runs: list[RunRecord]
     probe: dict[str, Any] | None = None  # the study's importance probe (ProbeResult JSON)
     budget: int | None = None  # the study's budget in parameters (budgeted studies)
+
+    def tasks(self) -> list[str | None]:
+        """The study's tasks in order ([None] for a single-dataset study)."""
+        return list(dict.fromkeys(r.task for r in self.runs)) or [None]
+
+    def for_task(self, task: str | None) -> StudyData:
+        """The same study with only ``task``'s runs (what every per-task table reads)."""
+        return dataclasses.replace(self, runs=[r for r in self.runs if r.task == task])
 
     def placements(self) -> list[str]:
         """Trained placements in study order (first appearance)."""

@@ -45,7 +45,8 @@ class RichDisplay(StudyDisplay):
         study = plan.study
         self.n_todo = len(todo)
         self.console.print(
-            f"study [bold]{study.name}[/] ({study.study_id}): {study.model} on {study.dataset}, "
+            f"study [bold]{study.name}[/] ({study.study_id}): {study.model} on "
+            f"{', '.join(t.dataset for t in study.tasks)}, "
             f"{len(plan.specs)} runs, {skipped} already finished -> {study.out_dir / STORE_NAME}"
         )
         for w in plan.warnings:
@@ -73,7 +74,7 @@ class RichDisplay(StudyDisplay):
         self.progress.reset(
             self.current,
             total=steps,
-            description=f"{spec.placement_name} seed {spec.seed}",
+            description=f"{_run_label(spec)} seed {spec.seed}",
             info="evaluating" if spec.kind == "zero-shot" else "",
         )
 
@@ -105,7 +106,7 @@ class RichDisplay(StudyDisplay):
         else:
             detail = f"[red]{result.status}: {result.error}[/]"
         self.console.print(
-            f"[{self.n_done}/{self.n_todo}] {spec.placement_name} seed {spec.seed}: {detail}"
+            f"[{self.n_done}/{self.n_todo}] {_run_label(spec)} seed {spec.seed}: {detail}"
         )
         if self.progress is not None and self.overall is not None:
             self.progress.advance(self.overall)
@@ -259,3 +260,8 @@ def status(
                     )
                 console.print(table)
     return 0
+
+
+def _run_label(spec: RunSpec) -> str:
+    """The run's placement label, with its task in a multi-task study."""
+    return f"{spec.task}/{spec.placement_name}" if spec.task else spec.placement_name

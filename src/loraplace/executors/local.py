@@ -46,6 +46,7 @@ class LocalExecutor:
                 model,
                 blocks,
                 retain=self.assets.retain_blocks(spec),
+                test=self.assets.test_blocks(spec),
                 baseline=self.assets.baseline(spec),
                 on_step=lambda s, n, loss, tps: progress.step(spec, s, n, loss, tps),
                 peak_flops=self.peak_flops,

@@ -194,6 +194,8 @@ class RunWorker:
                 found["data"] = lambda: assets.spec_blocks(spec).fingerprint
             if "retain" in spec.fingerprints and spec.retain_dataset:
                 found["retain"] = lambda: assets.retain_blocks(spec).fingerprint
+            if "test" in spec.fingerprints:
+                found["test"] = lambda: assets.test_blocks(spec).fingerprint
             for what, compute in found.items():
                 here, wanted = compute(), spec.fingerprints[what]
                 if here != wanted:

@@ -1,7 +1,7 @@
 """Expansion: a validated Study resolved against the model into RunSpecs.
 
-One RunSpec per (placement x rank x seed), plus the zero-shot (and optional full
-fine-tuning) baselines.
+One RunSpec per (task x placement x grid point x seed), plus the zero-shot (and optional
+full fine-tuning) baselines of every task.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from loraplace.errors import UserError
 from loraplace.runs import ZERO_SHOT_SEED, RunSpec, TrainSettings
+from loraplace.study.grid import grid_axes, grid_points, point_label, setting_of, varying_axes
 from loraplace.study.schema import Study
 
 # The settings a zero-shot run's numbers depend on.
@@ -20,6 +21,7 @@ _EVAL_IDENTITY = (
     "eval_batch_size",
     "max_eval_blocks",
     "split_seed",
+    "test_fraction",
 )
 
 
@@ -29,45 +31,52 @@ def expand(
     target: Any = None,
     fingerprints: dict[str, str] | None = None,
     scores: Any = None,
+    task_fingerprints: dict[str, dict[str, str]] | None = None,
 ) -> tuple[list[RunSpec], list[str]]:
     """Resolve the study's placements and return (run specs, warnings).
 
+    Runs cross tasks x placements x grid points x seeds (see study/grid.py).
+
     target: what placements resolve against (a model, meta model or config); the
         model reference when None.
-    fingerprints: data/model content hashes, part of every run's identity.
+    fingerprints: model (and data) content hashes, part of every run's identity.
     scores: score name -> (layer, role) -> importance: the study's probe, needed by
         ``allocate`` placements (the driver passes the probe of the study's own data).
+    task_fingerprints: dataset reference -> its data/retain/test hashes, added to the
+        fingerprints of that task's runs.
     """
-    from loraplace.placement import resolve
     from loraplace.placement.resolve import _arch_of
 
-    target = study.model if target is None else target
-    settings = study.train_settings()
-    fps = dict(fingerprints or {})
-    retain = study.retain_dataset()
-    common = dict(
-        study=study.name,
-        model=study.model,
-        dataset=study.dataset,
-        train=settings,
-        retain_dataset=retain,
-        text_field=study.text_field,
-        fingerprints=fps,
-    )
+    target = _arch_of(study.model if target is None else target)
     specs: list[RunSpec] = []
     warnings: list[str] = []
-    if study.zero_shot:
-        # Neither training settings nor seeds can change a zero-shot number: keep only what
-        # evaluation reads, so a study stores one and studies that differ in training share it.
-        eval_only = TrainSettings(**{k: getattr(settings, k) for k in _EVAL_IDENTITY})
-        zs = {**common, "train": eval_only}
-        specs.append(
-            RunSpec(placement_name="zero-shot", kind="zero-shot", seed=ZERO_SHOT_SEED, **zs)
-        )
-    labels: set[str] = set()
     # Describe the model once: every placement below resolves against the same layout.
-    target = _arch_of(target)
     budget = budget_params(study, target) if study.budget is not None else None
+    placements = _budgeted_specs(study, target, budget, scores, warnings)
+    for task in study.tasks:
+        fps = {**(fingerprints or {}), **(task_fingerprints or {}).get(task.dataset, {})}
+        common = dict(
+            study=study.name,
+            model=study.model,
+            dataset=task.dataset,
+            retain_dataset=study.retain_dataset(task.dataset),
+            text_field=task.text_field,
+            fingerprints=fps,
+            task=task.name,
+        )
+        specs += _baselines(study, common, "zero-shot")
+        labels: set[str] = set()
+        for spec, generated in placements:
+            specs += _placement_runs(study, spec, generated, target, common, labels, warnings)
+        specs += _baselines(study, common, "full")
+    return specs, warnings
+
+
+def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warnings) -> list:
+    """(spec, generated?) per placement, each matched to the budget when there is one."""
+    from loraplace.placement import resolve
+
+    out = []
     for spec, generated in _placement_specs(study, target, budget, scores):
         if budget is not None:
             if generated:
@@ -82,40 +91,107 @@ def expand(
                 f"({achieved - budget:+,}, {100 * (achieved - budget) / budget:+.2f} %)"
                 + (", generated" if generated else "")
             )
-        own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank or spec.module_rank
-        own_alpha = spec.alpha is not None or spec.alpha_rule is not None
-        ranks = [None] if own_rank else study.ranks
-        for rank in ranks:
-            rp = resolve(
-                spec,
-                target,
-                rank=rank,
-                alpha=None if own_alpha else study.alpha,
-                alpha_rule=None if own_alpha else study.alpha_rule,
+        out.append((spec, generated))
+    return out
+
+
+def _baselines(study: Study, common: dict, kind: str) -> list[RunSpec]:
+    """The zero-shot run (one per task) or the full fine-tuning runs (per lr and seed)."""
+    if kind == "zero-shot":
+        if not study.zero_shot:
+            return []
+        # Neither training settings nor seeds can change a zero-shot number: keep only what
+        # evaluation reads, so a study stores one and studies that differ in training share it.
+        settings = study.train_settings()
+        eval_only = TrainSettings(**{k: getattr(settings, k) for k in _EVAL_IDENTITY})
+        return [
+            RunSpec(
+                placement_name="zero-shot",
+                kind="zero-shot",
+                seed=ZERO_SHOT_SEED,
+                train=eval_only,
+                **common,
             )
-            label = rp.name if len(ranks) == 1 else f"{rp.name}@r{rank}"
-            if label in labels:
-                raise UserError(f"placement {label!r} appears twice in the study: name one")
-            labels.add(label)
-            # A generated placement picks layers on purpose: partial coverage is its point.
-            warnings.extend(
-                f"{label}: {w}" for w in rp.warnings if not (generated and " layers only " in w)
-            )
-            for seed in study.seeds:
-                specs.append(
-                    RunSpec(
-                        placement_name=label,
-                        kind="lora",
-                        seed=seed,
-                        modules=rp.as_dicts(),
-                        use_rslora=rp.use_rslora,
-                        **common,
-                    )
-                )
-    if study.full_finetune:
-        for seed in study.seeds:
-            specs.append(RunSpec(placement_name="full-ft", kind="full", seed=seed, **common))
-    return specs, warnings
+        ]
+    if not study.full_finetune:
+        return []
+    lrs = grid_axes(study)["lr"]
+    out = []
+    for lr in lrs:
+        setting = {"lr": lr} if len(lrs) > 1 else {}
+        out += _seed_runs(study, "full", "full-ft", setting, study.train_settings(lr=lr), common)
+    return out
+
+
+def _seed_runs(study, kind, base, setting, train, common, **extra) -> list[RunSpec]:
+    """One grid point's runs: a RunSpec per seed, labelled base@setting."""
+    label = point_label(base, setting)
+    return [
+        RunSpec(
+            placement_name=label,
+            kind=kind,
+            seed=seed,
+            train=train,
+            placement_base=base,
+            setting=setting,
+            **common,
+            **extra,
+        )
+        for seed in study.seeds
+    ]
+
+
+def _placement_runs(study, spec, generated, target, common, labels, warnings) -> list[RunSpec]:
+    """One placement's runs on one task: every grid point x seed."""
+    from loraplace.placement import resolve
+
+    own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank or spec.module_rank
+    own_alpha = spec.alpha is not None or spec.alpha_rule is not None
+    varying = varying_axes(study)
+    out = []
+    for point in grid_points(study, own_rank=bool(own_rank), own_alpha=own_alpha):
+        rp = resolve(
+            spec,
+            target,
+            rank=point["rank"],
+            alpha=point["alpha"],
+            alpha_rule=None if own_alpha else study.alpha_rule,
+            use_dora=point["use_dora"],
+        )
+        _check_variant(rp, point)
+        setting = setting_of(point, varying)
+        label = point_label(rp.name, setting)
+        if label in labels:
+            raise UserError(f"placement {label!r} appears twice in the study: name one")
+        labels.add(label)
+        # A generated placement picks layers on purpose: partial coverage is its point.
+        for w in rp.warnings:
+            line = f"{rp.name}: {w}"
+            if not (generated and " layers only " in w) and line not in warnings:
+                warnings.append(line)
+        out += _seed_runs(
+            study,
+            "lora",
+            rp.name,
+            setting,
+            study.train_settings(lr=point["lr"]),
+            common,
+            modules=rp.as_dicts(),
+            use_rslora=rp.use_rslora or point["use_rslora"],
+            use_dora=point["use_dora"],
+            init_lora_weights=point["init_lora_weights"],
+        )
+    return out
+
+
+def _check_variant(rp, point: dict) -> None:
+    """Variant combinations PEFT cannot build on this model fail here, before any run."""
+    conv1d = any(m.kind == "conv1d" for m in rp.modules)
+    if conv1d and point["use_dora"] and point["init_lora_weights"] == "olora":
+        raise UserError(
+            f"placement {rp.name!r}: init_lora_weights 'olora' with use_dora fails in PEFT "
+            "on Conv1D layers (GPT-2): sweep them apart, or use pissa or gaussian with DoRA"
+        )
 
 
 def budget_params(study: Study, target: Any) -> int:

@@ -75,6 +75,7 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
         raise UserError(f"{source}: the study has no placements and no baselines: add placements")
     if not study.seeds:
         raise UserError(f"{source}: seeds is empty: give at least one, e.g. seeds: [0]")
+    _check_tasks(study, source)
     from loraplace.budget.generated import parse_generated
 
     for entry in study.placements:
@@ -85,6 +86,26 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
                 "study has none: add budget: (a count, '0.55%' or 'seed-ffn@r8')"
             )
     return study
+
+
+def _check_tasks(study: Study, source: str) -> None:
+    """``datasets`` replaces ``dataset``; its task names label tables, so each is unique."""
+    if study.datasets is None:
+        return
+    if "dataset" in study.model_fields_set:
+        raise UserError(
+            f"{source}: the study has both dataset and datasets: keep datasets (a list of "
+            "tasks) and remove dataset"
+        )
+    if not study.datasets:
+        raise UserError(f"{source}: datasets is empty: give at least one dataset")
+    names = [t.name for t in study.tasks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(
+            f"{source}: task {twice[0]!r} appears twice in datasets: give each entry its "
+            "own name ({name: ..., dataset: ...})"
+        )
 
 
 def load_study(path: str | Path | None, overrides: list[str] | None = None) -> Study:

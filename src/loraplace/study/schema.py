@@ -11,10 +11,11 @@ import dataclasses
 import hashlib
 import json
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from loraplace.runs import TrainSettings
 
@@ -34,13 +35,17 @@ def _fields_of(cls, skip: set[str]) -> dict[str, Any]:
     }
 
 
-# The ``train:`` section mirrors TrainSettings field for field, so the two never drift.
+_train_defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+# The ``train:`` section mirrors TrainSettings field for field, so the two never drift;
+# lr may also be a list (a grid: see study/grid.py).
 TrainConfig = create_model(
     "TrainConfig",
     __config__=_STRICT,
-    **_fields_of(TrainSettings, set(_EVAL_FIELDS.values())),
+    **{
+        **_fields_of(TrainSettings, set(_EVAL_FIELDS.values())),
+        "lr": (float | list[float], _train_defaults["lr"]),
+    },
 )
-_train_defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
 
 
 class EvalConfig(BaseModel):
@@ -71,6 +76,46 @@ class ProbeConfig(BaseModel):
     seed: int = 0  # picks the blocks: same seed, same scores
 
 
+class DatasetEntry(BaseModel):
+    """One named task of a multi-task study."""
+
+    model_config = _STRICT
+    name: str  # the task's label in tables
+    dataset: str  # built-in name, local file or HF dataset id
+    text_field: str | None = None  # None: the study's text_field
+
+
+class SelectConfig(BaseModel):
+    """Pick one grid point per placement (per task) by a validation metric's seed mean."""
+
+    model_config = _STRICT
+    by: str = "eval_loss"  # a validation metric: eval_loss or a task metric, never test_*
+    per: Literal["placement"] = "placement"
+    goal: Literal["min", "max"] | None = None  # None: min for a loss, max for other metrics
+
+    @field_validator("by")
+    @classmethod
+    def _not_test(cls, v: str) -> str:
+        if v.startswith("test_"):
+            raise ValueError(
+                "selection reads validation metrics only; the test split judges the "
+                "selected settings (use eval_loss or a task metric)"
+            )
+        return v
+
+
+class AnalysisConfig(BaseModel):
+    """How the report judges differences."""
+
+    model_config = _STRICT
+    # Equivalence margin in the compared metric's units (nats for eval loss): pairs whose
+    # difference is shown to lie within ±margin are called equivalent (TOST).
+    margin: float | None = Field(None, gt=0)
+
+
+InitLoraWeights = bool | Literal["gaussian", "pissa", "olora"]
+
+
 class Study(BaseModel):
     """A placement study: what to compare, on what, with which settings."""
 
@@ -90,8 +135,20 @@ class Study(BaseModel):
     placements: list[str | dict[str, Any]] = Field(
         default_factory=lambda: ["seed-full", "seed-attention", "seed-ffn"]
     )
+    # Several named tasks in one study: dataset references, or {name, dataset,
+    # text_field}; the runs cross placements x tasks x seeds. Replaces ``dataset``.
+    datasets: list[str | DatasetEntry] | None = None
+    # Grid axes: rank, alpha, train.lr, use_dora, use_rslora and init_lora_weights may
+    # each be a list; the runs cross placements x grid points x seeds.
     rank: int | list[int] = 8  # LoRA rank, or a list to sweep (placements with own rank keep it)
-    alpha: float | None = None  # LoRA alpha; with alpha_rule "fixed" (default rule: 2 x rank)
+    alpha: float | list[float] | None = None  # LoRA alpha; alpha_rule "fixed" (default: 2 x rank)
+    use_dora: bool | list[bool] = False  # PEFT DoRA: + a magnitude vector per module
+    use_rslora: bool | list[bool] = False  # PEFT rsLoRA scaling alpha / sqrt(r)
+    init_lora_weights: InitLoraWeights | list[InitLoraWeights] = True  # PEFT adapter init
+    # Pick one grid point per placement on validation; headline numbers then come from
+    # the test split (train.test_fraction, 0.1 unless set).
+    select: SelectConfig | None = None
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     alpha_rule: Literal["fixed", "2r", "rslora"] | None = None
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     zero_shot: bool = True  # the base model without adapters, evaluated once
@@ -125,6 +182,25 @@ class Study(BaseModel):
             raise ValueError("seeds must be distinct")
         return v
 
+    @model_validator(mode="after")
+    def _selection_has_a_test_split(self):
+        # Selection on validation is judged on a separate test split: hold one out.
+        if self.select is not None and "test_fraction" not in self.train.model_fields_set:
+            self.train.test_fraction = DEFAULT_TEST_FRACTION
+        return self
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The study's tasks; one unnamed task (name None) for a single ``dataset``."""
+        if self.datasets is None:
+            return [Task(None, self.dataset, self.text_field)]
+        return [
+            Task(e, e, self.text_field)
+            if isinstance(e, str)
+            else Task(e.name, e.dataset, e.text_field or self.text_field)
+            for e in self.datasets
+        ]
+
     @property
     def wants_probe(self) -> bool:
         from loraplace.budget.generated import AllocateEntry, parse_generated
@@ -145,18 +221,53 @@ class Study(BaseModel):
     def study_id(self) -> str:
         """Hash of the validated config (where and how results are written excluded)."""
         cfg = self.model_dump(mode="json", exclude={"out", "peak_tflops", "threads", "sinks"})
+        # Keys added later are hashed only when set, so older studies keep their ids.
+        for key, default in _ADDED.items():
+            if cfg.get(key) == default:
+                cfg.pop(key)
+        for key, default in _TRAIN_ADDED.items():
+            if cfg["train"].get(key) == default:
+                cfg["train"].pop(key)
         blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def train_settings(self) -> TrainSettings:
+    def train_settings(self, lr: float | None = None) -> TrainSettings:
+        """The runs' TrainSettings; with an lr grid, at ``lr`` (default: the grid's first)."""
         kw = self.train.model_dump()
         for short, long in _EVAL_FIELDS.items():
             kw[long] = getattr(self.eval, short)
+        if lr is not None:
+            kw["lr"] = lr
+        elif isinstance(kw["lr"], list):
+            kw["lr"] = kw["lr"][0]
         return TrainSettings(**kw)
 
-    def retain_dataset(self) -> str | None:
+    def retain_dataset(self, dataset: str | None = None) -> str | None:
+        """The retain set for ``dataset`` (default: the study's own)."""
         if self.retain != "auto":
             return self.retain
         from loraplace.data import retain_dataset_for
 
-        return retain_dataset_for(self.dataset)
+        return retain_dataset_for(dataset or self.dataset)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a study: a label (None for a single-dataset study) and its data."""
+
+    name: str | None
+    dataset: str
+    text_field: str
+
+
+DEFAULT_TEST_FRACTION = 0.1
+# Study keys added after studies were stored, at their defaults (left out of the id).
+_ADDED: dict[str, Any] = {
+    "datasets": None,
+    "use_dora": False,
+    "use_rslora": False,
+    "init_lora_weights": True,
+    "select": None,
+    "analysis": {"margin": None},
+}
+_TRAIN_ADDED: dict[str, Any] = {"test_fraction": 0.0}

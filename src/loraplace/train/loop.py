@@ -145,7 +145,9 @@ def train_run(
     for p in model.parameters():
         p.requires_grad_(spec.kind == "full")
     pristine = None
-    if spec.kind == "full":  # full fine-tuning edits the base weights: keep a copy
+    # Full fine-tuning edits the base weights, and so do PiSSA/OLoRA inits (they move the
+    # principal part of each adapted weight into the adapter): keep a copy to restore.
+    if spec.kind == "full" or spec.init_lora_weights not in (True, False, "gaussian"):
         pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
     net = model
     if spec.kind == "lora":
@@ -153,7 +155,13 @@ def train_run(
 
         from loraplace.placement import lora_config
 
-        config = lora_config(spec.modules, dropout=t.lora_dropout, use_rslora=spec.use_rslora)
+        config = lora_config(
+            spec.modules,
+            dropout=t.lora_dropout,
+            use_rslora=spec.use_rslora,
+            use_dora=spec.use_dora,
+            init_lora_weights=spec.init_lora_weights,
+        )
         with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
             warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
             net = get_peft_model(model, config)
