@@ -132,7 +132,7 @@ def train_run(
     if spec.kind == "zero-shot":  # an evaluation, not a 0-step training run
         from loraplace.train.zero_shot import zero_shot_result
 
-        return zero_shot_result(spec, model, blocks, retain=retain, baseline=baseline)
+        return zero_shot_result(spec, model, blocks, retain=retain, test=test, baseline=baseline)
     t = spec.train
     device = measure.resolve_device(t.device)
     precision = measure.resolve_precision(t.precision, device)
@@ -276,7 +276,7 @@ def train_run(
         test_nll = (
             functools.partial(prefix.token_nll, "test", test.val) if prefix and test else None
         )
-        metrics.update(test_metrics(net if steps else None, test, baseline.test, eval_kw, test_nll))
+        metrics.update(test_metrics(net, test, baseline.test, eval_kw, test_nll))
         if retain_eval is not None and baseline.retain is not None:
             metrics["retain_loss"] = retain_eval.loss
             metrics["retain_zero_shot_loss"] = baseline.retain.loss

@@ -15,6 +15,7 @@ import torch
 from loraplace.data import Blocks
 from loraplace.runs import RunResult, RunSpec
 from loraplace.train import measure
+from loraplace.train.heldout import test_metrics
 from loraplace.train.loop import Baseline, evaluate_base, oracle_floor
 from loraplace.train.manifest import build_manifest
 
@@ -25,9 +26,10 @@ def zero_shot_result(
     blocks: Blocks,
     *,
     retain: Blocks | None = None,
+    test: Blocks | None = None,
     baseline: Baseline | None = None,
 ) -> RunResult:
-    """The base model's eval on the spec's val (and retain) blocks, as a stored result.
+    """The base model's eval on the spec's val (retain, test) blocks, as a stored result.
 
     baseline: the evaluation, when the caller has it cached (the executors do).
     """
@@ -35,7 +37,7 @@ def zero_shot_result(
     device = measure.resolve_device(t.device)
     model.to(device)
     if baseline is None:
-        baseline = evaluate_base(model, blocks, retain, t)
+        baseline = evaluate_base(model, blocks, retain, t, test)
     val = baseline.val
     metrics: dict[str, float] = {
         "eval_loss": val.loss,
@@ -54,6 +56,7 @@ def zero_shot_result(
     floor = oracle_floor(blocks, t.max_eval_blocks)
     if floor is not None:
         metrics["floor"] = floor
+    metrics.update(test_metrics(None, test, baseline.test, {"max_blocks": t.max_eval_blocks}))
     if baseline.retain is not None:
         metrics["retain_loss"] = metrics["retain_zero_shot_loss"] = baseline.retain.loss
     manifest = build_manifest(
