@@ -56,6 +56,21 @@ def write_tiny_model(root: Path, *, n_layer: int = 2, n_embd: int = 32) -> Path:
     return root
 
 
+def load_tiny(root: Path):
+    """(frozen tiny GPT-2, blocks of the grammar text at block size 16) written under root."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loraplace.data import load_blocks
+
+    write_tiny_model(root / "model")
+    model = AutoModelForCausalLM.from_pretrained(root / "model")
+    tokenizer = AutoTokenizer.from_pretrained(root / "model")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    blocks = load_blocks(str(write_text(root / "g.txt")), tokenizer, 16)
+    return model, blocks
+
+
 def tiny_study(tmp: Path, **overrides) -> dict:
     """A study config on the tiny model: 2 placements x 2 seeds + zero-shot, a few steps."""
     model_dir = tmp / "tiny-gpt2"

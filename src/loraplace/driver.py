@@ -199,7 +199,7 @@ def run_study(
         skipped = len(plan.specs) - len(todo)
         if executor is None:
             peak = study.peak_tflops * 1e12 if study.peak_tflops else None
-            executor = LocalExecutor(assets, peak_flops=peak)
+            executor = LocalExecutor(assets, peak_flops=peak, keep_adapters=study.save != "none")
 
         by_id = {s.run_id: s for s in todo}
         in_flight: set[str] = set()
@@ -218,6 +218,7 @@ def run_study(
             nonlocal ran
             store.save_result(result)  # one transaction: status, metrics, curves, manifest
             in_flight.discard(result.run_id)
+            _save_adapter(study, store, sid, by_id[result.run_id], result)
             for sink in sinks:  # copies only: the store above is the source of truth
                 sink.log(by_id[result.run_id], result)
             ran += 1
@@ -246,6 +247,17 @@ def run_study(
         )
     finally:
         store.close()
+
+
+def _save_adapter(study: Study, store: Store, sid: str, spec: RunSpec, result: RunResult) -> None:
+    """Write the run's trained adapter per the study's ``save`` mode (after its result)."""
+    if result.adapter is None or study.save == "none":
+        return
+    from loraplace.train.save import save_result_adapter
+
+    done = {r["run_id"] for r in store.runs(sid) if r["status"] == "done" and r["kind"] == "lora"}
+    losses = {rid: m["eval_loss"] for rid, m in store.metrics(done).items() if "eval_loss" in m}
+    save_result_adapter(study.out_dir, study.save, spec, result, losses)
 
 
 def check_output_dir(study: Study) -> None:

@@ -46,12 +46,38 @@ class TrainSettings:
     # Share of blocks held out as the test split (0 = none): scored as test_* metrics that
     # the report's headline numbers read and selection never does.
     test_fraction: float = 0.0
+    # Settings for large models. At their defaults they are left out of the run id, so the
+    # runs of studies written before them keep their ids.
+    # Micro-batches per optimizer step: batch_size (the effective batch) is split into
+    # grad_accum equal slices, so the same batch_size gives the same loss curve.
+    grad_accum: int = 1
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, more time
+    lora_bias: bool = False  # a trainable bias on every LoRA B (PEFT lora_bias): +out per module
+    # Modules trained in full as copies beside the adapters (PEFT modules_to_save), e.g.
+    # ["lm_head"] after adding tokens; each copy's parameters count as trainable.
+    modules_to_save: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            from loraplace.errors import UserError
+
+            raise UserError(
+                f"train.grad_accum {self.grad_accum} must be >= 1 and divide train.batch_size "
+                f"{self.batch_size} (batch_size is the effective batch, split into grad_accum "
+                "micro-batches)"
+            )
 
 
 # Settings added after stores existed, with their defaults: dropped from the run id while
 # at the default, so a study that does not use them keeps its run ids (old stores resume).
-_TRAIN_ADDED: dict[str, Any] = {"test_fraction": 0.0}
-_SPEC_ADDED: dict[str, Any] = {"use_dora": False, "init_lora_weights": True}
+_TRAIN_ADDED: dict[str, Any] = {
+    "test_fraction": 0.0,
+    "grad_accum": 1,
+    "grad_checkpointing": False,
+    "lora_bias": False,
+    "modules_to_save": (),
+}
+_SPEC_ADDED: dict[str, Any] = {"use_dora": False, "init_lora_weights": True, "quantize": None}
 # Labels, not settings: never part of the run id.
 _DISPLAY_ONLY = ("study", "placement_name", "task", "placement_base", "setting")
 
@@ -81,6 +107,8 @@ class RunSpec:
     task: str | None = None
     placement_base: str | None = None
     setting: dict[str, Any] = field(default_factory=dict)  # e.g. {"lr": 0.001, "rank": 8}
+    # The base model's weights quantized on load (bitsandbytes NF4 / int8); None = as saved.
+    quantize: Literal["4bit", "8bit"] | None = None
 
     @property
     def run_id(self) -> str:
@@ -105,7 +133,9 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
-        d["train"] = TrainSettings(**d.get("train", {}))
+        train = dict(d.get("train", {}))
+        train["modules_to_save"] = tuple(train.get("modules_to_save", ()))
+        d["train"] = TrainSettings(**train)
         d["modules"] = tuple(d.get("modules", ()))
         return cls(**d)
 
@@ -131,3 +161,6 @@ class RunResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     diverged_step: int | None = None
     error: str | None = None
+    # A LoRA run's trained adapter as {file name: bytes} (what PEFT's save_pretrained
+    # writes); the driver saves it under the study directory or drops it (study ``save``).
+    adapter: dict[str, bytes] | None = None

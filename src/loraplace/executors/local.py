@@ -20,9 +20,15 @@ __all__ = ["Assets", "LocalExecutor"]
 class LocalExecutor:
     """Runs specs one after another in this process."""
 
-    def __init__(self, assets: Assets | None = None, peak_flops: float | None = None):
+    def __init__(
+        self,
+        assets: Assets | None = None,
+        peak_flops: float | None = None,
+        keep_adapters: bool = True,
+    ):
         self.assets = assets or Assets()
         self.peak_flops = peak_flops  # FLOP/s for MFU; measured when None
+        self.keep_adapters = keep_adapters  # return trained adapters for the driver to save
 
     def run(
         self,
@@ -50,6 +56,7 @@ class LocalExecutor:
                 baseline=self.assets.baseline(spec),
                 on_step=lambda s, n, loss, tps: progress.step(spec, s, n, loss, tps),
                 peak_flops=self.peak_flops,
+                keep_adapter=self.keep_adapters,
             )
         except (UserError, Exception) as exc:  # a bug in one run must not end the study
             detail = str(exc) if isinstance(exc, UserError) else traceback.format_exc()

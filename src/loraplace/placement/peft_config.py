@@ -26,12 +26,17 @@ def lora_config_kwargs(
     use_rslora: bool = False,
     use_dora: bool = False,
     init_lora_weights: bool | str = True,
+    lora_bias: bool = False,
+    modules_to_save: Iterable[str] = (),
 ) -> dict:
     """LoraConfig keyword arguments that adapt exactly ``modules`` at their ranks.
 
     Modules of kind "param" (fused 3-D experts, routers' weights) go to
     ``target_parameters``, the rest to ``target_modules``. use_dora / init_lora_weights:
     PEFT's variants (DoRA; "gaussian", "pissa", "olora" ...), left out at PEFT's defaults.
+
+    lora_bias: a trainable bias on each LoRA B; modules_to_save: modules trained in full
+    as copies. Both are left out of the config when off, as PEFT's defaults.
 
     The most common rank/alpha become ``r``/``lora_alpha``; the rest go to
     ``rank_pattern``/``alpha_pattern`` keyed by the escaped full name (PEFT reads those
@@ -62,6 +67,10 @@ def lora_config_kwargs(
         extra["use_dora"] = True
     if init_lora_weights is not True:
         extra["init_lora_weights"] = init_lora_weights
+    if lora_bias:
+        extra["lora_bias"] = True
+    if modules_to_save:
+        extra["modules_to_save"] = list(modules_to_save)
     return {
         "r": r0,
         "lora_alpha": a0,

@@ -63,6 +63,7 @@ def expand(
             text_field=task.text_field,
             fingerprints=fps,
             task=task.name,
+            quantize=study.quantize,
         )
         specs += _baselines(study, common, "zero-shot")
         labels: set[str] = set()

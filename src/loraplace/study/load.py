@@ -35,6 +35,8 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
         node = out
         for part in path[:-1]:
             child = node.get(part)
+            if part == "model" and node is out and isinstance(child, str):
+                child = node[part] = {"name": child}  # model.quantize=4bit keeps the name
             if not isinstance(child, dict):
                 child = {}
                 node[part] = child

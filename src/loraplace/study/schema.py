@@ -123,6 +123,9 @@ class Study(BaseModel):
 
     name: str = "study"
     model: str = "tiny-markov"  # built-in name, local directory or hub id
+    # Quantize the base weights on load (bitsandbytes; QLoRA-style NF4 for 4bit, compute
+    # in the run's precision). Also written model: {name: ..., quantize: 4bit}.
+    quantize: Literal["4bit", "8bit"] | None = None
     dataset: str = "markov-mix"  # built-in name, local file or HF dataset id
     text_field: str = "text"  # field holding the text in .jsonl/.csv/.parquet/HF data
     # Base-distribution data for the forgetting metric: "auto" = the built-in's own
@@ -156,6 +159,9 @@ class Study(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[valid-type]
     eval: EvalConfig = Field(default_factory=EvalConfig)
     out: str | None = None  # output directory; default runs/<name>
+    # Trained adapters kept under <out>/adapters/<run id>: none, the best run's (lowest
+    # eval loss), or all. Not part of any id: it changes what is kept, not the numbers.
+    save: Literal["none", "best", "all"] = "best"
     # Device peak (TFLOP/s) for MFU; measured once per process when not given. Not part
     # of any run's identity: it changes how a number is reported, not the number.
     peak_tflops: float | None = None
@@ -174,6 +180,19 @@ class Study(BaseModel):
     # stored and the report sets them against trained single-role placements. Implied
     # (with defaults) by an ``allocate`` placement.
     probe: ProbeConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_section(cls, data):
+        """``model: {name: X, quantize: 4bit}`` is the same study as model: X, quantize: 4bit."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = dict(data)
+            section = dict(data.pop("model"))
+            if "name" not in section:
+                raise ValueError("model: give the model's name (model.name: tiny-markov, ...)")
+            data["model"] = section.pop("name")
+            data.update(section)  # quantize, and anything unknown for the strict check
+        return data
 
     @field_validator("seeds")
     @classmethod
@@ -220,7 +239,9 @@ class Study(BaseModel):
     @property
     def study_id(self) -> str:
         """Hash of the validated config (where and how results are written excluded)."""
-        cfg = self.model_dump(mode="json", exclude={"out", "peak_tflops", "threads", "sinks"})
+        cfg = self.model_dump(
+            mode="json", exclude={"out", "peak_tflops", "threads", "sinks", "save"}
+        )
         # Keys added later are hashed only when set, so older studies keep their ids.
         for key, default in _ADDED.items():
             if cfg.get(key) == default:
@@ -269,5 +290,12 @@ _ADDED: dict[str, Any] = {
     "init_lora_weights": True,
     "select": None,
     "analysis": {"margin": None},
+    "quantize": None,
 }
-_TRAIN_ADDED: dict[str, Any] = {"test_fraction": 0.0}
+_TRAIN_ADDED: dict[str, Any] = {
+    "test_fraction": 0.0,
+    "grad_accum": 1,
+    "grad_checkpointing": False,
+    "lora_bias": False,
+    "modules_to_save": [],
+}

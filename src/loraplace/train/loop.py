@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +21,10 @@ from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
 from loraplace.train.evaluate import EvalResult, autocast_context, evaluate, token_nll
 from loraplace.train.heldout import test_metrics
+from loraplace.train.inject import attach, checkpointing
 from loraplace.train.kernels import fuse_activations
 from loraplace.train.manifest import build_manifest
+from loraplace.train.memory import MemoryMeter
 from loraplace.train.prefix_cache import PrefixCache, runner_for
 
 # on_step(step, steps, loss, tokens_per_s): called after every optimizer step.
@@ -116,6 +117,7 @@ def train_run(
     peak_flops: float | None = None,
     prefix_cache: PrefixCache | bool = True,
     fused_kernels: bool = True,
+    keep_adapter: bool = True,
 ) -> RunResult:
     """Train and evaluate one run; ``model`` is the base model, returned to its state after.
 
@@ -128,6 +130,8 @@ def train_run(
         (within float rounding); used only where eligible, see ``train/prefix_cache.py``.
     fused_kernels: run GPT-2's composed GELU as one fused kernel (same formula, float
         rounding apart; see ``train/kernels.py``).
+    keep_adapter: return a LoRA run's trained adapter in ``RunResult.adapter`` (the
+        files PEFT's save_pretrained writes) for the driver to save.
     """
     if spec.kind == "zero-shot":  # an evaluation, not a 0-step training run
         from loraplace.train.zero_shot import zero_shot_result
@@ -140,6 +144,8 @@ def train_run(
     if baseline is None:
         baseline = evaluate_base(model, blocks, retain, t, test)
     base_params = sum(p.numel() for p in model.parameters())  # de-duplicates tied weights
+    meter = MemoryMeter(device)  # this run's own memory, not the process's
+    meter.start()
 
     torch.manual_seed(spec.seed)  # adapter init and dropout
     for p in model.parameters():
@@ -149,22 +155,11 @@ def train_run(
     # principal part of each adapted weight into the adapter): keep a copy to restore.
     if spec.kind == "full" or spec.init_lora_weights not in (True, False, "gaussian"):
         pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    net = model
-    if spec.kind == "lora":
-        from peft import get_peft_model
-
-        from loraplace.placement import lora_config
-
-        config = lora_config(
-            spec.modules,
-            dropout=t.lora_dropout,
-            use_rslora=spec.use_rslora,
-            use_dora=spec.use_dora,
-            init_lora_weights=spec.init_lora_weights,
-        )
-        with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
-            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
-            net = get_peft_model(model, config)
+    net, detach = model, (lambda: None)
+    if spec.kind == "lora":  # adapters, lora_bias and modules_to_save copies
+        net, detach = attach(model, spec)
+    stop_checkpointing = checkpointing(model, t.grad_checkpointing)
+    adapter = None
 
     curves: dict[str, list[tuple[int, float]]] = {"train_loss": [], "eval_loss": [], "lr": []}
     metrics: dict[str, float] = {}
@@ -190,7 +185,6 @@ def train_run(
         steps = total_steps(t, blocks.train.shape[0])
         tokens_per_step = t.batch_size * t.block_size
         train_time = 0.0
-        measure.reset_peak_memory(device)
         eval_kw = dict(
             batch_size=t.eval_batch_size,
             device=device,
@@ -211,18 +205,22 @@ def train_run(
                 lr = lr_at(step, t, steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x = blocks.train[idx].to(device, non_blocking=True)
-                with autocast_context(device, precision):
-                    # Every position is a real token, so the plain mean is token-weighted.
-                    if prefix is not None:
-                        loss = prefix.token_nll("train", blocks.train, idx, x).mean()
-                    else:
-                        loss = token_nll(net, x).mean()
-                loss_value = loss.item()
+                loss_value = 0.0
+                # grad_accum equal micro-batches; every position is a real token, so the
+                # mean of their means is the batch's token-weighted mean.
+                for micro in idx.chunk(t.grad_accum):
+                    x = blocks.train[micro].to(device, non_blocking=True)
+                    with autocast_context(device, precision):
+                        if prefix is not None:
+                            loss = prefix.token_nll("train", blocks.train, micro, x).mean()
+                        else:
+                            loss = token_nll(net, x).mean()
+                    loss = loss / t.grad_accum
+                    loss.backward()
+                    loss_value += loss.item()
                 initial_loss = loss_value if initial_loss is None else initial_loss
                 if not math.isfinite(loss_value) or loss_value > t.diverge_factor * initial_loss:
                     raise Diverged(step + 1, loss_value)
-                loss.backward()
                 if t.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
                 opt.step()
@@ -266,7 +264,7 @@ def train_run(
             train_time_s=train_time,
             eval_time_s=final.time_s,
             tokens_per_s=tokens_per_s,
-            peak_mem_bytes=measure.peak_memory_bytes(device),
+            **meter.stop(),
             steps=steps,
             train_tokens=train_tokens,
         )
@@ -284,13 +282,17 @@ def train_run(
             peak = peak_flops or measure.measured_peak_flops(device.type, precision)
             fpt = measure.flops_per_token(net, t.block_size, full=spec.kind == "full")
             metrics["mfu"] = fpt * tokens_per_s / peak
+        if keep_adapter and spec.kind == "lora":
+            from loraplace.train.save import capture
+
+            adapter = capture(net)
     except Diverged as exc:
         diverged = exc
     finally:
         # Give the caller its base model back exactly as it came.
         restore_kernels()
-        if spec.kind == "lora":
-            net.unload()
+        stop_checkpointing()
+        detach()
         if pristine is not None:
             model.load_state_dict(pristine)
         for p in model.parameters():
@@ -307,6 +309,8 @@ def train_run(
             "placement": spec.placement_name,
             # layers served from the frozen-prefix cache (0 = plain forward passes)
             "prefix_layers_cached": prefix.k if prefix is not None else 0,
+            "peak_mem_measure": meter.label(),
+            **scale_settings(spec),
         },
     )
     if diverged is not None:
@@ -319,8 +323,26 @@ def train_run(
             error=f"diverged: {diverged}",
         )
     return RunResult(
-        run_id=spec.run_id, status="done", metrics=metrics, curves=curves, manifest=manifest
+        run_id=spec.run_id,
+        status="done",
+        metrics=metrics,
+        curves=curves,
+        manifest=manifest,
+        adapter=adapter,
     )
+
+
+def scale_settings(spec: RunSpec) -> dict:
+    """The large-model settings a run used, for its manifest."""
+    t = spec.train
+    return {
+        "grad_accum": t.grad_accum,
+        "micro_batch_size": t.batch_size // t.grad_accum,
+        "grad_checkpointing": t.grad_checkpointing,
+        "lora_bias": t.lora_bias,
+        "modules_to_save": list(t.modules_to_save),
+        "quantize": spec.quantize,
+    }
 
 
 def oracle_floor(blocks: Blocks, max_blocks: int | None) -> float | None:

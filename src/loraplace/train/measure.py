@@ -1,11 +1,9 @@
-"""What a run costs: throughput, peak memory, FLOPs per token and MFU."""
+"""What a run costs: throughput, FLOPs per token and MFU (peak memory: ``memory.py``)."""
 
 from __future__ import annotations
 
 import functools
 import os
-import resource
-import sys
 import time
 
 import torch
@@ -44,23 +42,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of the run: CUDA allocator peak, or the process RSS high-water mark.
-
-    On the CPU the high-water mark covers the whole process lifetime (it cannot be reset),
-    so in a multi-run process it is an upper bound for the later runs.
-    """
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
 
 
 def sync(device: torch.device) -> None:

@@ -1,0 +1,201 @@
+"""Trained adapters: captured by the run, written by the driver, loaded back with PEFT.
+
+A run hands its adapter back as the files PEFT's ``save_pretrained`` writes
+(``adapter_model.safetensors``, ``adapter_config.json``), so it crosses a process or
+Ray boundary like any other result and the driver stays the only writer. The driver
+writes it under ``<study out>/adapters/<run_id>/`` through a temporary directory renamed
+into place: a crash leaves a whole adapter or none. ``adapter_config.json`` names a base
+model that ``from_pretrained`` loads (a hub id, an absolute path, or a built-in's cache
+directory), and ``loraplace_adapter.json`` records that model's fingerprint beside the
+run's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loraplace.runs import RunResult, RunSpec, TrainSettings
+
+if TYPE_CHECKING:  # the driver imports this module; torch loads with the executor
+    import torch
+
+ADAPTERS = "adapters"  # directory under the study's output directory
+SIDECAR = "loraplace_adapter.json"
+CONFIG = "adapter_config.json"
+SAVE_MODES = ("none", "best", "all")
+
+
+def capture(net: torch.nn.Module) -> dict[str, bytes]:
+    """The PEFT model's adapter as {file name: bytes}, exactly as save_pretrained writes it."""
+    import warnings
+
+    with tempfile.TemporaryDirectory(prefix="loraplace-adapter-") as tmp, warnings.catch_warnings():
+        # PEFT takes lora_bias's 1-D B biases for unsharded ZeRO-3 tensors; they are whole.
+        warnings.filterwarnings("ignore", ".*LoRA tensor\\(s\\) have invalid shape")
+        net.save_pretrained(tmp, safe_serialization=True)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def adapter_dir(out_dir: str | Path, run_id: str) -> Path:
+    return Path(out_dir) / ADAPTERS / run_id
+
+
+def loadable_base(ref: str) -> str:
+    """A base-model reference ``from_pretrained`` can load from anywhere on this machine."""
+    from loraplace.builtin import builtin_model_dir, is_builtin_model
+    from loraplace.models import _is_local
+
+    if is_builtin_model(ref):
+        return str(builtin_model_dir(ref).resolve())
+    if _is_local(ref):
+        return str(Path(ref).expanduser().resolve())
+    return ref  # a hub id loads as it is
+
+
+def write_adapter(
+    files: dict[str, bytes], dest: Path, spec: RunSpec, metrics: dict[str, float]
+) -> Path:
+    """Write a run's adapter to ``dest`` atomically (a temporary directory renamed)."""
+    base = loadable_base(spec.model)
+    config = json.loads(files[CONFIG])
+    config["base_model_name_or_path"] = base
+    sidecar = {
+        "run_id": spec.run_id,
+        "placement": spec.placement_name,
+        "seed": spec.seed,
+        "model": spec.model,
+        "base_model_name_or_path": base,
+        "model_fingerprint": spec.fingerprints.get("model"),
+        "quantize": spec.quantize,
+        "eval_loss": metrics.get("eval_loss"),
+        "trainable_params": metrics.get("trainable_params"),
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    """Rename src to dest; an existing dest (the same run, saved again) is moved aside first."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}-{uuid.uuid4().hex[:8]}"
+        dest.rename(old)
+    src.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def keep_best(root: Path, losses: dict[str, float]) -> str | None:
+    """Delete every saved adapter under root but the lowest-loss one; returns its run id.
+
+    losses: run id -> eval loss of the study's finished LoRA runs. The best is decided
+    before anything is deleted, so a crash in between leaves two whole adapters.
+    """
+    saved = [rid for rid in losses if (root / rid / CONFIG).is_file()]
+    if not saved:
+        return None
+    best = min(saved, key=lambda rid: (losses[rid], rid))
+    for rid in saved:
+        if rid != best:
+            shutil.rmtree(root / rid, ignore_errors=True)
+    return best
+
+
+def save_result_adapter(
+    out_dir: Path, mode: str, spec: RunSpec, result: RunResult, losses: dict[str, float]
+) -> Path | None:
+    """Apply the study's ``save`` mode to a finished run; returns the adapter written.
+
+    losses: run id -> eval loss of the study's finished LoRA runs, this one included
+    (``best`` keeps only the lowest).
+    """
+    if mode == "none" or result.adapter is None or result.status != "done":
+        return None
+    root = Path(out_dir) / ADAPTERS
+    if mode == "best":
+        saved = [loss for rid, loss in losses.items() if (root / rid / CONFIG).is_file()]
+        if result.metrics.get("eval_loss", float("inf")) > min(saved, default=float("inf")):
+            return None  # a better adapter is already saved: nothing to write
+    path = write_adapter(result.adapter, root / spec.run_id, spec, result.metrics)
+    if mode == "best":
+        keep_best(root, losses)
+    return path
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    return json.loads((path / SIDECAR).read_text())
+
+
+def load_adapter(path: str | Path, *, device: str = "cpu", trainable: bool = False):
+    """The saved adapter on the base model its config names, as a ``PeftModel`` (eval mode).
+
+    trainable: adapter weights require grad, the base is frozen: the state a run trains in.
+    """
+    from peft import PeftModel
+
+    from loraplace.errors import UserError
+    from loraplace.models import load_model, model_fingerprint
+
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise UserError(f"{path} holds no saved adapter ({CONFIG} missing)")
+    meta = read_sidecar(path) if (path / SIDECAR).is_file() else {}
+    base = json.loads((path / CONFIG).read_text())["base_model_name_or_path"]
+    model, _ = load_model(base, device=device)
+    want = meta.get("model_fingerprint")
+    if want and meta.get("model") and model_fingerprint(meta["model"]) != want:
+        raise UserError(
+            f"the base model {meta['model']!r} changed since adapter {path.name} was trained "
+            "(fingerprint differs): load it on the model it was trained on"
+        )
+    return PeftModel.from_pretrained(model, str(path), is_trainable=trainable).eval()
+
+
+def evaluate_adapter(path: str | Path, val: torch.Tensor, settings: TrainSettings):
+    """A saved adapter's eval loss on ``val`` blocks, computed exactly as its run did.
+
+    The run scored val with its fused kernels and the frozen-prefix path; both agree with
+    a plain forward pass to float rounding only, so reproducing the stored number to the
+    last bit takes the same path.
+    """
+    import functools
+
+    from loraplace.train.evaluate import evaluate
+    from loraplace.train.kernels import fuse_activations
+    from loraplace.train.measure import resolve_device, resolve_precision
+    from loraplace.train.prefix_cache import PrefixCache, runner_for
+
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    net = load_adapter(path, device=str(device), trainable=True)
+    base = net.get_base_model()
+    restore = fuse_activations(base)
+    try:
+        prefix = runner_for(base, precision=precision, cache=PrefixCache())
+        return evaluate(
+            net,
+            val,
+            batch_size=settings.eval_batch_size,
+            device=device,
+            precision=precision,
+            max_blocks=settings.max_eval_blocks,
+            nll_fn=functools.partial(prefix.token_nll, "val", val) if prefix else None,
+        )
+    finally:
+        restore()

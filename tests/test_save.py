@@ -1,0 +1,105 @@
+"""Saved adapters: one per run (or the best), loadable with PEFT, reproducing the eval loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from run_fixtures import tiny_study
+
+from loraplace.data import load_blocks
+from loraplace.driver import run_study
+from loraplace.runs import RunSpec
+from loraplace.store import Store
+from loraplace.study import validate_study
+from loraplace.train import evaluate
+from loraplace.train.save import (
+    ADAPTERS,
+    CONFIG,
+    SIDECAR,
+    evaluate_adapter,
+    load_adapter,
+    write_adapter,
+)
+
+torch.set_num_threads(1)
+
+
+def _run(tmp_path: Path, **overrides) -> tuple[Path, list[dict], dict[str, dict[str, float]]]:
+    study = validate_study(tiny_study(tmp_path, **overrides))
+    run_study(study)
+    with Store(study.out_dir, create=False, writer=False) as store:
+        runs = store.runs(store.study()["study_id"])
+        return study.out_dir, runs, store.metrics()
+
+
+@pytest.fixture(scope="module")
+def saved_all(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("save-all"), save="all")
+
+
+def test_save_all_leaves_one_loadable_adapter_per_lora_run(saved_all):
+    out, runs, _ = saved_all
+    lora = sorted(r["run_id"] for r in runs if r["kind"] == "lora")
+    assert len(lora) == 4  # 2 placements x 2 seeds; zero-shot runs have no adapter
+    assert sorted(p.name for p in (out / ADAPTERS).iterdir()) == lora
+    for rid in lora:
+        files = sorted(p.name for p in (out / ADAPTERS / rid).iterdir())
+        assert files == ["README.md", CONFIG, "adapter_model.safetensors", SIDECAR]
+        cfg = json.loads((out / ADAPTERS / rid / CONFIG).read_text())
+        # an absolute path that loads, not the string typed in the study
+        assert Path(cfg["base_model_name_or_path"]).is_absolute()
+        assert (Path(cfg["base_model_name_or_path"]) / "config.json").is_file()
+
+
+def test_reloaded_adapter_reproduces_the_stored_eval_loss_exactly(saved_all):
+    """PeftModel.from_pretrained on the base model the config names, the same val blocks."""
+    out, runs, metrics = saved_all
+    spec = RunSpec.from_dict(next(r for r in runs if r["kind"] == "lora")["spec"])
+    path = out / ADAPTERS / spec.run_id
+    assert (
+        json.loads((path / SIDECAR).read_text())["model_fingerprint"]
+        == (spec.fingerprints["model"])
+    )
+    from transformers import AutoTokenizer
+
+    t = spec.train
+    tok = AutoTokenizer.from_pretrained(spec.model)
+    val = load_blocks(spec.dataset, tok, t.block_size, split_seed=t.split_seed).val
+    stored = metrics[spec.run_id]["eval_loss"]
+    assert evaluate_adapter(path, val, t).loss == stored  # the run's own eval path: exact
+    net = load_adapter(path)
+    assert type(net).__name__ == "PeftModelForCausalLM"
+    plain = evaluate(net, val, batch_size=t.eval_batch_size).loss  # plain kernels: rounding
+    assert plain == pytest.approx(stored, abs=1e-7)
+    with net.disable_adapter():  # the adapter is what makes the number
+        assert evaluate(net, val).loss > stored + 0.01
+
+
+def test_save_best_keeps_only_the_lowest_loss_run(tmp_path):
+    out, runs, metrics = _run(tmp_path)  # save: best is the default
+    lora = {r["run_id"]: metrics[r["run_id"]]["eval_loss"] for r in runs if r["kind"] == "lora"}
+    kept = [p.name for p in (out / ADAPTERS).iterdir()]
+    assert kept == [min(lora, key=lora.get)]
+
+
+def test_save_none_writes_no_adapter(tmp_path):
+    out, runs, _ = _run(tmp_path, save="none", placements=["seed-ffn"], seeds=[0])
+    assert [r["status"] for r in runs] == ["done", "done"]
+    assert not (out / ADAPTERS).exists()
+
+
+def test_a_failed_write_leaves_no_partial_adapter(tmp_path, saved_all):
+    out, runs, metrics = saved_all
+    spec = RunSpec.from_dict(next(r for r in runs if r["kind"] == "lora")["spec"])
+    good = {p.name: p.read_bytes() for p in (out / ADAPTERS / spec.run_id).iterdir()}
+    dest = tmp_path / ADAPTERS / spec.run_id
+    write_adapter(good, dest, spec, metrics[spec.run_id])
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    broken = {**good, "zz_broken.bin": None}  # fails after the real files are written
+    with pytest.raises(TypeError):
+        write_adapter(broken, dest, spec, metrics[spec.run_id])
+    assert [p.name for p in dest.parent.iterdir()] == [spec.run_id]  # no temp dir left
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
