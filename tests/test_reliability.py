@@ -91,3 +91,34 @@ def test_bare_command_shows_help(tmp_path):
     assert proc.returncode in (0, 2)
     assert "Traceback" not in proc.stderr
     assert "plan" in proc.stdout + proc.stderr
+
+
+# -- 2. user strings are text, never rich markup --------------------------------------
+
+ODD_NAMES = ["a[/x]b", "[bold]b[/bold]", "q'\"uote", "<b>html</b>&amp;", "çà-ü-名"]
+
+
+def test_odd_names_are_shown_verbatim_by_run_and_status(tmp_path, capsys):
+    import yaml
+    from run_fixtures import tiny_study
+
+    from loraplace.cli import run_cli
+
+    # Distinct ranks make distinct runs (a run id hashes what is trained, not the label).
+    placements = [{"name": n, "preset": "mlp-down", "rank": i + 1} for i, n in enumerate(ODD_NAMES)]
+    out_dir = tmp_path / "o[b]ut"
+    config = tiny_study(
+        tmp_path, name="st[red]udy", placements=placements, seeds=[0], out=str(out_dir)
+    )
+    config["train"]["steps"] = 1
+    study = tmp_path / "odd[x].yaml"
+    study.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert run_cli(["run", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert run_cli(["status", str(out_dir)]) == 0
+    status = capsys.readouterr().out
+    for name in ODD_NAMES:
+        assert name in out, name  # the progress line and the results table
+        assert name in status, name
+    assert "st[red]udy" in out and "st[red]udy" in status
+    assert "o[b]ut" in " ".join(status.split())

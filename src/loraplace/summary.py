@@ -97,6 +97,7 @@ def summarize(store: Store, study_id: str) -> list[PlacementRow]:
 
 def render_table(rows: list[PlacementRow], title: str | None = None):
     """A rich Table of the rows (placement, eval loss ± CI, ppl, params, %, time, tokens/s)."""
+    from rich.markup import escape
     from rich.table import Table
 
     show_retain = any(r.retain_loss is not None for r in rows)
@@ -121,7 +122,7 @@ def render_table(rows: list[PlacementRow], title: str | None = None):
         if r.eval_loss is not None:
             loss = f"{r.eval_loss:.4f}" + (f" ± {r.ci95:.4f}" if r.ci95 is not None else "")
         cells = [
-            r.placement,
+            escape(r.placement),  # a user's name, not rich markup
             seeds,
             loss,
             _fmt(r.ppl, "{:.3f}"),

@@ -140,7 +140,9 @@ def _print_summary(spec: BuiltinModel, summary: dict, path: Path) -> None:
             f" of the gap from the unigram baseline ({summary['unigram_loss']:.3f})"
             f" to the floor ({summary['floor']:.3f})"
         )
-    Console(stderr=True).print(f"{line}; saved to {path}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(
+        f"{line}; saved to {path}", highlight=False, soft_wrap=True, markup=False
+    )
 
 
 def builtin_model_info(name: str) -> dict | None:

@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
@@ -101,7 +102,7 @@ def info(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"{name}  (block size {blocks.block_size})", show_header=False)
+    table = Table(title=f"{escape(name)}  (block size {blocks.block_size})", show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     table.add_row("documents", f"{blocks.n_docs:,}")
@@ -113,6 +114,6 @@ def info(
     )
     for key in ("tokenizer_of", "python_version", "generator"):
         if key in summary:
-            table.add_row(key.replace("_", " "), str(summary[key]))
+            table.add_row(key.replace("_", " "), escape(str(summary[key])))
     table.add_row("fingerprint", blocks.fingerprint[:16])
     out.print(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
@@ -39,7 +40,7 @@ def inspect(
         print(json.dumps(summary, indent=2))
         return
     out.print(
-        f"[bold]{model}[/]  family={arch.family}  layers={arch.n_layers}  "
+        f"[bold]{escape(model)}[/]  family={arch.family}  layers={arch.n_layers}  "
         f"hidden={arch.hidden_size}  params={arch.base_params:,}"
     )
     if not arch.known:
@@ -99,7 +100,7 @@ def plan(
     if as_json:
         print(json.dumps({"model": model, "placements": [r.to_json() for r in resolved]}, indent=2))
         return
-    out.print(f"[bold]{model}[/]  family={arch.family}  base params={arch.base_params:,}")
+    out.print(f"[bold]{escape(model)}[/]  family={arch.family}  base params={arch.base_params:,}")
     kinds = arch.layer_kinds()
     if len(set(kinds.values())) > 1 or "ssm" in "".join(kinds.values()):  # a hybrid
         out.print("layers: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))
@@ -108,7 +109,7 @@ def plan(
         summary.add_column(col, justify="right" if col != "placement" else "left")
     for rp in resolved:
         summary.add_row(
-            rp.name,
+            escape(rp.name),
             str(len(rp.modules)),
             f"{rp.trainable_params:,}",
             f"{rp.trainable_pct:.2f} %",
@@ -116,7 +117,7 @@ def plan(
         )
     out.print(summary)
     for rp in resolved:
-        t = Table(title=f"{rp.name}: adapted modules by role")
+        t = Table(title=f"{escape(rp.name)}: adapted modules by role")
         for col in ("role", "paths", "modules", "layers", "ranks", "params"):
             t.add_column(col, justify="right" if col in ("modules", "params") else "left")
         ranks: dict[str, set[int]] = {}
@@ -133,7 +134,7 @@ def plan(
 
             t.add_row(
                 role,
-                ", ".join(sorted(v["paths"])),
+                escape(", ".join(sorted(v["paths"]))),
                 str(v["modules"]),
                 _ranges(sorted(v["layers"])) or "-",
                 ",".join(str(r) for r in sorted(ranks[role])),
@@ -141,7 +142,7 @@ def plan(
             )
         out.print(t)
         for w in rp.warnings:
-            out.print(f"[yellow]warning[/] ({rp.name}): {w}")
+            out.print(f"[yellow]warning[/] ({escape(rp.name)}): {escape(w)}")
 
 
 @app.command()
@@ -167,7 +168,8 @@ def export(
     files = export_placement(rp, fmt, base_model=model, dropout=dropout)
     for path in write_export(files, out_dir):
         out.print(
-            f"wrote {path} ({len(rp.modules)} modules, {rp.trainable_params:,} trainable params)"
+            f"wrote {escape(str(path))} ({len(rp.modules)} modules, "
+            f"{rp.trainable_params:,} trainable params)"
         )
     for w in rp.warnings:
-        err.print(f"[yellow]warning[/]: {w}")
+        err.print(f"[yellow]warning[/]: {escape(w)}")

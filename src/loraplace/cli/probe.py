@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
@@ -63,7 +64,8 @@ def probe(
 
     meta = result.meta
     out.print(
-        f"[bold]{model}[/] on [bold]{data}[/]: {meta['tokens']:,} tokens in {meta['batches']} "
+        f"[bold]{escape(model)}[/] on [bold]{escape(data)}[/]: {meta['tokens']:,} tokens in "
+        f"{meta['batches']} "
         f"batches (seed {seed}), {meta['seconds']:.2f} s"
     )
     roles = result.roles
@@ -87,7 +89,7 @@ def probe(
             order += f";  per LoRA param: {' > '.join(result.role_ranking(name, per='lora'))}"
         out.print(t)
         out.print(order)
-    out.print(f"wrote {png} and {doc['files']['json']}")
+    out.print(f"wrote {escape(str(png))} and {escape(str(doc['files']['json']))}")
 
 
 def _num(v: float | None) -> str:

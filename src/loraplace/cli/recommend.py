@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
@@ -59,20 +60,20 @@ def search(
         executor=runner,
         display=RichDisplay(console),
     )
-    t = Table(title=f"Pareto front of {res.study_name} ({res.trials_done} trials)")
+    t = Table(title=f"Pareto front of {escape(res.study_name)} ({res.trials_done} trials)")
     for col in ("trial", "placement", "eval loss", "trainable params"):
         t.add_column(col, justify="left" if col == "placement" else "right")
     for p in res.pareto:
         t.add_row(
             str(p["trial"]),
-            p["placement"]["name"],
+            escape(p["placement"]["name"]),
             f"{p['eval_loss']:.4f}",
             f"{p['trainable_params']:,}",
         )
     console.print(t)
     console.print(
-        f"ran {res.trials_run} trial(s); Optuna storage {res.storage}; "
-        f"report: loraplace report {study.out_dir}"
+        f"ran {res.trials_run} trial(s); Optuna storage {escape(str(res.storage))}; "
+        f"report: loraplace report {escape(str(study.out_dir))}"
     )
     return 0
 
@@ -133,18 +134,18 @@ def recommend(
             else "not measured"
         )
         out.print(
-            f"[bold]recommended[/] for {rec.budget:,} params: [bold]{rec.label}[/] — "
+            f"[bold]recommended[/] for {rec.budget:,} params: [bold]{escape(rec.label)}[/] — "
             f"{rec.trainable_params:,} params, expected eval loss {loss} ({rec.source})"
         )
         for e in rec.evidence:
-            out.print(f"  • {e}")
+            out.print(f"  • {escape(str(e))}")
         if rec.alternatives:
             t = Table(title="measured placements within the budget")
             for col in ("placement", "eval loss", "95 % CI", "seeds", "params"):
                 t.add_column(col, justify="left" if col == "placement" else "right")
             for a in rec.alternatives:
                 t.add_row(
-                    a["placement"],
+                    escape(a["placement"]),
                     f"{a['eval_loss']:.4f}",
                     f"{a['ci95']:.4f}" if a["ci95"] is not None else "—",
                     str(a["n_seeds"]),
@@ -154,5 +155,5 @@ def recommend(
     if fmt is not None:
         files = export_placement(rp, fmt, base_model=rec.model)
         for path in write_export(files, out_dir):
-            (out.print if not as_json else (lambda *_: None))(f"wrote {path}")
+            (out.print if not as_json else (lambda *_: None))(f"wrote {escape(str(path))}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,12 +46,12 @@ class RichDisplay(StudyDisplay):
         study = plan.study
         self.n_todo = len(todo)
         self.console.print(
-            f"study [bold]{study.name}[/] ({study.study_id}): {study.model} on "
-            f"{', '.join(t.dataset for t in study.tasks)}, "
-            f"{len(plan.specs)} runs, {skipped} already finished -> {study.out_dir / STORE_NAME}"
+            f"study [bold]{escape(study.name)}[/] ({study.study_id}): {escape(str(study.model))} "
+            f"on {escape(', '.join(t.dataset for t in study.tasks))}, {len(plan.specs)} runs, "
+            f"{skipped} already finished -> {escape(str(study.out_dir / STORE_NAME))}"
         )
         for w in plan.warnings:
-            self.console.print(f"[yellow]warning[/]: {w}")
+            self.console.print(f"[yellow]warning[/]: {escape(str(w))}")
         if not todo:
             return
         self.progress = Progress(
@@ -74,7 +75,7 @@ class RichDisplay(StudyDisplay):
         self.progress.reset(
             self.current,
             total=steps,
-            description=f"{_run_label(spec)} seed {spec.seed}",
+            description=f"{escape(_run_label(spec))} seed {spec.seed}",
             info="evaluating" if spec.kind == "zero-shot" else "",
         )
 
@@ -104,9 +105,9 @@ class RichDisplay(StudyDisplay):
         elif result.status == "diverged":
             detail = f"[red]diverged at step {result.diverged_step}[/]"
         else:
-            detail = f"[red]{result.status}: {result.error}[/]"
+            detail = f"[red]{result.status}: {escape(str(result.error))}[/]"
         self.console.print(
-            f"[{self.n_done}/{self.n_todo}] {_run_label(spec)} seed {spec.seed}: {detail}"
+            f"[{self.n_done}/{self.n_todo}] {escape(_run_label(spec))} seed {spec.seed}: {detail}"
         )
         if self.progress is not None and self.overall is not None:
             self.progress.advance(self.overall)
@@ -153,7 +154,7 @@ def print_results(console: Console, store_dir: Path, study_id: str | None = None
     with Store(store_dir, create=False, writer=False) as store:
         study = store.study(study_id)
         rows = summarize(store, study["study_id"])
-    console.print(render_table(rows, title=f"{study['name']} ({study['study_id']})"))
+    console.print(render_table(rows, title=f"{escape(study['name'])} ({study['study_id']})"))
     console.print(table_caption(rows), style="dim")
 
 
@@ -196,7 +197,7 @@ def run(
     try:
         outcome = run_study(study, executor=runner, display=RichDisplay(console))
     except StudyInterrupted as exc:
-        console.print(f"{exc}; run the same command again to finish the study")
+        console.print(f"{escape(str(exc))}; run the same command again to finish the study")
         return 130
     finally:
         if previous is not None:
@@ -206,7 +207,7 @@ def run(
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(
         f"ran {outcome.ran} of {outcome.total} runs in {wall:.1f} s ({counts}); "
-        f"store: {outcome.store_path}"
+        f"store: {escape(str(outcome.store_path))}"
     )
     return 0
 
@@ -237,7 +238,10 @@ def status(
                 sid = study["study_id"]
                 counts = store.status_counts(sid)
                 summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                console.print(f"[bold]{study['name']}[/] ({sid}) in {store.path}: {summary}")
+                console.print(
+                    f"[bold]{escape(study['name'])}[/] ({sid}) in {escape(str(store.path))}: "
+                    f"{summary}"
+                )
                 runs = store.runs(sid)
                 metrics = store.metrics(r["run_id"] for r in runs)
                 table = Table(show_edge=False, pad_edge=False)
@@ -252,11 +256,11 @@ def status(
                         note = f"at step {r['diverged_step']}"
                     table.add_row(
                         r["run_id"],
-                        r["placement"],
+                        escape(r["placement"]),
                         str(r["seed"]),
                         r["status"],
                         f"{loss:.4f}" if loss is not None else "—",
-                        note[:60],
+                        escape(note[:60]),
                     )
                 console.print(table)
     return 0
