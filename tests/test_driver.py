@@ -186,9 +186,11 @@ def test_sigterm_is_a_clean_stop_like_ctrl_c(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert "1 run(s) marked interrupted" in out
-    statuses = [r["status"] for r in runs_of(tmp_path / "out")]
+    assert "interrupted by SIGTERM: 1 run(s) marked interrupted" in out
+    runs = runs_of(tmp_path / "out")
+    statuses = [r["status"] for r in runs]
     assert statuses.count("interrupted") == 1 and "running" not in statuses
+    assert [r["error"] for r in runs if r["status"] == "interrupted"] == ["stopped by SIGTERM"]
 
 
 def test_kill_9_mid_study_then_resume_finishes_every_run_once(tmp_path):

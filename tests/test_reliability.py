@@ -122,3 +122,225 @@ def test_odd_names_are_shown_verbatim_by_run_and_status(tmp_path, capsys):
         assert name in status, name
     assert "st[red]udy" in out and "st[red]udy" in status
     assert "o[b]ut" in " ".join(status.split())
+
+
+# -- shared by the store cases ----------------------------------------------------------
+
+
+def one_run_study(tmp_path: Path, **overrides) -> Path:
+    """A study file of one tiny run (one placement, one seed, one step)."""
+    import yaml
+    from run_fixtures import tiny_study
+
+    config = tiny_study(tmp_path, placements=["mlp-down"], seeds=[0], zero_shot=False)
+    config["train"]["steps"] = 1
+    config.update(overrides)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
+    from loraplace.cli import run_cli
+
+    capsys.readouterr()
+    code = run_cli(argv)
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+def assert_cli_one_line(result: tuple[int, str, str], needle: str) -> None:
+    code, _, err = result
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0], lines[0]
+
+
+def snapshot(directory: Path, skip: str = "\0") -> dict[str, tuple[int, int, bytes]]:
+    """name -> (size, mtime_ns, bytes) of every file under directory (but names ending skip)."""
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.endswith(skip)
+    }
+
+
+# -- 3. one writer per study; readers never write ----------------------------------------
+
+
+def test_a_second_writer_exits_2_naming_the_holder_and_writes_nothing(tmp_path, capsys):
+    from loraplace.lock import WriterLock
+
+    study = one_run_study(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = WriterLock(out / "loraplace.db")
+    holder.acquire()  # flock is per open file: this process is the first writer
+    try:
+        result = cli(capsys, ["run", str(study)])
+        assert_cli_one_line(result, f"is being written by pid {os.getpid()} on ")
+        assert not (out / "loraplace.db").exists()
+        from loraplace.store import Store
+
+        with pytest.raises(loraplace.errors.UserError, match=f"pid {os.getpid()}"):
+            Store(out)  # the library refuses too, not only the CLI's early check
+    finally:
+        holder.release()
+    assert cli(capsys, ["run", str(study)])[0] == 0
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
+    from loraplace.lock import lock_path
+
+    study = one_run_study(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import os, signal, sys; from pathlib import Path; from loraplace.lock import WriterLock;"
+        "WriterLock(Path(sys.argv[1])).acquire(); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "loraplace.db")], env=env)
+    assert proc.returncode == -9
+    assert '"pid"' in lock_path(out / "loraplace.db").read_text()  # the dead holder's name
+    code, stdout, err = cli(capsys, ["run", str(study)])
+    assert code == 0, err
+    assert "ran 1 of 1 runs" in stdout
+
+
+def test_readers_never_write_nor_reset_a_live_run(tmp_path, capsys):
+    from loraplace.store import Store
+
+    study = one_run_study(tmp_path, seeds=[0, 1])
+    out = tmp_path / "out"
+    assert cli(capsys, ["run", str(study)])[0] == 0
+    with Store(out) as store:  # a live writer with a run in flight
+        run_id = store.runs()[1]["run_id"]
+        store.mark_running(run_id)
+        # Beside a live writer, a reader takes read marks in SQLite's shared-memory index
+        # (-shm), which is how WAL readers and writers agree; every other byte stays.
+        before = snapshot(out, skip="-shm")
+        code, status, _ = cli(capsys, ["status", str(out)])
+        assert code == 0 and "running" in status
+        rep = cli(capsys, ["report", str(out), "--out", str(tmp_path / "rep")])
+        assert rep[0] == 0, rep[2]
+        assert snapshot(out, skip="-shm") == before
+    # The writer is gone (its lock with it): status says so, and still writes nothing.
+    before = snapshot(out)
+    code, status, _ = cli(capsys, ["status", str(out)])
+    assert code == 0 and "running" not in status
+    assert "1 interrupted" in status and "no live writer" in status
+    assert snapshot(out) == before
+    with Store(out, create=False, writer=False) as store:
+        raw = store.conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()[0]
+    assert raw == "running"  # only a writer, holding the lock, marks it interrupted
+    with Store(out) as store:  # the next writer holds the lock: now it is interrupted
+        assert store.runs()[1]["status"] == "interrupted"
+
+
+# -- 6. stores that are not what they seem ---------------------------------------------
+
+
+def _zero_bytes(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _foreign_db(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+    con.execute("INSERT INTO users VALUES (1, 'a@b.c')")
+    con.commit()
+    con.close()
+
+
+def _newer_schema(path: Path) -> None:
+    import sqlite3
+
+    from loraplace.store import Store
+
+    Store(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+
+
+def _text_file(path: Path) -> None:
+    path.write_text("name: not a database\n")
+
+
+def _page_corrupt(path: Path) -> None:
+    import sqlite3
+
+    from loraplace.store import Store
+
+    with Store(path) as store:
+        store.conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [(f"k{i}", "x" * 200) for i in range(400)]
+        )
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8 * 4096
+    data[4096 * 3 : 4096 * 6] = b"\xa5" * (4096 * 3)  # pages 4-6: b-tree pages as garbage
+    path.write_bytes(bytes(data))
+    con = sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True)
+    try:
+        check = con.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        check = str(exc)
+    con.close()
+    assert check != "ok"
+
+
+BAD_STORES = [
+    (_zero_bytes, "is an empty file (0 bytes)"),
+    (_foreign_db, "is a SQLite database of something else (tables: users)"),
+    (_newer_schema, "is a loraplace store of schema 99, newer than this loraplace reads (1)"),
+    (_text_file, "is not a SQLite database"),
+    (_page_corrupt, "is damaged (SQLite: "),
+]
+
+
+@pytest.mark.parametrize("make,needle", BAD_STORES, ids=[m.__name__ for m, _ in BAD_STORES])
+@pytest.mark.parametrize("verb", ["status", "report", "run"])
+def test_a_bad_store_is_one_line_and_left_as_it_was(tmp_path, capsys, make, needle, verb):
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out / "loraplace.db")
+    before = snapshot(out)
+    argv = {
+        "status": ["status", str(out)],
+        "report": ["report", str(out), "--out", str(tmp_path / "rep")],
+        "run": ["run", str(one_run_study(tmp_path))],
+    }[verb]
+    assert_cli_one_line(cli(capsys, argv), needle)
+    assert snapshot(out) == before  # no tables added to a foreign database, no WAL files
+
+
+def test_a_full_disk_while_saving_a_run_is_one_line(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from loraplace.store import Store
+
+    def full(self, result):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "save_result", full)
+    code, _, err = cli(capsys, ["run", str(one_run_study(tmp_path))])
+    assert_cli_one_line((code, _, err), "the results store failed: database or disk is full")
+    monkeypatch.undo()
+    with Store(tmp_path / "out") as store:  # the next writer finds the run interrupted
+        assert [r["status"] for r in store.runs()] == ["interrupted"]
+
+
+def test_store_schema_version_is_recorded(tmp_path):
+    import sqlite3
+
+    from loraplace.store import SCHEMA_VERSION, Store
+
+    Store(tmp_path / "new").close()
+    con = sqlite3.connect(tmp_path / "new" / "loraplace.db")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"

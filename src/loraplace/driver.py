@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
+from loraplace.lock import busy_error, live_holder
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
-from loraplace.store import FINISHED, Store
+from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
 from loraplace.study import Study, budget_params, expand
 
 if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
@@ -26,7 +27,15 @@ if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
 
 
 class StudyInterrupted(Exception):
-    """Ctrl-C stopped the study; the run in flight is marked ``interrupted``."""
+    """Ctrl-C or a signal stopped the study; the run in flight is marked ``interrupted``."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """A signal other than Ctrl-C (SIGTERM from a scheduler or `kill`) stops the study."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -227,11 +236,12 @@ def run_study(
         display.start(plan, todo, skipped)
         try:
             executor.run(todo, on_result, _Progress())
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            reason = getattr(exc, "reason", "Ctrl-C")
             for rid in in_flight:
-                store.mark(rid, "interrupted", "stopped by Ctrl-C")
+                store.mark(rid, "interrupted", f"stopped by {reason}")
             raise StudyInterrupted(
-                f"interrupted: {len(in_flight)} run(s) marked interrupted"
+                f"interrupted by {reason}: {len(in_flight)} run(s) marked interrupted"
             ) from None
         finally:
             display.stop()
@@ -265,3 +275,9 @@ def check_output_dir(study: Study) -> None:
     path = study.out_dir
     if path.exists() and not path.is_dir() and path.suffix != ".db":
         raise UserError(f"output directory {path} is a file: choose another with --out DIR")
+    store_path = resolve_store_path(path)
+    holder = live_holder(store_path)
+    if holder is not None:  # fail before the model loads; Store takes the lock itself
+        raise busy_error(store_path, holder)
+    if store_path.exists():
+        check_store_file(store_path)

@@ -9,6 +9,7 @@ Readers (analysis, report, status) need nothing but this file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.errors import UserError
+from loraplace.lock import WriterLock, writer_alive
 from loraplace.runs import RunResult, RunSpec
 
 SCHEMA_VERSION = 1
@@ -86,40 +88,180 @@ def resolve_store_path(path: str | Path) -> Path:
     return p
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OURS = {"meta", "studies", "runs"}  # tables every loraplace store has had
+
+
+def check_store_file(path: Path, identify: bool = True) -> None:
+    """Refuse, in one line, a file that is not a results store this code reads.
+
+    identify: also open it read-only and check its tables and schema version (a writer
+    does, before it takes the lock; a reader checks them on its own connection).
+    """
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a results store: give its parent directory")
+    if path.stat().st_size == 0:
+        raise UserError(
+            f"{path} is an empty file (0 bytes), not a loraplace results store: "
+            "delete it, or choose another --out"
+        )
+    with path.open("rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise UserError(
+            f"{path} is not a SQLite database, so not a loraplace results store: "
+            "give a study's output directory, or choose another --out"
+        )
+    if not identify:
+        return
+    conn = _connect(path, writer=False)
+    try:
+        check_store_schema(conn, path, writer=True)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(path, exc) from None
+    finally:
+        conn.close()
+
+
+def damaged(path: Path, exc: Exception) -> UserError:
+    return UserError(
+        f"{path} is damaged (SQLite: {' '.join(str(exc).split())}): restore it from a copy, "
+        "or run the study again with another --out"
+    )
+
+
+def check_store_schema(conn: sqlite3.Connection, path: Path, writer: bool) -> bool:
+    """Check the open database is a loraplace store this code reads; True when it is empty.
+
+    A foreign database is refused before a table is created in it, and so is a store of
+    a newer schema; a damaged one raises sqlite3.DatabaseError (quick_check or the query).
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        if writer:
+            return True
+        raise UserError(f"{path} is an empty SQLite database: run `loraplace run` first")
+    if not _OURS <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise UserError(
+            f"{path} is a SQLite database of something else (tables: {shown}), not a "
+            "loraplace results store: give a study's output directory, or another --out"
+        )
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    version = int(row[0]) if row and str(row[0]).isdigit() else None
+    if version is None or version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path} is a loraplace store of schema {row[0] if row else 'unknown'}, newer than "
+            f"this loraplace reads ({SCHEMA_VERSION}): upgrade loraplace to read it"
+        )
+    check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if check != "ok":
+        raise sqlite3.DatabaseError(check)
+    return False
+
+
+def _connect(path: Path, writer: bool) -> sqlite3.Connection:
+    """A writer's connection, or a read-only one that leaves no file behind."""
+    if writer:
+        return sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    uri = path.resolve().as_uri()
+    # mode=ro would leave -wal/-shm files beside a store nobody writes; immutable reads
+    # the file alone, which is whole when no writer is live and no WAL is left over.
+    live = writer_alive(path) or path.with_name(path.name + "-wal").exists()
+    try:
+        conn = sqlite3.connect(f"{uri}?{'mode=ro' if live else 'immutable=1'}", uri=True)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.OperationalError:
+        if not live:
+            raise
+        # Read-only media cannot hold the WAL index: read the database file as it is.
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
+def _writable_dir(directory: Path, create: bool) -> None:
+    try:
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".loraplace-write-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the results store in {directory} ({exc.strerror}): "
+            "choose a writable directory with --out DIR"
+        ) from None
+
+
 class Store:
-    """Read/write access to one results store."""
+    """Read/write access to one results store.
+
+    A writer holds the study's writer lock (see ``loraplace.lock``) for as long as it is
+    open; a reader opens the file read-only and never writes it, nor the files beside it.
+    """
 
     def __init__(self, path: str | Path, *, create: bool = True, writer: bool = True):
         self.path = resolve_store_path(path)
-        if not self.path.exists() and not create:
+        self.writer = writer
+        exists = self.path.exists()
+        if not exists and not create:
             raise UserError(
                 f"no results store at {self.path}: give the study's output directory "
                 "or its .db file (run `loraplace run` first)"
             )
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if exists:
+            check_store_file(self.path, identify=writer)
+        self._lock = WriterLock(self.path) if writer else None
+        if self._lock is not None:
+            _writable_dir(self.path.parent, create)
+            self._lock.acquire()
         try:
-            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoint
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            if writer:
-                self.conn.executescript(_SCHEMA)
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-                # A run left 'running' belongs to a driver that died (kill -9, power loss).
-                self.conn.execute(
-                    "UPDATE runs SET status='interrupted', error='driver stopped mid-run' "
-                    "WHERE status='running'"
-                )
+            self.conn = _connect(self.path, writer)
+            self._open(writer)
         except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.path} is not a loraplace results store ({exc})") from None
+            self._release()
+            raise damaged(self.path, exc) from None
+        except BaseException:
+            self._release()
+            raise
+        # Readers: a run still 'running' while no process holds the lock was left by a
+        # driver that died; it reads as interrupted (the next writer marks it so).
+        self._stale_running = not writer and not writer_alive(self.path)
+
+    def _open(self, writer: bool) -> None:
+        self.conn.row_factory = sqlite3.Row
+        new = check_store_schema(self.conn, self.path, writer)
+        if not writer:
+            return
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoint
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(_SCHEMA)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        if new:
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # A run left 'running' belongs to a driver that died (kill -9, power loss): this
+        # process holds the writer lock, so no live driver owns it.
+        self.conn.execute(
+            "UPDATE runs SET status='interrupted', error='driver stopped mid-run' "
+            "WHERE status='running'"
+        )
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file, so a crash later leaves a whole .db."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        finally:
+            self._release()
 
     def __enter__(self) -> Store:
         return self
@@ -204,6 +346,7 @@ class Store:
                 "INSERT INTO manifests VALUES (?, ?)",
                 (rid, json.dumps(result.manifest, sort_keys=True, default=str)),
             )
+        self.checkpoint()  # each finished run reaches the database file itself
 
     def _tx(self):
         conn = self.conn
@@ -249,8 +392,13 @@ class Store:
         for r in rows:
             d = dict(r)
             d["spec"] = json.loads(d.pop("spec_json"))
+            if self._is_stale(d["status"]):
+                d["status"], d["error"] = "interrupted", "driver stopped mid-run (no live writer)"
             out.append(d)
         return out
+
+    def _is_stale(self, status: str) -> bool:
+        return status == "running" and self._stale_running
 
     def run_specs(self, study_id: str, statuses: Iterable[str] | None = None) -> list[RunSpec]:
         runs = self.runs(study_id)
@@ -304,4 +452,8 @@ class Store:
             "WHERE s.study_id=? GROUP BY r.status",
             (study_id,),
         ).fetchall()
-        return {r["status"]: r["n"] for r in rows}
+        counts: dict[str, int] = {}
+        for r in rows:
+            status = "interrupted" if self._is_stale(r["status"]) else r["status"]
+            counts[status] = counts.get(status, 0) + r["n"]
+        return counts

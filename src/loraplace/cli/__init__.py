@@ -7,6 +7,7 @@ is what makes them appear. User errors become one line on stderr and exit code 2
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 
 from loraplace.cli.app import app
@@ -79,11 +80,21 @@ def run_cli(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="loraplace")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return 130
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError)):
+            raise  # our SQL is wrong: a bug, keep its traceback
+        # The disk or the file failed us (full disk, I/O error, damaged or locked store).
+        print(
+            f"error: the results store failed: {_one_line(str(exc))}: free disk space or "
+            "check the store's disk, then run again (finished runs are kept)",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
         kinds = _click_class(exc)
         if not kinds & {"ClickException", "Exit", "Abort"}:

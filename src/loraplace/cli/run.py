@@ -22,7 +22,13 @@ from rich.progress import (
 from rich.table import Table
 
 from loraplace.cli.app import app
-from loraplace.driver import StudyDisplay, StudyInterrupted, StudyPlan, run_study
+from loraplace.driver import (
+    StopRequested,
+    StudyDisplay,
+    StudyInterrupted,
+    StudyPlan,
+    run_study,
+)
 from loraplace.errors import UserError
 from loraplace.runs import RunResult, RunSpec
 from loraplace.store import STORE_NAME, Store
@@ -118,10 +124,10 @@ class RichDisplay(StudyDisplay):
 
 
 def _sigterm_as_interrupt():
-    """Treat SIGTERM (a scheduler or `kill`) like Ctrl-C: the run in flight is marked."""
+    """Stop on SIGTERM (a scheduler or `kill`) as on Ctrl-C: the run in flight is marked."""
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise StopRequested("SIGTERM")
 
     if threading.current_thread() is not threading.main_thread():
         return None  # only the main thread may set handlers (e.g. a test calling run_cli)

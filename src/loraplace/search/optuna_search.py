@@ -146,7 +146,7 @@ def run_search(
             raise optuna.TrialPruned(f"{rp.trainable_params} params > budget {cap}")
         one = Study(**{**base, "name": name, "placements": [spec]})
         outcome = run_study(one, executor=executor, assets=assets, display=display)
-        with Store(outcome.store_path, create=False) as store:
+        with Store(outcome.store_path, create=False, writer=False) as store:
             runs = store.runs(outcome.study_id)
             metrics = store.metrics([r["run_id"] for r in runs])
         losses = [
