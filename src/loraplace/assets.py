@@ -80,12 +80,17 @@ class Assets:
         text_field: str = "text",
         test_fraction: float = 0.0,
         holdout: str = "val",
+        data: dict | None = None,
     ) -> Blocks:
         """Blocks of ``dataset`` tokenised for ``model``, loaded once per argument set.
 
         test_fraction / holdout: as ``load_blocks`` (holdout "test": the test split as val).
+        data: the study's ``data:`` settings (data.sft.DataSettings as a dict).
         """
-        key = (dataset, model, block_size, split_seed, text_field, test_fraction, holdout)
+        from loraplace.data.sft import DataSettings
+
+        data_key = repr(sorted((data or {}).items()))
+        key = (dataset, model, block_size, split_seed, text_field, test_fraction, holdout, data_key)
         if key not in self._blocks:
             net, tokenizer = self.model(model, device)
             cfg = getattr(net, "config", None)
@@ -99,6 +104,8 @@ class Assets:
                 max_context=ctx,
                 test_fraction=test_fraction,
                 holdout=holdout,  # type: ignore[arg-type]
+                data=DataSettings(**(data or {})),
+                model=model,
             )
         return self._blocks[key]
 
@@ -120,6 +127,7 @@ class Assets:
             text_field=spec.text_field,
             test_fraction=t.test_fraction if dataset is None else 0.0,
             holdout=holdout,
+            data=spec.data,
         )
 
     def retain_blocks(self, spec: RunSpec) -> Blocks | None:
@@ -144,6 +152,7 @@ class Assets:
             resolve_precision(t.precision, device),
             t.eval_batch_size,
             t.max_eval_blocks,
+            repr(sorted(spec.data.items())),
         )
         if key not in self._baselines:
             model, _ = self.model(spec.model, t.device)

@@ -129,13 +129,20 @@ def _data_kw(study: Study, task) -> dict:
         split_seed=t.split_seed,
         text_field=task.text_field,
         test_fraction=t.test_fraction,
+        data=study.data_settings(),
     )
 
 
 def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
     """Content hashes of one task's data, its retain set and its test split (if any)."""
     kw = _data_kw(study, task)
-    out = {"data": assets.blocks(task.dataset, **kw).fingerprint}
+    blocks = assets.blocks(task.dataset, **kw)
+    if study.eval.tasks and blocks.val_examples is None:
+        raise UserError(
+            f"eval.tasks need instruction data (prompt-completion or messages), but "
+            f"{task.dataset} is raw text: give such a dataset or drop eval.tasks"
+        )
+    out = {"data": blocks.fingerprint}
     retain = study.retain_dataset(task.dataset)
     if retain:  # the retain set is read whole: no test split carved out of it
         out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint

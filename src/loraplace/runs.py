@@ -77,7 +77,13 @@ _TRAIN_ADDED: dict[str, Any] = {
     "lora_bias": False,
     "modules_to_save": (),
 }
-_SPEC_ADDED: dict[str, Any] = {"use_dora": False, "init_lora_weights": True, "quantize": None}
+_SPEC_ADDED: dict[str, Any] = {
+    "use_dora": False,
+    "init_lora_weights": True,
+    "quantize": None,
+    "data": {},
+    "eval_tasks": (),
+}
 # Labels, not settings: never part of the run id.
 _DISPLAY_ONLY = ("study", "placement_name", "task", "placement_base", "setting")
 
@@ -109,6 +115,11 @@ class RunSpec:
     setting: dict[str, Any] = field(default_factory=dict)  # e.g. {"lr": 0.001, "rank": 8}
     # The base model's weights quantized on load (bitsandbytes NF4 / int8); None = as saved.
     quantize: Literal["4bit", "8bit"] | None = None
+    # How instruction data is read and masked (data.sft.DataSettings as a dict; empty =
+    # defaults), and the task metrics of eval.tasks
+    # (train.tasks.TaskSettings as dicts).
+    data: dict[str, Any] = field(default_factory=dict)
+    eval_tasks: tuple[dict[str, Any], ...] = ()
 
     @property
     def run_id(self) -> str:
@@ -128,6 +139,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["modules"] = list(d["modules"])
+        d["eval_tasks"] = list(d["eval_tasks"])
         return d
 
     @classmethod
@@ -137,6 +149,7 @@ class RunSpec:
         train["modules_to_save"] = tuple(train.get("modules_to_save", ()))
         d["train"] = TrainSettings(**train)
         d["modules"] = tuple(d.get("modules", ()))
+        d["eval_tasks"] = tuple(d.get("eval_tasks", ()))
         return cls(**d)
 
 

@@ -28,11 +28,17 @@ def report(
         "--pdf",
         help="Also write report.pdf: tex (report.tex with TeX), html (Chromium), or auto.",
     ),
+    metric: str = typer.Option(
+        "loss",
+        "--metric",
+        help="Headline metric: loss, or a task metric (accuracy = mean over eval.tasks, "
+        "or a task's name).",
+    ),
 ) -> int:
     """Write report.md, report.html, tables and figures for a study in the store."""
     from loraplace.report import build_report  # matplotlib loads only when a report is made
 
-    res = build_report(store, out, study=study, reference=reference)
+    res = build_report(store, out, study=study, reference=reference, metric=metric)
     typer.echo(
         f"report for study {res.study!r}: {res.out}/report.html "
         f"({len(res.files)} files, {res.seconds:.1f} s)"

@@ -39,8 +39,12 @@ def cache_key(
     block_size: int,
     split_seed: int,
     val_fraction: float,
+    extra: dict | None = None,
 ) -> str:
-    """sha256 over everything that determines the packed, split blocks."""
+    """sha256 over everything that determines the packed, split blocks.
+
+    extra: what else determines them (instruction data: format, loss mask, template).
+    """
     ident = {
         "version": CACHE_VERSION,
         "content": content_hash,
@@ -49,6 +53,8 @@ def cache_key(
         "split_seed": split_seed,
         "val_fraction": val_fraction,
     }
+    if extra:  # absent for raw text, so its keys are unchanged
+        ident["extra"] = extra
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -72,7 +78,15 @@ def load_cached(key: str, name: str) -> Blocks | None:
         n_docs=meta["n_docs"],
         n_tokens=meta["n_tokens"],
         info=meta["info"],
+        train_labels=_long(tensors.get("train_labels")),
+        val_labels=_long(tensors.get("val_labels")),
+        val_examples=meta.get("val_examples"),
+        train_examples=meta.get("train_examples"),
     )
+
+
+def _long(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.long()
 
 
 def store(blocks: Blocks) -> pathlib.Path:
@@ -82,11 +96,14 @@ def store(blocks: Blocks) -> pathlib.Path:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{blocks.fingerprint[:16]}-", dir=entry.parent))
     try:
         # int32 on disk halves the file (token ids fit any vocabulary); int64 in memory.
-        save_file(
-            {"train": blocks.train.to(torch.int32), "val": blocks.val.to(torch.int32)},
-            tmp / "blocks.safetensors",
-        )
+        tensors = {"train": blocks.train, "val": blocks.val}
+        if blocks.train_labels is not None and blocks.val_labels is not None:
+            tensors.update(train_labels=blocks.train_labels, val_labels=blocks.val_labels)
+        save_file({k: v.to(torch.int32) for k, v in tensors.items()}, tmp / "blocks.safetensors")
         meta = {"n_docs": blocks.n_docs, "n_tokens": blocks.n_tokens, "info": blocks.info}
+        for split in ("train_examples", "val_examples"):
+            if getattr(blocks, split) is not None:
+                meta[split] = getattr(blocks, split)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         try:
             os.rename(tmp, entry)

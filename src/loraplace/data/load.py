@@ -8,10 +8,12 @@ tokenised, packed and split once, then served from the on-disk cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import pathlib
 from typing import Literal
 
-from loraplace.data import cache
+from loraplace.data import cache, formats
 from loraplace.data.blocks import Blocks
 from loraplace.data.packing import (
     eos_id_of,
@@ -20,10 +22,13 @@ from loraplace.data.packing import (
     tokenize_documents,
     tokenizer_hash,
 )
+from loraplace.data.sft import DataSettings, chat_template_of, sft_blocks
 from loraplace.data.sources import (
     FILE_SUFFIXES,
     PYTEXT_DATASETS,
     TextSource,
+    file_source,
+    load_hf,
     looks_like_file,
     looks_like_hf,
     resolve_source,
@@ -79,9 +84,9 @@ def dataset_kind(dataset: str) -> str:
     )
 
 
-def _source_of(dataset: str, text_field: str) -> TextSource:
+def _source_of(dataset: str, text_field: str, hf=None) -> TextSource:
     dataset_kind(dataset)  # raises for an unknown name
-    return resolve_source(dataset, text_field)
+    return resolve_source(dataset, text_field, hf)
 
 
 def load_blocks(
@@ -96,6 +101,8 @@ def load_blocks(
     n_train: int | None = None,
     test_fraction: float = 0.0,
     holdout: Literal["val", "test"] = "val",
+    data: DataSettings | None = None,
+    model: str = "the model",
 ) -> Blocks:
     """Train/val blocks of ``dataset`` tokenised with ``tokenizer``, cached on disk.
 
@@ -109,6 +116,9 @@ def load_blocks(
         independent stream, the size of val.
     holdout: "test" returns the test split in place of ``val`` (with the same train), so
         every consumer of val blocks (evaluation, floor, masks) serves the test split too.
+    data: how instruction data (prompt-completion, messages) is read, masked and split;
+        its val_fraction replaces val_fraction for it. Raw text ignores all but fields.
+    model: the model's name, for error messages.
     """
     _check_args(block_size, val_fraction, max_context, n_train)
     if holdout == "test" and not test_fraction > 0:
@@ -120,7 +130,13 @@ def load_blocks(
         # The synthetic ids are the tiny-markov vocabulary; no tokenizer is involved.
         return markov_blocks(dataset, block_size, data_seed=split_seed, holdout=holdout, **extra)
 
-    source = _source_of(dataset, text_field)
+    data = data or DataSettings()
+    text_field = data.fields.get("text", text_field)
+    supervised, hf = _supervised(dataset, text_field, data)
+    if supervised is not None:
+        blocks = _sft(dataset, supervised, tokenizer, block_size, split_seed, data, model)
+        return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
+    source = _source_of(dataset, text_field, hf)
     if tokenizer is None:
         raise ValueError(f"{dataset!r} is text: load_blocks needs the model's tokenizer")
     key = cache.cache_key(
@@ -190,15 +206,114 @@ def _carve_test(blocks: Blocks, test_fraction: float, holdout: str) -> Blocks:
             "use a smaller block size, more text or test_fraction: 0"
         )
     key = f"{blocks.fingerprint}:test_fraction={test_fraction}:{holdout}"
-    return Blocks(
-        name=blocks.name,
+    labels, examples = blocks.train_labels, blocks.train_examples
+    test = holdout == "test"
+    return dataclasses.replace(
+        blocks,
         train=blocks.train[: n - n_test].clone(),
-        val=blocks.val if holdout == "val" else blocks.train[n - n_test :].clone(),
+        val=blocks.train[n - n_test :].clone() if test else blocks.val,
         fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
-        n_docs=blocks.n_docs,
-        n_tokens=blocks.n_tokens,
         info={**blocks.info, "test_fraction": test_fraction, "n_test": n_test, "holdout": holdout},
+        # Instruction data: labels and task examples follow their rows.
+        train_labels=None if labels is None else labels[: n - n_test].clone(),
+        val_labels=labels[n - n_test :].clone()
+        if test and labels is not None
+        else blocks.val_labels,
+        train_examples=None if examples is None else examples[: n - n_test],
+        val_examples=examples[n - n_test :]
+        if test and examples is not None
+        else blocks.val_examples,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Supervised:
+    """Instruction records of a file or HF dataset, identified by content."""
+
+    examples: list[formats.Example]
+    fmt: str
+    content_hash: str
+    info: dict
+
+
+def _supervised(dataset: str, text_field: str, data: DataSettings):
+    """(the dataset's instruction examples, or None when it is raw text or a built-in;
+    the loaded HF dataset, so that the text path need not load it again)."""
+    hf = None
+    if dataset_kind(dataset) == "file":
+        path = pathlib.Path(dataset).expanduser()
+        if path.suffix.lower() not in formats.TABULAR_SUFFIXES:
+            return None, None
+        source = file_source(path, text_field)  # checks the path; hashes the bytes
+        rows, content_hash, info = formats.read_records(path), source.content_hash, source.info
+    elif dataset_kind(dataset) == "hf":
+        hf = load_hf(dataset)
+        (ds, content_hash), info = hf, {"source": "hf", "hf_id": dataset}
+        # Column names first: a raw-text corpus is not turned into Python rows.
+        if formats.format_of(formats.remap(dict.fromkeys(ds.column_names), data.fields)) in (
+            None,
+            formats.TEXT,
+        ):
+            return None, hf
+        rows = ds.to_list()
+    else:
+        return None, None
+    rows = [formats.remap(r, {"text": text_field, **data.fields}) for r in rows]
+    fmt = formats.detect_format(rows, str(dataset))
+    if fmt in (None, formats.TEXT):
+        return None, hf  # raw text: the text path reads it (and names a missing field)
+    examples = formats.to_examples(rows, fmt, str(dataset))
+    return _Supervised(examples, fmt, content_hash, info), hf
+
+
+def _sft(
+    name: str,
+    sup: _Supervised,
+    tokenizer,
+    block_size: int,
+    split_seed: int,
+    data: DataSettings,
+    model: str,
+) -> Blocks:
+    if tokenizer is None:
+        raise ValueError(f"{name!r} is instruction data: load_blocks needs the model's tokenizer")
+    template = None
+    if sup.fmt == formats.CONVERSATIONAL:
+        template = chat_template_of(tokenizer, data.chat_template, model)
+    extra = {
+        "format": sup.fmt,
+        "fields": data.fields,
+        "loss_on": data.loss_on,
+        "chat_template": hashlib.sha256(template.encode()).hexdigest() if template else None,
+    }
+    key = cache.cache_key(
+        sup.content_hash,
+        tokenizer_hash(tokenizer),
+        block_size,
+        split_seed,
+        data.val_fraction,
+        extra,
+    )
+    blocks = cache.load_cached(key, name)
+    if blocks is None:
+        blocks = sft_blocks(
+            name,
+            sup.examples,
+            sup.fmt,
+            tokenizer,
+            block_size,
+            split_seed=split_seed,
+            settings=dataclasses.replace(data, chat_template=template),
+            fingerprint=key,
+            info={
+                **sup.info,
+                "content_hash": sup.content_hash,
+                "tokenizer_hash": tokenizer_hash(tokenizer),
+            },
+            model=model,
+        )
+        cache.store(blocks)
+    return blocks
 
 
 def _capped_fingerprint(key: str, n_train: int | None) -> str:
@@ -213,13 +328,13 @@ def _cap_train(blocks: Blocks, n_train: int | None) -> Blocks:
         return blocks
     n_available = int(blocks.train.shape[0])
     # Train rows are in seeded random order, so the first n_train are a random subset.
-    return Blocks(
-        name=blocks.name,
+    labels, examples = blocks.train_labels, blocks.train_examples
+    return dataclasses.replace(
+        blocks,
         train=blocks.train[:n_train].clone(),
-        val=blocks.val,
+        train_labels=None if labels is None else labels[:n_train].clone(),
+        train_examples=None if examples is None else examples[:n_train],
         fingerprint=_capped_fingerprint(blocks.fingerprint, n_train),
-        n_docs=blocks.n_docs,
-        n_tokens=blocks.n_tokens,
         info={**blocks.info, "n_train_available": n_available},
     )
 

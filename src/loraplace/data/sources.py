@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from loraplace.errors import UserError
 
-FILE_SUFFIXES = (".txt", ".jsonl", ".parquet", ".csv")
+FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
 # Natural-text built-ins, served by loraplace.builtin.pytext.
 PYTEXT_DATASETS = ("python-stdlib", "python-docs")
 HF_PREFIX = "hf:"
@@ -50,14 +50,17 @@ def looks_like_hf(dataset: str) -> bool:
     return dataset.count("/") == 1 and not dataset.startswith((".", "/", "~"))
 
 
-def resolve_source(dataset: str, text_field: str = "text") -> TextSource:
-    """Resolve a local file, an HF datasets id or a natural-text built-in to a TextSource."""
+def resolve_source(dataset: str, text_field: str = "text", hf=None) -> TextSource:
+    """Resolve a local file, an HF datasets id or a natural-text built-in to a TextSource.
+
+    hf: ``load_hf(dataset)``'s result when the caller has loaded it already.
+    """
     if dataset in PYTEXT_DATASETS:
         return _pytext_source(dataset)
     if looks_like_file(dataset):
         return file_source(pathlib.Path(dataset).expanduser(), text_field)
     if looks_like_hf(dataset):
-        return hf_source(dataset, text_field)
+        return hf_source(dataset, text_field, hf)
     raise UserError(f"not a file, built-in or Hugging Face dataset: {dataset!r}")
 
 
@@ -107,6 +110,8 @@ def _parse_file(path: pathlib.Path, data: bytes, suffix: str, text_field: str) -
         return [text]
     if suffix == ".jsonl":
         return _parse_jsonl(path, text, text_field)
+    if suffix == ".json":
+        return _parse_json(path, text_field)
     return _parse_csv(path, text, text_field)
 
 
@@ -124,21 +129,17 @@ def _decode_utf8(path: pathlib.Path, data: bytes) -> str:
 def _missing_field(path: pathlib.Path, text_field: str, fields) -> UserError:
     names = ", ".join(str(f) for f in fields) or "none"
     return UserError(
-        f"{path} has no text field {text_field!r} (fields: {names}): set text_field to one of them"
+        f"{path} has no text field {text_field!r} (fields: {names}): set text_field to one of "
+        "them, or give instruction data (prompt+completion, instruction+output or messages; "
+        "data.fields renames columns)"
     )
 
 
 def _parse_jsonl(path: pathlib.Path, text: str, text_field: str) -> list[str]:
+    from loraplace.data.formats import jsonl_rows
+
     docs: list[str] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} line {lineno} is not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {lineno} is not a JSON object: each line must be one")
+    for lineno, row in jsonl_rows(path, text):
         if text_field not in row:
             raise _missing_field(path, text_field, row.keys())
         value = row[text_field]
@@ -149,6 +150,15 @@ def _parse_jsonl(path: pathlib.Path, text: str, text_field: str) -> list[str]:
         if value:  # an empty document would only add a lone EOS
             docs.append(value)
     return docs
+
+
+def _parse_json(path: pathlib.Path, text_field: str) -> list[str]:
+    from loraplace.data.formats import read_records
+
+    rows = read_records(path)
+    if rows and text_field not in rows[0]:
+        raise _missing_field(path, text_field, rows[0].keys())
+    return [v for r in rows if isinstance(v := r.get(text_field), str) and v]
 
 
 def _parse_csv(path: pathlib.Path, text: str, text_field: str) -> list[str]:
@@ -219,8 +229,8 @@ def _no_network(dataset: str) -> UserError:
     )
 
 
-def hf_source(dataset: str, text_field: str = "text") -> TextSource:
-    """A dataset from the Hugging Face hub (or its local cache), split "train"."""
+def load_hf(dataset: str):
+    """The "train" split of a Hugging Face dataset, and its content hash."""
     path, config, revision = parse_hf_id(dataset)
     # Without this check, datasets retries for ~25 s before failing when offline.
     if not _offline_env() and not hub_reachable():
@@ -235,12 +245,19 @@ def hf_source(dataset: str, text_field: str = "text") -> TextSource:
         raise UserError(f"no such Hugging Face dataset {path!r}: {exc}".splitlines()[0]) from None
     except ValueError as exc:  # e.g. an unknown config name
         raise UserError(f"cannot load {dataset!r}: {str(exc).splitlines()[0]}") from None
-    if text_field not in ds.column_names:
-        raise _missing_field(dataset, text_field, ds.column_names)
     # The dataset's own fingerprint is a hash of its prepared Arrow data and config.
     content_hash = _sha256_json(
         {"hf": path, "config": config, "revision": revision, "fingerprint": ds._fingerprint}
     )
+    return ds, content_hash
+
+
+def hf_source(dataset: str, text_field: str = "text", hf=None) -> TextSource:
+    """A dataset from the Hugging Face hub (or its local cache), split "train"."""
+    path, config, revision = parse_hf_id(dataset)
+    ds, content_hash = hf if hf is not None else load_hf(dataset)
+    if text_field not in ds.column_names:
+        raise _missing_field(dataset, text_field, ds.column_names)
 
     def read() -> list[str]:
         return [v for v in ds[text_field] if v]

@@ -45,7 +45,7 @@ class LocalExecutor:
         """One run; a failure becomes a ``failed`` result, an interrupt propagates."""
         progress = progress or NullProgress()
         try:
-            model, _ = self.assets.model(spec.model, spec.train.device)
+            model, tokenizer = self.assets.model(spec.model, spec.train.device)
             blocks = self.assets.spec_blocks(spec)
             return train_run(
                 spec,
@@ -57,6 +57,7 @@ class LocalExecutor:
                 on_step=lambda s, n, loss, tps: progress.step(spec, s, n, loss, tps),
                 peak_flops=self.peak_flops,
                 keep_adapter=self.keep_adapters,
+                tokenizer=tokenizer,
             )
         except (UserError, Exception) as exc:  # a bug in one run must not end the study
             detail = str(exc) if isinstance(exc, UserError) else traceback.format_exc()

@@ -47,11 +47,18 @@ def build_report(
     *,
     study: str | None = None,
     reference: str | None = None,
+    metric: str = "loss",
 ) -> ReportOutput:
-    """Read the store, analyse, and write the report directory atomically."""
+    """Read the store, analyse, and write the report directory atomically.
+
+    metric: the headline, "loss" or a task metric ("accuracy", "task:<name>").
+    """
+    from loraplace.analysis.tasks import resolve_metric
+
     t0 = time.perf_counter()
     data = load_study(store, study)
     s = summarize(data, reference)
+    metric = resolve_metric(s, metric)
     if not s.placements:
         counts = ", ".join(f"{r.placement}:{r.status}" for r in data.runs[:6]) or "no runs"
         raise UserError(
@@ -69,7 +76,7 @@ def build_report(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         repro = reproducibility(data, str(store))
-        doc, tables = build_document(s, str(store), repro, tmp / "figures")
+        doc, tables = build_document(s, str(store), repro, tmp / "figures", metric)
         cited = add_references(doc)
         tdir = tmp / "tables"
         tdir.mkdir()

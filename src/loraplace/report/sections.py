@@ -37,6 +37,7 @@ from loraplace.report.render import (
     Para,
     TableBlock,
 )
+from loraplace.report.section_tasks import add_task_section
 from loraplace.report.validation import add_budget_section, add_probe_section
 
 
@@ -174,9 +175,12 @@ def _consistency_text(c: Consistency) -> list[str]:
 
 
 def build_document(
-    s: Summary, store_arg: str, repro: dict, fig_dir: Path
+    s: Summary, store_arg: str, repro: dict, fig_dir: Path, metric: str = "loss"
 ) -> tuple[Document, list[tb.Table]]:
-    """The whole report as a document, and the tables to write as files."""
+    """The whole report as a document, and the tables to write as files.
+
+    metric: the headline metric, "loss" or a stored task metric (its section comes first).
+    """
     study = s.study
     tests = paired_tests(s)
     fr = fronts(s)
@@ -228,6 +232,8 @@ def build_document(
 
     add_methods_section(doc, table, s, len(tests))
 
+    if metric != "loss":  # the chosen task metric is the headline: its section leads
+        add_task_section(doc, table, s, metric)
     doc.add(Heading(2, ["Results"]))
     for p in _results_paragraphs(s, tests):
         doc.add(p)
@@ -246,6 +252,8 @@ def build_document(
         )
         doc.add(table(tb.excluded_table(s)))
 
+    if metric == "loss":
+        add_task_section(doc, table, s, metric)
     add_budget_section(doc, table, s)
 
     doc.add(Heading(2, ["Statistics"]))

@@ -64,6 +64,8 @@ def expand(
             fingerprints=fps,
             task=task.name,
             quantize=study.quantize,
+            data=study.data_settings(),
+            eval_tasks=study.eval_task_settings(),
         )
         specs += _baselines(study, common, "zero-shot")
         labels: set[str] = set()

@@ -48,6 +48,18 @@ TrainConfig = create_model(
 )
 
 
+class TaskConfig(BaseModel):
+    """A task metric on the val examples of instruction data (see train/tasks.py)."""
+
+    model_config = _STRICT
+    name: str  # the metric is stored as task:<name> (accuracy, 0..1)
+    kind: Literal["exact_match", "choice"] = "exact_match"
+    max_new_tokens: int = Field(16, ge=1)  # generation length cap (exact_match)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])  # generation stops at these
+    limit: int | None = Field(None, ge=1)  # score at most this many val examples
+    batch_size: int = Field(64, ge=1)  # prompts per generate call
+
+
 class EvalConfig(BaseModel):
     """How runs are evaluated (the final eval always uses every val block up to max_blocks)."""
 
@@ -55,6 +67,38 @@ class EvalConfig(BaseModel):
     every: int = _train_defaults["eval_every"]  # steps between eval-curve points; 0 = end only
     batch_size: int = _train_defaults["eval_batch_size"]  # sequences per no-grad forward pass
     max_blocks: int | None = _train_defaults["max_eval_blocks"]  # cap on eval blocks; None = all
+    # Task metrics beside loss, e.g. [{name: answer, kind: exact_match}] (instruction data).
+    tasks: list[TaskConfig] = Field(default_factory=list)
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct_tasks(cls, v):
+        names = [t.name for t in v]
+        if len(set(names)) != len(names):
+            raise ValueError("task names must be distinct")
+        return v
+
+
+_DATA_FIELDS = ("text", "prompt", "completion", "instruction", "input", "output", "messages")
+
+
+class DataConfig(BaseModel):
+    """How instruction data is read, masked and split (data/sft.py, docs/instruct.md)."""
+
+    model_config = _STRICT
+    # Our field name -> the dataset's column, e.g. {prompt: question, completion: answer}.
+    fields: dict[str, str] = Field(default_factory=dict)
+    loss_on: Literal["completion", "all"] = "completion"  # tokens the loss scores
+    chat_template: str | None = None  # Jinja chat template (or a .jinja file) for messages
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # examples held out for eval and tasks
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, v):
+        for name in v:
+            if name not in _DATA_FIELDS + ("choices",):
+                raise ValueError(f"unknown field {name!r}: map one of {', '.join(_DATA_FIELDS)}")
+        return v
 
 
 class SinksConfig(BaseModel):
@@ -158,6 +202,7 @@ class Study(BaseModel):
     full_finetune: bool = False  # also fine-tune every weight (a costly baseline)
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[valid-type]
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     out: str | None = None  # output directory; default runs/<name>
     # Trained adapters kept under <out>/adapters/<run id>: none, the best run's (lowest
     # eval loss), or all. Not part of any id: it changes what is kept, not the numbers.
@@ -249,6 +294,8 @@ class Study(BaseModel):
         for key, default in _TRAIN_ADDED.items():
             if cfg["train"].get(key) == default:
                 cfg["train"].pop(key)
+        if not cfg["eval"]["tasks"]:  # eval.tasks came later too
+            del cfg["eval"]["tasks"]
         blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -262,6 +309,14 @@ class Study(BaseModel):
         elif isinstance(kw["lr"], list):
             kw["lr"] = kw["lr"][0]
         return TrainSettings(**kw)
+
+    def data_settings(self) -> dict[str, Any]:
+        """The ``data:`` settings that differ from the defaults (a RunSpec's ``data``)."""
+        return self.data.model_dump(exclude_defaults=True)
+
+    def eval_task_settings(self) -> tuple[dict[str, Any], ...]:
+        """The ``eval.tasks`` metrics as a RunSpec's ``eval_tasks``."""
+        return tuple(t.model_dump() for t in self.eval.tasks)
 
     def retain_dataset(self, dataset: str | None = None) -> str | None:
         """The retain set for ``dataset`` (default: the study's own)."""
@@ -291,6 +346,7 @@ _ADDED: dict[str, Any] = {
     "select": None,
     "analysis": {"margin": None},
     "quantize": None,
+    "data": {"fields": {}, "loss_on": "completion", "chat_template": None, "val_fraction": 0.1},
 }
 _TRAIN_ADDED: dict[str, Any] = {
     "test_fraction": 0.0,

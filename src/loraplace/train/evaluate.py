@@ -23,7 +23,7 @@ class EvalResult:
     """Token-weighted eval loss of one model on one set of blocks."""
 
     loss: float  # mean NLL per scored token, nats
-    tokens: int  # scored tokens (block_size - 1 per block: the first token has no context)
+    tokens: int  # scored tokens (raw text: block_size - 1 per block; else the labelled ones)
     mean_batch_ppl: float  # mean over batches of exp(batch mean loss); for comparison only
     time_s: float  # wall time of the evaluation
 
@@ -49,6 +49,14 @@ def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
 
 
 _KEEP: dict[type, bool] = {}
+
+
+def masked_mean(nll: torch.Tensor, scored: torch.Tensor | None) -> torch.Tensor:
+    """Mean NLL over the scored tokens of a batch (all of them when scored is None)."""
+    if scored is None:
+        return nll.mean()
+    scored = scored.to(nll.device)
+    return (nll * scored).sum() / scored.sum().clamp(min=1)
 
 
 def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -77,18 +85,22 @@ def evaluate(
     precision: str = "fp32",
     max_blocks: int | None = None,
     nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    scored: torch.Tensor | None = None,
 ) -> EvalResult:
     """Token-weighted mean NLL of ``model`` over ``blocks`` (int64 [N, L]).
 
     max_blocks: evaluate only the first max_blocks rows (None = all).
     nll_fn: per-token NLL of (row indices, rows on the device) in place of
         ``token_nll(model, rows)``, e.g. a frozen-prefix cache's (same numbers, less work).
+    scored: bool [N, L-1], which next-token targets count (instruction data: the
+        completion); None = every one. The loss is over scored tokens only.
     """
     import time
 
     device = torch.device(device)
     if max_blocks is not None:
         blocks = blocks[:max_blocks]
+        scored = None if scored is None else scored[:max_blocks]
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
@@ -102,10 +114,12 @@ def evaluate(
                 nll = token_nll(model, x)
             else:
                 nll = nll_fn(torch.arange(i, i + x.shape[0]), x)
+        if scored is not None:
+            nll = nll[scored[i : i + x.shape[0]].to(nll.device)]
         batch_sum = float(nll.double().sum())
         nll_sum += batch_sum
         n_tokens += nll.numel()
-        batch_ppls.append(math.exp(batch_sum / nll.numel()))
+        batch_ppls.append(math.exp(batch_sum / max(1, nll.numel())))
     if was_training:
         model.train()
     if n_tokens == 0:

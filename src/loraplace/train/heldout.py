@@ -33,7 +33,7 @@ def test_metrics(
         assert base is not None, "a zero-shot run's test numbers are the baseline's"
         ev = base
     else:
-        ev = evaluate(net, test.val, **eval_kw, nll_fn=nll_fn)
+        ev = evaluate(net, test.val, **eval_kw, nll_fn=nll_fn, scored=test.scored("val"))
     out = {"test_loss": ev.loss, "test_tokens": float(ev.tokens)}
     if base is not None:
         out["test_zero_shot_loss"] = base.loss

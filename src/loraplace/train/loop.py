@@ -19,7 +19,12 @@ import torch
 from loraplace.data import Blocks
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
-from loraplace.train.evaluate import EvalResult, autocast_context, evaluate, token_nll
+from loraplace.train.evaluate import (
+    EvalResult,
+    autocast_context,
+    evaluate,
+    token_nll,
+)
 from loraplace.train.heldout import test_metrics
 from loraplace.train.inject import attach, checkpointing
 from loraplace.train.kernels import fuse_activations
@@ -79,6 +84,13 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
         pos += batch_size
 
 
+def _eval_val(model: torch.nn.Module, blocks: Blocks | None, kw: dict) -> EvalResult | None:
+    """Eval loss on a Blocks' val rows over their scored tokens (None without blocks)."""
+    if blocks is None:
+        return None
+    return evaluate(model, blocks.val, **kw, scored=blocks.scored("val"))
+
+
 def evaluate_base(
     model: torch.nn.Module,
     blocks: Blocks,
@@ -97,9 +109,9 @@ def evaluate_base(
     )
     restore_kernels = fuse_activations(model)  # the same kernels as the runs use
     try:
-        val = evaluate(model, blocks.val, **kw)
-        ret = evaluate(model, retain.val, **kw) if retain is not None else None
-        tst = evaluate(model, test.val, **kw) if test is not None else None
+        val = _eval_val(model, blocks, kw)
+        ret = _eval_val(model, retain, kw)
+        tst = _eval_val(model, test, kw)
     finally:
         restore_kernels()
     return Baseline(val=val, retain=ret, test=tst)
@@ -118,6 +130,7 @@ def train_run(
     prefix_cache: PrefixCache | bool = True,
     fused_kernels: bool = True,
     keep_adapter: bool = True,
+    tokenizer=None,
 ) -> RunResult:
     """Train and evaluate one run; ``model`` is the base model, returned to its state after.
 
@@ -132,11 +145,14 @@ def train_run(
         rounding apart; see ``train/kernels.py``).
     keep_adapter: return a LoRA run's trained adapter in ``RunResult.adapter`` (the
         files PEFT's save_pretrained writes) for the driver to save.
+    tokenizer: the model's tokenizer, which the spec's task metrics need to read outputs.
     """
     if spec.kind == "zero-shot":  # an evaluation, not a 0-step training run
         from loraplace.train.zero_shot import zero_shot_result
 
-        return zero_shot_result(spec, model, blocks, retain=retain, test=test, baseline=baseline)
+        return zero_shot_result(
+            spec, model, blocks, retain=retain, test=test, baseline=baseline, tokenizer=tokenizer
+        )
     t = spec.train
     device = measure.resolve_device(t.device)
     precision = measure.resolve_precision(t.precision, device)
@@ -191,6 +207,7 @@ def train_run(
             precision=precision,
             max_blocks=t.max_eval_blocks,
         )
+        train_scored, val_scored = blocks.scored("train"), blocks.scored("val")
         curves["eval_loss"].append((0, baseline.val.loss))
 
         if steps:
@@ -206,16 +223,21 @@ def train_run(
                 for group in opt.param_groups:
                     group["lr"] = lr
                 loss_value = 0.0
-                # grad_accum equal micro-batches; every position is a real token, so the
-                # mean of their means is the batch's token-weighted mean.
+                # grad_accum equal micro-batches. Raw text: every position is scored, so the
+                # mean of their means is the batch's token-weighted mean. Instruction data:
+                # each micro-batch's scored sum over the whole batch's scored count.
+                n_scored = None if train_scored is None else train_scored[idx].sum().clamp(min=1)
                 for micro in idx.chunk(t.grad_accum):
                     x = blocks.train[micro].to(device, non_blocking=True)
                     with autocast_context(device, precision):
                         if prefix is not None:
-                            loss = prefix.token_nll("train", blocks.train, micro, x).mean()
+                            nll = prefix.token_nll("train", blocks.train, micro, x)
                         else:
-                            loss = token_nll(net, x).mean()
-                    loss = loss / t.grad_accum
+                            nll = token_nll(net, x)
+                    if n_scored is None:
+                        loss = nll.mean() / t.grad_accum
+                    else:
+                        loss = (nll * train_scored[micro].to(nll.device)).sum() / n_scored
                     loss.backward()
                     loss_value += loss.item()
                 initial_loss = loss_value if initial_loss is None else initial_loss
@@ -233,11 +255,15 @@ def train_run(
                 if on_step is not None:
                     on_step(done, steps, loss_value, done * tokens_per_step / train_time)
                 if t.eval_every and done % t.eval_every == 0 and done < steps:
-                    ev = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll)
+                    ev = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll, scored=val_scored)
                     curves["eval_loss"].append((done, ev.loss))
 
         # Final evaluation: every val token (up to max_eval_blocks), token-weighted.
-        final = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll) if steps else baseline.val
+        final = (
+            evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll, scored=val_scored)
+            if steps
+            else baseline.val
+        )
         if not math.isfinite(final.loss):
             raise Diverged(steps, final.loss)
         if steps:
@@ -245,11 +271,15 @@ def train_run(
         retain_eval = None
         if retain is not None:
             retain_eval = (
-                evaluate(net, retain.val, **eval_kw, nll_fn=retain_nll)
+                evaluate(net, retain.val, **eval_kw, nll_fn=retain_nll, scored=retain.scored("val"))
                 if steps
                 else baseline.retain
             )
 
+        if spec.eval_tasks:  # accuracy beside loss, on the same val (and test) examples
+            from loraplace.train.tasks import spec_task_metrics
+
+            metrics.update(spec_task_metrics(net, tokenizer, spec, blocks, test, device))
         train_tokens = steps * tokens_per_step
         tokens_per_s = train_tokens / train_time if train_time > 0 else 0.0
         metrics.update(

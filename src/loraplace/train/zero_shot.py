@@ -28,10 +28,12 @@ def zero_shot_result(
     retain: Blocks | None = None,
     test: Blocks | None = None,
     baseline: Baseline | None = None,
+    tokenizer=None,
 ) -> RunResult:
     """The base model's eval on the spec's val (retain, test) blocks, as a stored result.
 
     baseline: the evaluation, when the caller has it cached (the executors do).
+    tokenizer: the model's tokenizer, for the spec's task metrics (eval.tasks).
     """
     t = spec.train
     device = measure.resolve_device(t.device)
@@ -57,6 +59,10 @@ def zero_shot_result(
     if floor is not None:
         metrics["floor"] = floor
     metrics.update(test_metrics(None, test, baseline.test, {"max_blocks": t.max_eval_blocks}))
+    if spec.eval_tasks:
+        from loraplace.train.tasks import spec_task_metrics
+
+        metrics.update(spec_task_metrics(model, tokenizer, spec, blocks, test, device))
     if baseline.retain is not None:
         metrics["retain_loss"] = metrics["retain_zero_shot_loss"] = baseline.retain.loss
     manifest = build_manifest(

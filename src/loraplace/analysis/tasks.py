@@ -1,0 +1,102 @@
+"""Task accuracy over seeds: per-placement estimates and paired tests on any stored metric.
+
+Runs store each task's accuracy as ``task:<name>`` and their mean as ``accuracy``
+(train/tasks.py). Here they are aggregated exactly like loss: the mean over seeds with a
+95 % t interval (``aggregate.estimate``), and paired t-tests over shared seeds,
+Holm-corrected (``stats.paired_test``, ``stats.holm``). Higher is better.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from loraplace.analysis.aggregate import Estimate, Summary, estimate
+from loraplace.analysis.stats import ALPHA, PairedTest, holm, paired_test
+from loraplace.errors import UserError, closest
+
+TASK_PREFIX = "task:"
+ACCURACY = "accuracy"
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One placement (or the zero-shot model): each task metric over its done seeds."""
+
+    placement: str
+    values: dict[str, Estimate | None]  # metric name -> estimate over seeds
+    by_seed: dict[str, dict[int, float]]  # metric name -> seed -> value
+
+
+def task_metrics(s: Summary) -> list[str]:
+    """The task metrics the study stored: task:<name> in study order, then accuracy."""
+    names: list[str] = []
+    for r in s.study.runs:
+        for k in r.metrics:
+            if k.startswith(TASK_PREFIX) and k not in names:
+                names.append(k)
+    return names + [ACCURACY] if names else []
+
+
+def resolve_metric(s: Summary, metric: str) -> str:
+    """``loss`` or a stored task metric (``accuracy``, ``task:<name>`` or ``<name>``)."""
+    if metric in ("loss", "eval_loss"):
+        return "loss"
+    names = task_metrics(s)
+    for cand in (metric, TASK_PREFIX + metric):
+        if cand in names:
+            return cand
+    have = ", ".join(["loss", *names])
+    raise UserError(
+        f"no run of study {s.study.name!r} stores metric {metric!r}{closest(metric, names)}: "
+        f"choose one of {have} (task metrics come from eval.tasks)"
+    )
+
+
+def task_rows(s: Summary, names: list[str]) -> list[TaskRow]:
+    """Zero-shot first (when the study has it), then every trained placement."""
+    groups: list[tuple[str, list]] = []
+    zs = [r for r in s.study.runs if r.kind == "zero-shot" and r.done]
+    if zs:
+        groups.append(("zero-shot", zs))
+    groups += [(p.placement, p.runs) for p in s.placements]
+    rows = []
+    for label, runs in groups:
+        by_seed = {n: {r.seed: r.metrics[n] for r in runs if n in r.metrics} for n in names}
+        rows.append(TaskRow(label, {n: estimate(v.values()) for n, v in by_seed.items()}, by_seed))
+    return rows
+
+
+@dataclass(frozen=True)
+class BestTest:
+    """The best placement by a metric against another, paired over shared seeds."""
+
+    best: str
+    other: str
+    test: PairedTest  # diff = best - other (positive: best is higher)
+
+    @property
+    def verdict(self) -> str:
+        t = self.test
+        if t.p_holm is None:
+            return "untestable"
+        return "within noise" if t.p_holm >= ALPHA else f"{self.best} higher"
+
+
+def best_tests(rows: list[TaskRow], metric: str) -> tuple[str | None, list[BestTest]]:
+    """The trained placement with the highest mean, tested against every other row."""
+    trained = [r for r in rows if r.placement != "zero-shot" and r.values.get(metric)]
+    if not trained:
+        return None, []
+    best = max(trained, key=lambda r: r.values[metric].mean)  # type: ignore[union-attr]
+    others = [r for r in rows if r is not best and r.values.get(metric)]
+    tests = [
+        paired_test(best.placement, best.by_seed[metric], r.placement, r.by_seed[metric])
+        for r in others
+    ]
+    adjusted = holm([t.p for t in tests])
+    out = [
+        BestTest(best.placement, r.placement, dataclasses.replace(t, p_holm=p))
+        for r, t, p in zip(others, tests, adjusted, strict=True)
+    ]
+    return best.placement, out

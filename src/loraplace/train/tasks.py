@@ -1,0 +1,165 @@
+"""Task metrics beside loss: exact match on greedy generations, and multiple choice.
+
+A task reads the val examples of instruction data ({prompt_ids, reference, choices}; see
+data/sft.py) and returns an accuracy in [0, 1], stored as the metric ``task:<name>``.
+
+- ``exact_match``: greedy generation (transformers' ``generate``, ``do_sample=False``) from
+  the prompt, cut at EOS, at the first stop string and at ``max_new_tokens``; correct when
+  its normalised text equals the normalised reference. Normalisation: case-folded,
+  whitespace collapsed, surrounding spaces and full stops stripped.
+- ``choice``: log-likelihood multiple choice, as lm-evaluation-harness's ``acc``: the
+  option whose tokens (each option tokenised on its own) have the highest summed
+  log-probability after the prompt wins; correct when it is the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from loraplace.errors import UserError
+
+TASK_PREFIX = "task:"  # metric name of a task's accuracy: task:<name>
+ACCURACY = "accuracy"  # the mean accuracy over a run's tasks: report --metric accuracy
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """One task of ``eval.tasks``."""
+
+    name: str
+    kind: Literal["exact_match", "choice"] = "exact_match"
+    max_new_tokens: int = 16  # generation length cap (exact_match)
+    stop: tuple[str, ...] = ("\n",)  # generation ends at the first of these (exact_match)
+    limit: int | None = None  # score at most this many val examples; None = all
+    batch_size: int = 64  # prompts per generate call (exact_match)
+
+
+def task_settings(tasks) -> list[TaskSettings]:
+    """TaskSettings from a RunSpec's task dicts (lists become tuples)."""
+    return [TaskSettings(**{**t, "stop": tuple(t.get("stop", ("\n",)))}) for t in tasks]
+
+
+def normalize(text: str) -> str:
+    """Case-folded, whitespace collapsed, surrounding spaces and full stops stripped."""
+    return " ".join(text.casefold().split()).strip(" .")
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text up to the first stop string (all of it when none occurs)."""
+    ends = [i for s in stop if s and (i := text.find(s)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def _groups(examples: list[dict], batch_size: int):
+    """Batches of examples whose prompts have one length: no padding, exact positions."""
+    by_len: dict[int, list[dict]] = {}
+    for ex in examples:
+        by_len.setdefault(len(ex["prompt_ids"]), []).append(ex)
+    for _, group in sorted(by_len.items()):
+        for i in range(0, len(group), batch_size):
+            yield group[i : i + batch_size]
+
+
+def _context_of(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+
+@torch.no_grad()
+def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
+    """Share of examples whose greedy generation matches the reference after normalising."""
+    from loraplace.data.packing import eos_id_of
+
+    eos = eos_id_of(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    context = _context_of(model)
+    correct = 0
+    for batch in _groups(examples, task.batch_size):
+        x = torch.tensor([ex["prompt_ids"] for ex in batch], device=device)
+        if x.shape[1] == 0:  # nothing to condition on: start from EOS, as a document start
+            x = torch.full((len(batch), 1), eos, device=device)
+        new = task.max_new_tokens
+        if context is not None:
+            new = min(new, context - x.shape[1])
+        out = model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=max(1, new),
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+        for ex, ids in zip(batch, out[:, x.shape[1] :].tolist(), strict=True):
+            ids = ids[: ids.index(eos)] if eos in ids else ids
+            text = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), task.stop)
+            correct += normalize(text) == normalize(ex["reference"])
+    return correct / len(examples)
+
+
+@torch.no_grad()
+def choice(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
+    """Share of examples whose most likely option (summed log-prob) is the reference."""
+    from loraplace.train.evaluate import token_nll
+
+    correct = 0
+    for ex in examples:
+        options = ex["choices"]
+        if ex["reference"] not in options:
+            raise UserError(
+                f"task {task.name!r}: an example's completion {ex['reference']!r} is not among "
+                f"its choices {options}: the completion must be the right choice"
+            )
+        prompt = ex["prompt_ids"]
+        seqs = [prompt + tokenizer(c, add_special_tokens=False)["input_ids"] for c in options]
+        width = max(map(len, seqs))
+        x = torch.zeros((len(seqs), width), dtype=torch.int64)
+        scored = torch.zeros((len(seqs), width - 1), dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            x[i, : len(s)] = torch.tensor(s)
+            scored[i, max(0, len(prompt) - 1) : len(s) - 1] = True  # the option's tokens
+        nll = token_nll(model, x.to(device)).cpu()
+        logp = -(nll * scored).sum(dim=1)
+        correct += options[int(logp.argmax())] == ex["reference"]
+    return correct / len(examples)
+
+
+KINDS = {"exact_match": exact_match, "choice": choice}
+
+
+def spec_task_metrics(model, tokenizer, spec, blocks, test, device) -> dict[str, float]:
+    """A run's task metrics on its val examples, and as test_* on its test split (if any)."""
+    tasks = task_settings(spec.eval_tasks)
+    out = run_tasks(model, tokenizer, blocks.val_examples, tasks, device)
+    if test is not None:
+        held = run_tasks(model, tokenizer, test.val_examples, tasks, device)
+        out.update({f"test_{k}": v for k, v in held.items()})
+    return out
+
+
+def run_tasks(
+    model, tokenizer, examples: list[dict] | None, tasks: list[TaskSettings], device
+) -> dict[str, float]:
+    """{task:<name>: accuracy, ..., accuracy: their mean} on the val examples."""
+    if not tasks:
+        return {}
+    if not examples:
+        raise UserError("eval.tasks need instruction data (prompt-completion or messages)")
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    try:
+        for task in tasks:
+            chosen = examples[: task.limit] if task.limit else examples
+            if task.kind == "choice" and not all(ex["choices"] for ex in chosen):
+                raise UserError(
+                    f"task {task.name!r} is a choice task: every example needs a choices field"
+                )
+            out[TASK_PREFIX + task.name] = KINDS[task.kind](model, tokenizer, chosen, task, device)
+    finally:
+        if was_training:
+            model.train()
+    out[ACCURACY] = sum(out.values()) / len(out)
+    return out

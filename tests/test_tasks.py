@@ -1,0 +1,148 @@
+"""Task metrics: exact match against a hand-written greedy decoder, choice against
+transformers' own loss, and studies on prompt-completion and messages data end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from run_fixtures import OBJECTS, SUBJECTS, VERBS, tiny_study, write_tiny_model
+
+from loraplace.cli import run_cli
+from loraplace.store import Store
+from loraplace.train.tasks import TaskSettings, choice, cut_at_stop, exact_match, normalize
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("m") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.mark.parametrize(
+    "text, norm",
+    [(" The Moon . ", "the moon"), ("a\n  bone", "a bone"), ("...", ""), ("T0 t1", "t0 t1")],
+)
+def test_normalize(text, norm):
+    assert normalize(text) == norm
+
+
+def test_cut_at_stop_uses_the_first_stop_string():
+    assert cut_at_stop("a b\nc ; d", ("\n", ";")) == "a b"
+    assert cut_at_stop("a b", ("\n",)) == "a b"
+
+
+def _greedy(model, tok, prompt: list[int], n: int) -> str:
+    """Greedy decoding by hand: argmax of the last position, up to n tokens or EOS."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            ids.append(nxt)
+    return tok.decode(ids[len(prompt) :])
+
+
+def test_exact_match_agrees_with_a_hand_written_greedy_decoder(loaded):
+    model, tok = loaded
+    v = tok.get_vocab()
+    prompts = [[v["the"], v["cat"]], [v["a"], v["dog"]], [v["my"], v["bird"], v["sees"]]]
+    task = TaskSettings(name="t", max_new_tokens=3, batch_size=2)
+    refs = [_greedy(model, tok, p, 3) for p in prompts]
+    examples = [
+        {"prompt_ids": p, "reference": r, "choices": []} for p, r in zip(prompts, refs, strict=True)
+    ]
+    assert exact_match(model, tok, examples, task, "cpu") == 1.0
+    examples[1]["reference"] = "not it"
+    assert exact_match(model, tok, examples, task, "cpu") == pytest.approx(2 / 3)
+
+
+def test_choice_picks_the_option_transformers_finds_most_likely(loaded):
+    model, tok = loaded
+    v = tok.get_vocab()
+    prompt = [v["the"], v["cat"], v["sees"]]
+    options = ["the moon", "a bone", "some seed"]
+    logp = []
+    for o in options:
+        ids = prompt + [v[w] for w in o.split()]
+        labels = [-100] * len(prompt) + ids[len(prompt) :]
+        with torch.no_grad():  # the mean NLL over the option's tokens, times their count
+            loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+        logp.append(-float(loss) * (len(ids) - len(prompt)))
+    best = options[max(range(3), key=logp.__getitem__)]
+    task = TaskSettings(name="c", kind="choice")
+    ex = {"prompt_ids": prompt, "reference": best, "choices": options}
+    assert choice(model, tok, [ex], task, "cpu") == 1.0
+    wrong = next(o for o in options if o != best)
+    assert choice(model, tok, [{**ex, "reference": wrong}], task, "cpu") == 0.0
+
+
+# --- studies end to end -------------------------------------------------------------------
+
+TEMPLATE = (
+    "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }} "
+    "{% else %}{{ m.content }} {{ eos_token }} {% endif %}{% endfor %}"
+)
+
+
+def _pairs(n: int = 24):
+    """subject verb -> the object of that subject: a mapping LoRA can learn."""
+    return [(f"{SUBJECTS[i % 6]} {VERBS[i % 5]}", f"{OBJECTS[i % 6]} .") for i in range(n)]
+
+
+def _write(tmp: Path, kind: str) -> Path:
+    if kind == "prompt-completion":
+        rows = [{"prompt": p, "completion": " " + c} for p, c in _pairs()]
+    else:
+        rows = [
+            {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
+            for p, c in _pairs()
+        ]
+    path = tmp / f"{kind}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["prompt-completion", "messages"])
+def test_instruction_study_stores_accuracy_and_reports_it(tmp_path, capsys, kind):
+    config = tiny_study(
+        tmp_path,
+        dataset=str(_write(tmp_path, kind)),
+        placements=["seed-ffn"],
+        seeds=[0],
+        data={"val_fraction": 0.25, "chat_template": TEMPLATE},
+    )
+    config["train"].update(steps=4, block_size=16)
+    config["eval"]["tasks"] = [{"name": "answer", "max_new_tokens": 4}]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli(["run", str(path)]) == 0
+    with Store(tmp_path / "out", create=False, writer=False) as store:
+        runs = store.runs(store.study()["study_id"])
+        metrics = store.metrics()
+    assert [(r["placement"], r["status"]) for r in runs] == [
+        ("zero-shot", "done"),
+        ("seed-ffn", "done"),
+    ]
+    for r in runs:
+        m = metrics[r["run_id"]]
+        assert m["accuracy"] == m["task:answer"] and 0.0 <= m["accuracy"] <= 1.0
+        # 6 val examples; the scored tokens are the answers' 2 words, "." and EOS.
+        assert m["eval_tokens"] == 6 * 4
+    capsys.readouterr()
+    assert run_cli(["report", str(tmp_path / "out"), "--metric", "accuracy"]) == 0
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "Task accuracy" in report and "answer" in report
