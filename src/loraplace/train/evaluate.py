@@ -51,14 +51,6 @@ def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
 _KEEP: dict[type, bool] = {}
 
 
-def masked_mean(nll: torch.Tensor, scored: torch.Tensor | None) -> torch.Tensor:
-    """Mean NLL over the scored tokens of a batch (all of them when scored is None)."""
-    if scored is None:
-        return nll.mean()
-    scored = scored.to(nll.device)
-    return (nll * scored).sum() / scored.sum().clamp(min=1)
-
-
 def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-token NLL (nats, fp32) of the next token at every position but the last: [B, L-1]."""
     if _takes_logits_to_keep(model):
