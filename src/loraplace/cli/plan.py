@@ -154,22 +154,37 @@ def export(
     rank: int | None = typer.Option(None, "--rank", "-r"),
     alpha: float | None = typer.Option(None, "--alpha", "-a"),
     layers: str | None = typer.Option(None, "--layers"),
+    experts: str | None = typer.Option(None, "--experts", help="routed experts: all, 0-7"),
+    tower: str | None = typer.Option(None, "--tower", help="language | vision | projector"),
     dropout: float = typer.Option(0.0, "--dropout"),
 ) -> None:
-    """Write the placement as a PEFT adapter_config.json or Axolotl / LLaMA-Factory YAML."""
+    """Write the placement as a PEFT adapter_config.json or Axolotl / LLaMA-Factory YAML.
+
+    The file is loaded back the way its trainer loads it and compared with the placement
+    first: a file that would adapt anything else is an error, never written.
+    """
+    from loraplace.arch import describe, meta_from_config
+    from loraplace.models import load_config
     from loraplace.placement import resolve
-    from loraplace.placement.export import FORMATS, export_placement, write_export
+    from loraplace.placement.export import FORMATS, write_export
+    from loraplace.placement.verify import verified_export
 
     if fmt not in FORMATS:
         from loraplace.errors import UserError
 
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    rp = resolve(placement, _arch(model), rank=rank, alpha=alpha, layers=layers)
-    files = export_placement(rp, fmt, base_model=model, dropout=dropout)
+    config = load_config(model)
+    arch = describe(meta_from_config(config), config)
+    kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
+    rp = resolve(placement, arch, **kw)
+    files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout)
     for path in write_export(files, out_dir):
         out.print(
             f"wrote {escape(str(path))} ({len(rp.modules)} modules, "
-            f"{rp.trainable_params:,} trainable params)"
+            f"{rp.trainable_params:,} trainable params; loaded back into PEFT as {fmt} "
+            "reads it: same modules, ranks and alphas)"
         )
+    for w in serving:
+        err.print(f"[yellow]serving[/]: {escape(w)}")
     for w in rp.warnings:
         err.print(f"[yellow]warning[/]: {escape(w)}")

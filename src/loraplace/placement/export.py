@@ -48,35 +48,53 @@ def export_placement(
         f"# loraplace placement {rp.name!r}: {len(rp.modules)} modules, "
         f"{rp.trainable_params:,} trainable params\n"
     )
-    names = [m.name for m in rp.modules]
+    names = [m.name for m in rp.modules if m.kind != "param"]
+    params = [m.name for m in rp.modules if m.kind == "param"]
     if fmt == "axolotl":
         r, a = _uniform(rp, fmt)
         doc = {
             "base_model": base_model,
             "adapter": "lora",
             "lora_r": r,
-            "lora_alpha": a,
+            "lora_alpha": _number(a),
             "lora_dropout": dropout,
             "lora_target_modules": names,
             "lora_target_linear": False,
             "peft_use_rslora": rp.use_rslora,
-            **({"peft_use_dora": True} if rp.use_dora else {}),
         }
+        if params:  # axolotl passes these to LoraConfig(target_parameters=...)
+            doc["lora_target_parameters"] = params
         return {"axolotl.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
     if fmt == "llama-factory":
         r, a = _uniform(rp, fmt)
+        if params:
+            raise UserError(
+                f"LLaMA-Factory's lora_target names modules, and placement {rp.name!r} adapts "
+                f"fused expert tensors ({params[0]}) that need PEFT's target_parameters: "
+                "export with --format peft or axolotl"
+            )
+        towers = {m.tower for m in rp.modules}
         doc = {
             "model_name_or_path": base_model,
             "finetuning_type": "lora",
             "lora_rank": r,
-            "lora_alpha": a,
+            "lora_alpha": _number(a),
             "lora_dropout": dropout,
             "lora_target": ",".join(names),
             "use_rslora": rp.use_rslora,
-            **({"use_dora": True} if rp.use_dora else {}),
         }
+        # LLaMA-Factory drops targets in a frozen tower, and both are frozen by default
+        if "vision" in towers:
+            doc["freeze_vision_tower"] = False
+        if "projector" in towers:
+            doc["freeze_multi_modal_projector"] = False
         return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
     raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def _number(x: float) -> int | float:
+    """32.0 -> 32: both trainers type lora_alpha as an int."""
+    return int(x) if float(x).is_integer() else x
 
 
 def write_export(files: dict[str, str], out_dir: Path) -> list[Path]:
