@@ -15,7 +15,7 @@ from loraplace.errors import UserError
 
 # Command modules, imported for their registration side effect. A module that is not
 # written yet is skipped so that the rest of the CLI keeps working.
-_COMMAND_MODULES = ["plan", "data", "run", "report", "recommend", "probe", "audit"]
+_COMMAND_MODULES = ["plan", "data", "run", "report", "recommend", "probe", "audit", "package"]
 
 
 def _register() -> None:
