@@ -286,3 +286,16 @@ def test_plan_cli_on_new_families(family, capsys):
     assert run_cli(argv) == 0
     got = json.loads(capsys.readouterr().out)["placements"]
     assert {p["name"]: p["trainable_params"] for p in got} == PLAN[family]
+
+
+def test_per_role_ranks_reach_fused_experts_through_rank_pattern():
+    spec = {"preset": "all", "rank": 8, "role_rank": {"moe.down": 4, "attn.q": 2}}
+    rp = resolve(spec, _arch("mixtral"))
+    config = lora_config(rp.modules)
+    assert config.target_parameters == [
+        f"model.layers.{i}.mlp.experts.{p}" for i in (0, 1) for p in ("gate_up_proj", "down_proj")
+    ]
+    assert config.rank_pattern[r"model\.layers\.0\.mlp\.experts\.down_proj"] == 4
+    # attn 2 x (2(256+256) + 8(256+128)x2 + 8(256+256)); experts 2 x (8x8x1280 + 4x8x768)
+    assert rp.trainable_params == 2 * (1024 + 6144 + 4096) + 2 * (81_920 + 24_576) == 235_520
+    assert _peft_count("mixtral", rp) == 235_520

@@ -59,10 +59,13 @@ def inspect(
     ):
         t.add_column(col, justify="right" if "/" in col else "left")
     for row in summary["roles"]:
+        # other towers keep their own block index: say which tower a row is in
+        role = row["role"] if row["tower"] == "language" else f"{row['tower']}:{row['role']}"
+        experts = f"{row['experts']} x " if row["experts"] > 1 else ""
         t.add_row(
-            row["role"],
+            role,
             row["path"],
-            f"{row['in_features']} -> {row['out_features']}",
+            f"{experts}{row['in_features']} -> {row['out_features']}",
             row["layers"],
             f"{row['weight_params']:,}",
             f"{row['lora_params_per_rank']:,}",
