@@ -103,3 +103,44 @@ def test_a_failed_write_leaves_no_partial_adapter(tmp_path, saved_all):
         write_adapter(broken, dest, spec, metrics[spec.run_id])
     assert [p.name for p in dest.parent.iterdir()] == [spec.run_id]  # no temp dir left
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
+def test_export_run_id_hands_over_the_trained_weights(saved_all, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from loraplace.cli import run_cli
+
+    out, runs, metrics = saved_all
+    rid = next(r["run_id"] for r in runs if r["kind"] == "lora")
+    dest = tmp_path / "export"
+    assert run_cli(["export", rid[:10], "--from", str(out.parent), "-o", str(dest)]) == 0
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == ["README.md", CONFIG, "adapter_model.safetensors", SIDECAR]
+    assert (dest / "adapter_model.safetensors").read_bytes() == (
+        out / ADAPTERS / rid / "adapter_model.safetensors"
+    ).read_bytes()
+    base = json.loads((dest / CONFIG).read_text())["base_model_name_or_path"]
+    net = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(dest))
+    n_lora = sum(p.numel() for n, p in net.named_parameters() if "lora_" in n)
+    assert n_lora == metrics[rid]["trainable_params"] > 0
+    capsys.readouterr()
+    assert run_cli(["export", "0123456789abcdef", "--from", str(out), "-o", str(dest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no saved adapter for run '0123456789abcdef'" in err
+
+
+def test_recommend_peft_copies_the_best_runs_weights(saved_all, tmp_path):
+    from loraplace.cli import run_cli
+
+    out, runs, metrics = saved_all
+    dest = tmp_path / "rec"
+    assert run_cli(["recommend", str(out), "--budget", "99%", "-f", "peft", "-o", str(dest)]) == 0
+    sidecar = json.loads((dest / SIDECAR).read_text())
+    same = {
+        r["run_id"]: metrics[r["run_id"]]["eval_loss"]
+        for r in runs
+        if r["placement"] == sidecar["placement"] and r["kind"] == "lora"
+    }
+    assert sidecar["run_id"] == min(same, key=same.get)  # that placement's best seed
+    assert (dest / "adapter_model.safetensors").is_file()

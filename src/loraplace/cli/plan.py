@@ -150,8 +150,12 @@ def plan(
 
 @app.command()
 def export(
-    model: str = typer.Argument(..., help="built-in name, local directory or hub id"),
-    placement: str = typer.Argument(..., help="preset, roles (a+b) or module names"),
+    model: str = typer.Argument(
+        ..., help="built-in name, local directory or hub id; or a run id (trained weights)"
+    ),
+    placement: str | None = typer.Argument(
+        None, help="preset, roles (a+b) or module names; none: MODEL is a run id"
+    ),
     fmt: str = typer.Option("peft", "--format", "-f", help="peft | axolotl | llama-factory"),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="directory to write into"),
     rank: int | None = typer.Option(None, "--rank", "-r"),
@@ -160,17 +164,39 @@ def export(
     experts: str | None = typer.Option(None, "--experts", help="routed experts: all, 0-7"),
     tower: str | None = typer.Option(None, "--tower", help="language | vision | projector"),
     dropout: float = typer.Option(0.0, "--dropout"),
+    source: Path = typer.Option(
+        Path("runs"), "--from", help="with a run id: the study output dir (or a dir of them)"
+    ),
 ) -> None:
     """Write the placement as a PEFT adapter_config.json or Axolotl / LLaMA-Factory YAML.
 
     The file is loaded back the way its trainer loads it and compared with the placement
     first: a file that would adapt anything else is an error, never written.
+
+    ``loraplace export RUN_ID`` instead copies a run's trained adapter (safetensors and
+    an adapter_config.json naming a loadable base model), as the study saved it.
     """
     from loraplace.arch import describe, meta_from_config
     from loraplace.models import load_config
     from loraplace.placement import resolve
     from loraplace.placement.export import FORMATS, write_export
     from loraplace.placement.verify import verified_export
+
+    if placement is None:
+        import re
+
+        from loraplace.errors import UserError
+        from loraplace.train.save import copy_saved, find_saved
+
+        if not re.fullmatch(r"[0-9a-f]{4,16}", model):
+            raise UserError(
+                f"Missing argument 'PLACEMENT': give one after the model (loraplace export "
+                f"{model} seed-ffn), or a run id alone to export its trained adapter"
+            )
+
+        for path in copy_saved(find_saved(model, source), out_dir):
+            out.print(f"wrote {escape(str(path))}")
+        return
 
     if fmt not in FORMATS:
         from loraplace.errors import UserError

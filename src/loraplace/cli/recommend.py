@@ -153,7 +153,30 @@ def recommend(
                 )
             out.print(t)
     if fmt is not None:
-        files = export_placement(rp, fmt, base_model=rec.model)
-        for path in write_export(files, out_dir):
+        saved = _saved_weights(store, rec) if fmt == "peft" and store.exists() else None
+        if saved is not None:  # the trained weights of the recommended placement's best run
+            from loraplace.train.save import copy_saved
+
+            paths = copy_saved(saved, out_dir)
+        else:
+            paths = write_export(export_placement(rp, fmt, base_model=rec.model), out_dir)
+        for path in paths:
             (out.print if not as_json else (lambda *_: None))(f"wrote {escape(str(path))}")
     return 0
+
+
+def _saved_weights(store_path: Path, rec) -> Path | None:
+    """The saved adapter of the recommended placement's lowest-loss run, if one was kept."""
+    from loraplace.store import Store
+    from loraplace.train.save import best_saved
+
+    if rec.source != "measured":
+        return None
+    with Store(store_path, create=False, writer=False) as store:
+        runs = [
+            r["run_id"]
+            for r in store.runs()
+            if r["placement"] == rec.label and r["status"] == "done" and r["kind"] == "lora"
+        ]
+        losses = {rid: m["eval_loss"] for rid, m in store.metrics(runs).items() if "eval_loss" in m}
+    return best_saved(store_path.parent, losses)

@@ -101,19 +101,17 @@ def _replace_dir(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def keep_best(root: Path, losses: dict[str, float]) -> str | None:
-    """Delete every saved adapter under root but the lowest-loss one; returns its run id.
+def keep_best(out_dir: Path, losses: dict[str, float]) -> Path | None:
+    """Delete every saved adapter of ``losses``' runs but the lowest-loss one; returns it.
 
     losses: run id -> eval loss of the study's finished LoRA runs. The best is decided
     before anything is deleted, so a crash in between leaves two whole adapters.
     """
-    saved = [rid for rid in losses if (root / rid / CONFIG).is_file()]
-    if not saved:
-        return None
-    best = min(saved, key=lambda rid: (losses[rid], rid))
-    for rid in saved:
-        if rid != best:
-            shutil.rmtree(root / rid, ignore_errors=True)
+    best = best_saved(out_dir, losses)
+    for rid in losses:
+        path = adapter_dir(out_dir, rid)
+        if best is not None and path != best and (path / CONFIG).is_file():
+            shutil.rmtree(path, ignore_errors=True)
     return best
 
 
@@ -127,15 +125,58 @@ def save_result_adapter(
     """
     if mode == "none" or result.adapter is None or result.status != "done":
         return None
-    root = Path(out_dir) / ADAPTERS
+    best = best_saved(out_dir, losses) if mode == "best" else None
+    if best is not None and result.metrics.get("eval_loss", float("inf")) > losses[best.name]:
+        return None  # a better adapter is already saved: nothing to write
+    path = write_adapter(result.adapter, adapter_dir(out_dir, spec.run_id), spec, result.metrics)
     if mode == "best":
-        saved = [loss for rid, loss in losses.items() if (root / rid / CONFIG).is_file()]
-        if result.metrics.get("eval_loss", float("inf")) > min(saved, default=float("inf")):
-            return None  # a better adapter is already saved: nothing to write
-    path = write_adapter(result.adapter, root / spec.run_id, spec, result.metrics)
-    if mode == "best":
-        keep_best(root, losses)
+        keep_best(out_dir, losses)
     return path
+
+
+def find_saved(run_id: str, root: str | Path) -> Path:
+    """The saved adapter of a run (id or unique prefix) under a study dir or a dir of them."""
+    from loraplace.errors import UserError
+
+    root = Path(root)
+    studies = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    found = sorted(
+        {
+            d
+            for s in studies
+            if (s / ADAPTERS).is_dir()
+            for d in (s / ADAPTERS).iterdir()
+            if d.name.startswith(run_id) and (d / CONFIG).is_file()
+        }
+    )
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise UserError(f"run id {run_id!r} matches {len(found)} saved adapters: give more of it")
+    raise UserError(
+        f"no saved adapter for run {run_id!r} under {root}: give the study's output directory "
+        "with --from, or re-run the study with save: all (save: best keeps the best run only)"
+    )
+
+
+def copy_saved(src: Path, out_dir: Path) -> list[Path]:
+    """Copy a saved adapter's files into out_dir (each written whole, then renamed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            tmp = out_dir / f".{f.name}.tmp"
+            shutil.copyfile(f, tmp)
+            tmp.replace(out_dir / f.name)
+            written.append(out_dir / f.name)
+    return written
+
+
+def best_saved(out_dir: Path, losses: dict[str, float]) -> Path | None:
+    """The lowest-loss run among ``losses`` (run id -> eval loss) with a saved adapter."""
+    root = Path(out_dir) / ADAPTERS
+    saved = [rid for rid in losses if (root / rid / CONFIG).is_file()]
+    return root / min(saved, key=lambda rid: (losses[rid], rid)) if saved else None
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
