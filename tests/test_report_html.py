@@ -33,7 +33,7 @@ def test_html_is_self_contained_and_escaped(html_path):
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     srcs = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert html.count("<figure") == 4 and html.count("<table") == 10  # 2 in Methods
+    assert html.count("<figure") == 4 and html.count("<table") == 11  # 2 Methods, 1 seed plan
 
 
 def _chromium(args: list[str], user_dir: Path) -> subprocess.CompletedProcess:

@@ -210,6 +210,13 @@ def run(
             signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - t0
     print_results(console, study.out_dir, outcome.study_id)
+    if study.analysis.margin:
+        from loraplace.analysis import load_study as load_results
+        from loraplace.analysis.fair import compare, seed_warning
+
+        line = seed_warning(compare(load_results(study.out_dir, outcome.study_id)))
+        if line:
+            console.print(f"[yellow]warning[/]: {escape(line)}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(
         f"ran {outcome.ran} of {outcome.total} runs in {wall:.1f} s ({counts}); "

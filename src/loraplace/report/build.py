@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraplace.analysis import load_study, summarize
+from loraplace.analysis.fair import compare
 from loraplace.errors import UserError
 from loraplace.report import tables as tb
 from loraplace.report.bib import add_references, to_bibtex
@@ -57,7 +58,9 @@ def build_report(
 
     t0 = time.perf_counter()
     data = load_study(store, study)
-    s = summarize(data, reference)
+    fair = compare(data, reference)
+    # The headline: the first task's chosen settings (on test when there is a test split).
+    s = fair.tasks[0].summary if fair.tasks else summarize(data, reference)
     metric = resolve_metric(s, metric)
     if not s.placements:
         counts = ", ".join(f"{r.placement}:{r.status}" for r in data.runs[:6]) or "no runs"
@@ -76,7 +79,7 @@ def build_report(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         repro = reproducibility(data, str(store))
-        doc, tables = build_document(s, str(store), repro, tmp / "figures", metric)
+        doc, tables = build_document(s, str(store), repro, tmp / "figures", metric, fair)
         cited = add_references(doc)
         tdir = tmp / "tables"
         tdir.mkdir()

@@ -21,11 +21,13 @@ from loraplace.analysis import (
     paired_tests,
 )
 from loraplace.analysis.aggregate import MIN_SEEDS
+from loraplace.analysis.fair import FairComparison
 from loraplace.analysis.stats import ALPHA, PairedTest, find_test
 from loraplace.report import figures as figs
 from loraplace.report import fmt
 from loraplace.report import section_tables as st
 from loraplace.report import tables as tb
+from loraplace.report.comparisons import add_comparison_sections, guideline_notes
 from loraplace.report.escape import U
 from loraplace.report.methods import add_methods_section
 from loraplace.report.render import (
@@ -175,11 +177,18 @@ def _consistency_text(c: Consistency) -> list[str]:
 
 
 def build_document(
-    s: Summary, store_arg: str, repro: dict, fig_dir: Path, metric: str = "loss"
+    s: Summary,
+    store_arg: str,
+    repro: dict,
+    fig_dir: Path,
+    metric: str = "loss",
+    fair: FairComparison | None = None,
 ) -> tuple[Document, list[tb.Table]]:
     """The whole report as a document, and the tables to write as files.
 
     metric: the headline metric, "loss" or a stored task metric (its section comes first).
+    fair: the study's selection, tasks and verdicts (``analysis.fair.compare``); ``s`` is
+    then its first task's headline summary.
     """
     study = s.study
     tests = paired_tests(s)
@@ -189,19 +198,33 @@ def build_document(
     imp = importance(s)
     cons = consistency(s)
     doc = Document([U(study.name), ": where should the LoRA adapters go?"])
+    every_run = fair.study.runs if fair is not None else study.runs
     counts: dict[str, int] = {}
-    for r in study.runs:
+    for r in every_run:
         counts[r.status] = counts.get(r.status, 0) + 1
     status = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     doc.add(
         Para(
             [
-                f"Built by loraplace from the results store alone ({len(study.runs)} runs: "
+                f"Built by loraplace from the results store alone ({len(every_run)} runs: "
                 f"{status}). Every number below is computed from that store; the "
                 "Reproducibility section names the command that rebuilds it."
             ]
         )
     )
+    if fair is not None and len(fair.tasks) > 1:
+        names = ", ".join(str(t.task) for t in fair.tasks)
+        doc.add(
+            Para(
+                [
+                    f"The study compares the placements on {len(fair.tasks)} tasks (",
+                    U(names),
+                    "). Results and the sections after it describe the first, ",
+                    U(str(fair.tasks[0].task)),
+                    "; the Tasks section sets all of them side by side.",
+                ]
+            )
+        )
     for w in s.warnings:
         doc.add(Para([U(w)], "warning"))
     for m in cons.mismatches:
@@ -254,6 +277,8 @@ def build_document(
 
     if metric == "loss":
         add_task_section(doc, table, s, metric)
+    if fair is not None:
+        add_comparison_sections(doc, table, figure, fair, fig_dir)
     add_budget_section(doc, table, s)
 
     doc.add(Heading(2, ["Statistics"]))
@@ -333,6 +358,9 @@ def build_document(
         doc.add(
             Para(["No placement reports trainable parameters or train time; no budget advice."])
         )
+
+    if fair is not None:
+        doc.add(*guideline_notes(fair))
 
     doc.add(Heading(2, ["Importance hierarchy"]))
     if imp.empty:
