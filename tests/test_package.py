@@ -206,3 +206,19 @@ def test_tolerance_depends_on_the_environment():
     assert 0 < tolerance(gpu, dict(gpu))[0] < OTHER_ENV
     tol, why = tolerance(base, {**base, "precision": "bf16"})
     assert tol == OTHER_ENV and "precision fp32 vs bf16" in why
+
+
+def test_builtin_weights_are_checked_before_retraining(tmp_path, monkeypatch):
+    from run_fixtures import write_tiny_model
+
+    import loraplace.builtin as builtin
+    from loraplace.builtin.shipped import weights_fingerprint
+    from loraplace.package.retrain import _weights_problem
+
+    model_dir = write_tiny_model(tmp_path / "m")
+    monkeypatch.setattr(builtin, "builtin_model_dir", lambda name: model_dir)
+    fp = weights_fingerprint(model_dir)
+    assert _weights_problem("tiny-markov", {"tiny-markov": fp}) == []
+    assert _weights_problem("other", {"tiny-markov": "0" * 64}) == []
+    (problem,) = _weights_problem("tiny-markov", {"tiny-markov": "0" * 64})
+    assert problem == f"built-in tiny-markov weights {fp[:16]} here, {'0' * 16} packaged"

@@ -100,6 +100,23 @@ def fingerprints(study: StudyData) -> dict[str, Any]:
             seen = out.setdefault(kind, {}).setdefault(str(ref), [])
             if fps[kind] not in seen:
                 seen.append(fps[kind])
+    weights = builtin_weights(list(out.get("model", {})))
+    return {**out, "builtin_weights": weights} if weights else out
+
+
+def builtin_weights(models: list[str]) -> dict[str, str]:
+    """sha256 over the tensors of each built-in model's weights, as recorded when made.
+
+    A built-in's model fingerprint hashes its name, version and config only, so the weights
+    (pretrained on first use) are pinned here as well.
+    """
+    from loraplace.builtin import builtin_model_info, is_builtin_model
+
+    out = {}
+    for m in models:
+        info = builtin_model_info(m) if is_builtin_model(m) else None
+        if info and info.get("weights_sha256"):
+            out[m] = str(info["weights_sha256"])
     return out
 
 

@@ -14,6 +14,7 @@ floating-point rounding, which a short run amplifies only a little.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,8 +64,24 @@ def localize(ref: str | None, root: Path) -> str | None:
     return ref  # a built-in name or a hub id
 
 
-def _fingerprint_problems(spec, assets) -> list[str]:
+def _weights_problem(model: str, weights: dict[str, str]) -> list[str]:
+    """The built-in model's weights here against the ones the package pinned."""
+    if model not in weights:
+        return []
+    from loraplace.builtin import builtin_model_dir
+    from loraplace.builtin.shipped import weights_fingerprint
+
+    here = weights_fingerprint(builtin_model_dir(model))
+    if here == weights[model]:
+        return []
+    return [f"built-in {model} weights {here[:16]} here, {weights[model][:16]} packaged"]
+
+
+def _fingerprint_problems(spec, assets, weights: dict[str, str]) -> list[str]:
     want = spec.fingerprints
+    problems = _weights_problem(spec.model, weights)
+    if problems:
+        return problems
     have = {"model": assets.model_fingerprint(spec.model)}
     if "data" in want:
         have["data"] = assets.spec_blocks(spec).fingerprint
@@ -77,7 +94,9 @@ def _fingerprint_problems(spec, assets) -> list[str]:
     ]
 
 
-def retrain_one(rec, spec_dict: dict[str, Any], root: Path, executor) -> Finding:
+def retrain_one(
+    rec, spec_dict: dict[str, Any], root: Path, executor, weights: dict[str, str]
+) -> Finding:
     """Re-train one stored run and compare its eval loss with the stored one."""
     import torch
 
@@ -94,7 +113,7 @@ def retrain_one(rec, spec_dict: dict[str, Any], root: Path, executor) -> Finding
         dataset=localize(spec.dataset, root),
         retain_dataset=localize(spec.retain_dataset, root),
     )
-    problems = _fingerprint_problems(spec, executor.assets)
+    problems = _fingerprint_problems(spec, executor.assets, weights)
     if problems:
         return Finding(False, "retrain", f"{label}: not re-trained: " + "; ".join(problems))
     threads = rec.manifest.get("torch_threads")
@@ -125,5 +144,6 @@ def retrain_runs(
     data = load_study(root / "store", man["study_id"])
     by_id = {r.run_id: r for r in data.runs}
     executor = LocalExecutor()
+    fps = json.loads((root / "fingerprints.json").read_text())
     for rid in chosen:
-        yield retrain_one(by_id[rid], specs[rid], root, executor)
+        yield retrain_one(by_id[rid], specs[rid], root, executor, fps.get("builtin_weights", {}))

@@ -337,6 +337,8 @@ def train_run(
             "run_id": spec.run_id,
             "kind": spec.kind,
             "placement": spec.placement_name,
+            # the architecture family, for the report's Methods (the store holds no config)
+            "model_type": getattr(getattr(model, "config", None), "model_type", None),
             # layers served from the frozen-prefix cache (0 = plain forward passes)
             "prefix_layers_cached": prefix.k if prefix is not None else 0,
             "peak_mem_measure": meter.label(),
