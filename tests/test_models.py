@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from loraplace.builtin import BUILTIN_MODELS, builtin_model_info, cache_dir, is_builtin_model
+from loraplace.builtin import BUILTIN_MODELS, builtin_model_info, is_builtin_model
 from loraplace.builtin.markov import MARKOV_DATASETS, VOCAB, markov_blocks
 from loraplace.builtin.pretrain import eval_loss, unigram_loss
 from loraplace.errors import UserError
@@ -110,11 +110,13 @@ def test_saved_model_loads_through_the_hub_path(tiny_markov, tmp_path, monkeypat
     assert loaded_tok("t1 t2")["input_ids"] == [1, 2]
 
 
-def test_builtin_name_loads_its_cache_dir_with_from_pretrained(tiny_markov_dir, monkeypatch):
+def test_builtin_name_loads_its_shipped_dir_with_from_pretrained(tiny_markov_dir, monkeypatch):
+    from loraplace.builtin.shipped import WEIGHTS_DIR
+
     spy = _Spy(monkeypatch)
     load_model("tiny-markov")
     assert [c[0] for c in spy.calls] == [str(tiny_markov_dir)]
-    assert tiny_markov_dir.parent == cache_dir() / "models"
+    assert tiny_markov_dir.parent == WEIGHTS_DIR  # package data, not the user cache
     assert tiny_markov_dir.name == f"tiny-markov-{BUILTIN_MODELS['tiny-markov'].version}"
 
 
