@@ -51,10 +51,17 @@ def test_shipped_weights_match_their_fingerprint_and_held_out_loss(tiny_markov_d
     reason="pretrains tiny-markov (~2 min on 2 cores): set LORAPLACE_TEST_REGENERATE=1",
 )
 def test_regenerating_reproduces_the_shipped_fingerprint(tmp_path):
+    import torch
+
     from loraplace.builtin.pretrain import bf16_supported, pretrain_tiny_markov
 
     info = _shipped_info()
-    summary = pretrain_tiny_markov(tmp_path / "tiny-markov")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(info["threads"])  # the recorded count: the same reduction order
+    try:
+        summary = pretrain_tiny_markov(tmp_path / "tiny-markov")
+    finally:
+        torch.set_num_threads(threads)
     assert summary["val_loss"] == pytest.approx(info["val_loss"], abs=1e-5)
     assert summary["recipe"] == info["recipe"]
     if bf16_supported() == info["bf16_autocast"]:  # the same kernels: the same bits
