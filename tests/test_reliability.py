@@ -344,3 +344,84 @@ def test_store_schema_version_is_recorded(tmp_path):
     con = sqlite3.connect(tmp_path / "new" / "loraplace.db")
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+
+
+# -- 5. settings without bounds, and study files that are not studies ------------------
+
+BOUNDS = [
+    ("train.steps=-5", "key 'train.steps' must be a positive integer (got -5)"),
+    ("train.steps=0", "key 'train.steps' must be a positive integer (got 0)"),
+    ("train.batch_size=0", "key 'train.batch_size' must be a positive integer"),
+    ("eval.batch_size=0", "key 'eval.batch_size' must be a positive integer"),
+    ("train.epochs=-1", "key 'train.epochs' must be a positive number"),
+    ("threads=-2", "key 'threads' must be a positive integer"),
+    ("threads=0", "key 'threads' must be a positive integer"),
+    ("seeds=[-1]", "key 'seeds' must be an integer from 0 to 4294967295"),
+    ("seeds=[4294967296]", "key 'seeds' must be an integer from 0 to 4294967295"),
+    ("train.lr=-0.1", "key 'train.lr' must be a finite number >= 0"),
+    ("train.lr=.nan", "key 'train.lr' must be a finite number >= 0"),
+    ("rank=0", "key 'rank' must be a positive integer"),
+    ("train.lora_dropout=1.5", "key 'train.lora_dropout' must be in [0, 1)"),
+    ("name=../..", "study name '../..' is not usable as a directory name"),
+    ("name=a/b", "study name 'a/b' is not usable as a directory name"),
+]
+
+
+def test_lr_zero_runs_with_a_warning(tmp_path, capsys):
+    code, out, err = cli(capsys, ["run", str(one_run_study(tmp_path)), "train.lr=0"])
+    assert code == 0, err
+    assert "warning: train.lr is 0: the adapters will not move" in " ".join(out.split())
+
+
+STUDY_FILES = [
+    ("empty.yaml", "", "is empty: give at least model:"),
+    ("comments.yaml", "# only a comment\n", "is empty: give at least model:"),
+    ("dup.yaml", "seeds: [0]\nseeds: [1]\n", "key 'seeds' appears twice"),
+    ("dup-nested.yaml", "train:\n  lr: 0.1\n  lr: 0.2\n", "key 'lr' appears twice"),
+    ("a-dir.yaml", None, "is a directory: give a .yaml study"),
+]
+
+
+@pytest.mark.parametrize("name,text,needle", STUDY_FILES, ids=[f[0] for f in STUDY_FILES])
+def test_a_study_file_that_is_not_a_study_is_one_line(tmp_path, capsys, name, text, needle):
+    path = tmp_path / name
+    if text is None:
+        path.mkdir()
+    else:
+        path.write_text(text)
+    before = snapshot(tmp_path)
+    assert_cli_one_line(cli(capsys, ["run", str(path)]), needle)
+    assert snapshot(tmp_path) == before
+    assert not Path("runs").exists() or "study" not in os.listdir("runs")
+
+
+# -- 7. the environment: devices and output directories --------------------------------
+
+ENVIRONMENT = [
+    ("train.device=tpu", "unknown train.device 'tpu': use one of cpu, cuda, cuda:N, mps or auto"),
+    ("train.device=cuda:x", "unknown train.device 'cuda:x'"),
+    ("out=/proc/loraplace-test", "output directory /proc/loraplace-test cannot be written"),
+    ("out=/proc/self/status/x", "is a file: choose another --out DIR"),
+]
+
+
+@pytest.mark.parametrize(
+    "override,needle", BOUNDS + ENVIRONMENT, ids=[b[0] for b in BOUNDS + ENVIRONMENT]
+)
+def test_a_bad_setting_is_one_line_before_any_write(tmp_path, capsys, override, needle):
+    """Classes 5 (bounds) and 7 (environment): refused before the store or out dir exists."""
+    study = one_run_study(tmp_path)
+    assert_cli_one_line(cli(capsys, ["run", str(study), override]), needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    study = one_run_study(tmp_path)
+    result = cli(capsys, ["run", str(study), "train.device=cuda"])
+    assert_cli_one_line(result, "train.device is 'cuda' but this torch")
+    assert "sees no CUDA GPU: use train.device=cpu" in result[2]
+    assert not (tmp_path / "out").exists()

@@ -9,9 +9,11 @@ crash loses at most the run in flight and re-running the same study finishes the
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loraplace.errors import UserError
@@ -21,6 +23,7 @@ from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
 from loraplace.study import Study, budget_params, expand
+from loraplace.study.bounds import bound_warnings, check_device
 
 if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
     from loraplace.assets import Assets
@@ -114,7 +117,7 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
     return StudyPlan(
         study=study,
         specs=unique,
-        warnings=warnings,
+        warnings=bound_warnings(study) + warnings,
         probe=probe.to_json() if probe is not None else None,
         budget=budget_params(study, model) if study.budget is not None else None,
     )
@@ -282,9 +285,32 @@ def check_output_dir(study: Study) -> None:
     path = study.out_dir
     if path.exists() and not path.is_dir() and path.suffix != ".db":
         raise UserError(f"output directory {path} is a file: choose another with --out DIR")
+    _check_writable(path)
+    check_device(study.train_settings().device)
     store_path = resolve_store_path(path)
     holder = live_holder(store_path)
     if holder is not None:  # fail before the model loads; Store takes the lock itself
         raise busy_error(store_path, holder)
     if store_path.exists():
         check_store_file(store_path)
+
+
+def _check_writable(path: Path) -> None:
+    """The output directory can be made and written (tried in its nearest existing parent).
+
+    The probe file is removed at once: a study that fails here leaves nothing behind.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output directory {path}: {existing} is a file: choose another --out DIR")
+    probe = existing / f".loraplace-write-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"output directory {path} cannot be written ({exc.strerror} in {existing}): "
+            "choose a writable one with --out DIR"
+        ) from None

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from loraplace.errors import UserError, closest
+from loraplace.study.bounds import check_bounds
 from loraplace.study.schema import Study
 
 
@@ -45,17 +46,39 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not a shadow."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_study_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"study file {p} is a directory: give a .yaml study (see examples/)")
     if not p.is_file():
         raise UserError(f"study file {p} does not exist: give a .yaml study (see examples/)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
+        first = " ".join(str(exc).split())
         raise UserError(f"study file {p} is not valid YAML: {first}") from None
+    except OSError as exc:
+        raise UserError(f"study file {p} cannot be read: {exc.strerror}") from None
     if data is None:
-        data = {}
+        raise UserError(
+            f"study file {p} is empty: give at least model:, dataset: and placements: "
+            "(see examples/), or run `loraplace run` with no file for the default study"
+        )
     if not isinstance(data, dict):
         raise UserError(f"study file {p} must be a mapping of keys (name:, model:, ...)")
     return data
@@ -73,6 +96,7 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
         study = Study.model_validate(config)
     except ValidationError as exc:
         raise UserError(f"{source}: {_explain(exc)}") from None
+    check_bounds(study, source)
     if not study.placements and not study.zero_shot and not study.full_finetune:
         raise UserError(f"{source}: the study has no placements and no baselines: add placements")
     if not study.seeds:
