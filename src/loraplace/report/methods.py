@@ -244,8 +244,9 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
         " (format ",
         U(fmt_name),
         "; fingerprint ",
-        U(joined(f.get("data") for f in fps)),
-        "). Documents are tokenised with the model's tokenizer and packed into blocks of "
+        U(joined(f.get("data", "")[:16] or None for f in fps)),
+        ", in full in the settings table). Documents are tokenised with the model's "
+        "tokenizer and packed into blocks of "
         f"{joined(_train(runs, 'block_size'))} tokens; the train/validation split is drawn "
         f"once with split seed {joined(_train(runs, 'split_seed'))} and is the same for "
         f"every run seed. Each run trains on {joined(_metric(runs, 'train_tokens'), fmt.count)} "
