@@ -130,3 +130,17 @@ def test_select_holds_out_a_test_split_unless_told():
     specs = _lora({**BASE, "select": {"by": "eval_loss"}}, fingerprints=FPS)
     assert {s.train.test_fraction for s in specs} == {0.1}
     assert not {s.run_id for s in specs} & set(OLD_IDS.values())
+
+
+def test_dora_on_fused_experts_is_refused_before_any_run():
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(Path(__file__).parent / "configs" / "qwen3_moe")
+    study = validate_study({**BASE, "rank": 4, "placements": ["all"], "use_dora": True})
+    with pytest.raises(UserError, match="PEFT's DoRA does not support"):
+        expand(study, target=config)
+    linear = validate_study({**BASE, "rank": 4, "placements": ["all-linear"], "use_dora": True})
+    specs, _ = expand(linear, target=config)
+    assert {s.use_dora for s in specs if s.kind == "lora"} == {True}

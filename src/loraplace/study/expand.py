@@ -189,6 +189,11 @@ def _placement_runs(study, spec, generated, target, common, labels, warnings) ->
 
 def _check_variant(rp, point: dict) -> None:
     """Variant combinations PEFT cannot build on this model fail here, before any run."""
+    if point["use_dora"] and any(m.kind == "param" for m in rp.modules):
+        raise UserError(
+            f"placement {rp.name!r} adapts fused expert parameters, which PEFT's DoRA does "
+            "not support: set use_dora: false, or linear_only: true on the placement"
+        )
     conv1d = any(m.kind == "conv1d" for m in rp.modules)
     if conv1d and point["use_dora"] and point["init_lora_weights"] == "olora":
         raise UserError(
