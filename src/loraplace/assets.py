@@ -42,10 +42,16 @@ class Assets:
         self._blocks: dict[tuple, Blocks] = {}
         self._baselines: dict[tuple, Baseline] = {}
 
-    def model(self, ref: str, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
-        """(model, tokenizer) of ``ref`` on ``device``; only the latest model stays loaded."""
+    def model(
+        self, ref: str, device: str = "cpu", quantize: str | None = None, precision: str = "fp32"
+    ) -> tuple[torch.nn.Module, Any]:
+        """(model, tokenizer) of ``ref`` on ``device``; only the latest model stays loaded.
+
+        quantize: "4bit" / "8bit" base weights; the 4-bit compute dtype follows precision.
+        """
         dev = str(resolve_device(device))
-        key = (ref, dev)
+        compute = resolve_precision(precision, torch.device(dev)) if quantize == "4bit" else None
+        key = (ref, dev, quantize, compute)
         if self._model_key != key:
             from transformers.utils import logging as hf_logging
 
@@ -54,13 +60,26 @@ class Assets:
             self._model = self._tokenizer = None  # free the previous model first
             hf_logging.disable_progress_bar()  # the study's own progress display is enough
             model, tokenizer = load_model(
-                ref, device=dev, attn_implementation=_preferred_attention(ref)
+                ref,
+                device=dev,
+                attn_implementation=_preferred_attention(ref),
+                quantize=quantize,
+                precision=compute or "fp32",
             )
             for p in model.parameters():
                 p.requires_grad_(False)
             model.eval()
             self._model_key, self._model, self._tokenizer = key, model, tokenizer
         return self._model, self._tokenizer
+
+    def _any_model(self, ref: str, device: str) -> tuple[torch.nn.Module, Any]:
+        """The loaded model of ``ref`` (quantized or not; for its tokenizer and config)."""
+        if self._model_key is not None and self._model_key[:2] == (
+            ref,
+            str(resolve_device(device)),
+        ):
+            return self._model, self._tokenizer
+        return self.model(ref, device)
 
     def model_fingerprint(self, ref: str) -> str:
         if ref not in self._model_fp:
@@ -92,7 +111,7 @@ class Assets:
         data_key = repr(sorted((data or {}).items()))
         key = (dataset, model, block_size, split_seed, text_field, test_fraction, holdout, data_key)
         if key not in self._blocks:
-            net, tokenizer = self.model(model, device)
+            net, tokenizer = self._any_model(model, device)
             cfg = getattr(net, "config", None)
             ctx = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
             self._blocks[key] = load_blocks(
@@ -153,9 +172,10 @@ class Assets:
             t.eval_batch_size,
             t.max_eval_blocks,
             repr(sorted(spec.data.items())),
+            spec.quantize,
         )
         if key not in self._baselines:
-            model, _ = self.model(spec.model, t.device)
+            model, _ = self.model(spec.model, t.device, spec.quantize, t.precision)
             self._baselines[key] = evaluate_base(
                 model, self.spec_blocks(spec), self.retain_blocks(spec), t, self.test_blocks(spec)
             )

@@ -87,7 +87,7 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
     Raises UserError for a missing model or dataset and for a placement matching nothing.
     """
     t = study.train_settings()
-    model, _ = assets.model(study.model, t.device)
+    model, _ = assets.model(study.model, t.device, study.quantize, t.precision)
     fingerprints = {"model": assets.model_fingerprint(study.model)}
     task_fingerprints = {
         task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir, is_builtin_model
 from loraplace.errors import UserError
+from loraplace.quantize import prepare_loaded, quantization_config
 
 if TYPE_CHECKING:
     import torch
@@ -151,22 +152,28 @@ def load_model(
     safetensors_only: bool = True,
     dtype: str = "float32",
     attn_implementation: str | None = None,
+    quantize: str | None = None,
+    precision: str = "fp32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a built-in name, local directory or hub id.
 
+    quantize: "4bit" (NF4, compute in ``precision``) or "8bit" base weights (bitsandbytes).
     safetensors_only: refuse pickle (.bin) weights, which can execute code when loaded.
     dtype: weight dtype ("float32" for training on CPU; "auto" keeps the checkpoint's).
     attn_implementation: e.g. "eager" (fastest for tiny models on CPU); None = default.
     """
     source = str(builtin_model_dir(ref)) if is_builtin_model(ref) else ref
-    return _from_pretrained(
+    model, tokenizer = _from_pretrained(
         source,
         device=device,
         trust_remote_code=trust_remote_code,
         safetensors_only=safetensors_only,
         dtype=dtype,
         attn_implementation=attn_implementation,
+        quantization=quantization_config(quantize, precision) if quantize else None,
     )
+    prepare_loaded(model, quantize, device)
+    return model, tokenizer
 
 
 def _from_pretrained(
@@ -177,6 +184,7 @@ def _from_pretrained(
     safetensors_only: bool,
     dtype: str,
     attn_implementation: str | None,
+    quantization: Any = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The one from_pretrained path: built-in cache dirs, local dirs and hub ids all use it."""
     import torch
@@ -199,6 +207,9 @@ def _from_pretrained(
         model_kwargs["use_safetensors"] = True
     if attn_implementation:
         model_kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None:  # quantized as the weights land on the device
+        model_kwargs["quantization_config"] = quantization
+        model_kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -210,6 +221,8 @@ def _from_pretrained(
     if getattr(model, "loss_type", "") is None:
         # transformers warns once per process for GPT-2 otherwise; the loss is the same.
         model.loss_type = "ForCausalLM"
+    if quantization is not None:
+        return model, tokenizer  # placed by device_map; bitsandbytes models refuse .to()
     return model.to(device), tokenizer
 
 

@@ -45,7 +45,9 @@ class LocalExecutor:
         """One run; a failure becomes a ``failed`` result, an interrupt propagates."""
         progress = progress or NullProgress()
         try:
-            model, tokenizer = self.assets.model(spec.model, spec.train.device)
+            model, tokenizer = self.assets.model(
+                spec.model, spec.train.device, spec.quantize, spec.train.precision
+            )
             blocks = self.assets.spec_blocks(spec)
             return train_run(
                 spec,

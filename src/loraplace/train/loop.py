@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from loraplace.data import Blocks
+from loraplace.quantize import count_params
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
 from loraplace.train.evaluate import (
@@ -159,7 +160,7 @@ def train_run(
     model.to(device)
     if baseline is None:
         baseline = evaluate_base(model, blocks, retain, t, test)
-    base_params = sum(p.numel() for p in model.parameters())  # de-duplicates tied weights
+    base_params = count_params(model)  # tied weights once; 4-bit weights at their real size
     meter = MemoryMeter(device)  # this run's own memory, not the process's
     meter.start()
 
@@ -197,7 +198,7 @@ def train_run(
                 retain_nll = functools.partial(prefix.token_nll, "retain", retain.val)
         trainable = [p for p in net.parameters() if p.requires_grad]
         n_trainable = sum(p.numel() for p in trainable)
-        n_all = sum(p.numel() for p in net.parameters())
+        n_all = count_params(net)
         steps = total_steps(t, blocks.train.shape[0])
         tokens_per_step = t.batch_size * t.block_size
         train_time = 0.0

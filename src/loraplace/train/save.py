@@ -198,7 +198,7 @@ def load_adapter(path: str | Path, *, device: str = "cpu", trainable: bool = Fal
         raise UserError(f"{path} holds no saved adapter ({CONFIG} missing)")
     meta = read_sidecar(path) if (path / SIDECAR).is_file() else {}
     base = json.loads((path / CONFIG).read_text())["base_model_name_or_path"]
-    model, _ = load_model(base, device=device)
+    model, _ = load_model(base, device=device, quantize=meta.get("quantize"))
     want = meta.get("model_fingerprint")
     if want and meta.get("model") and model_fingerprint(meta["model"]) != want:
         raise UserError(
