@@ -4,7 +4,10 @@ A built-in model is pretrained by loraplace itself and written with ``save_pretr
 ``tiny-markov``'s weights ship inside the package (``builtin/shipped.py``), a model
 without shipped weights is pretrained at first use into the user cache. Either way it
 is loaded with ``from_pretrained`` like any other model. Other modules register their own
-models with ``register_builtin_model`` (``loraplace.builtin.pytext`` does so for ``tiny-python``).
+models with ``register_builtin_model`` (``loraplace.builtin.pytext`` does so for ``tiny-python``),
+and their datasets with ``loraplace.data.register_dataset``. Importing ``loraplace`` imports
+this package, so every built-in is registered before anything looks one up; nothing here
+may import torch or transformers at import time.
 """
 
 from __future__ import annotations
@@ -20,9 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.builtin.shipped import shipped_dir
+from loraplace.data.cache import CACHE_ENV, cache_dir
 from loraplace.errors import UserError, closest
 
-CACHE_ENV = "LORAPLACE_CACHE"
+__all__ = [
+    "BUILTIN_MODELS",
+    "CACHE_ENV",
+    "BuiltinModel",
+    "builtin_model_dir",
+    "builtin_model_info",
+    "cache_dir",
+    "is_builtin_model",
+    "register_builtin_model",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class BuiltinModel:
     pretrain: Callable[..., dict]
     datasets: tuple[str, ...] = ()  # the built-in datasets that go with it; the first is default
     info_file: str = "loraplace_builtin.json"
+    # Its tokenizer without pretraining the model (cheap), for inspecting data.
+    tokenizer: Callable[[], Any] | None = None
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {}
@@ -55,12 +70,6 @@ def register_builtin_model(model: BuiltinModel) -> None:
 def is_builtin_model(ref: str) -> bool:
     """Whether ref names a built-in model (rather than a local directory or hub id)."""
     return ref in BUILTIN_MODELS
-
-
-def cache_dir() -> Path:
-    """The loraplace cache: $LORAPLACE_CACHE, else ~/.cache/loraplace."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "loraplace"
 
 
 def _get(name: str) -> BuiltinModel:
@@ -166,6 +175,12 @@ def _tiny_markov_pretrain(out: Path, progress=None) -> dict:
     return pretrain_tiny_markov(out, progress=progress)
 
 
+def _tiny_markov_tokenizer():
+    from loraplace.builtin.pretrain import tiny_markov_tokenizer
+
+    return tiny_markov_tokenizer()
+
+
 def _tiny_markov_version() -> str:
     from loraplace.builtin.markov import GENERATOR_VERSION
 
@@ -180,12 +195,10 @@ register_builtin_model(
         config=_tiny_markov_config,
         pretrain=_tiny_markov_pretrain,
         datasets=("markov-mix", "markov-lexical", "markov-transition", "markov-copy"),
+        tokenizer=_tiny_markov_tokenizer,
     )
 )
 
-# The natural-text pair registers itself; a checkout without it still has tiny-markov.
-try:
-    import loraplace.builtin.pytext  # noqa: F401
-except ModuleNotFoundError as _exc:
-    if _exc.name != "loraplace.builtin.pytext":
-        raise
+# Each registers its own datasets (and pytext its model) on import.
+import loraplace.builtin.markov  # noqa: E402, F401
+import loraplace.builtin.pytext  # noqa: E402, F401

@@ -22,12 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from loraplace.data.blocks import Blocks
+from loraplace.data.registry import RegisteredDataset, register_dataset
 from loraplace.errors import UserError, closest
+
+if TYPE_CHECKING:  # torch loads when blocks are made, not when the datasets register
+    from loraplace.data.blocks import Blocks
 
 # Bump when the generated tokens or the tiny-markov pretraining recipe change: it is part of
 # the data fingerprint and of the built-in model's cache directory name (tests pin a hash of
@@ -305,6 +308,10 @@ def markov_blocks(
         raise UserError(f"block size {block_size} is too small: use at least 2 tokens")
     if n_train < 1 or n_val < 1:
         raise UserError(f"need at least one train and one val block (got {n_train}, {n_val})")
+    import torch
+
+    from loraplace.data.blocks import Blocks
+
     params = DEFAULT_PARAMS
     train, _ = generate(name, n_train, block_size, "train", data_seed, params)
     val, val_nll = generate(name, n_val, block_size, holdout, data_seed, params)
@@ -340,3 +347,14 @@ def retain_dataset_for(name: str) -> str | None:
     if name in MARKOV_DATASETS and name != "markov-source":
         return "markov-source"
     return None
+
+
+for _name in MARKOV_DATASETS:
+    register_dataset(
+        RegisteredDataset(
+            name=_name,
+            model="tiny-markov",
+            blocks=markov_blocks,
+            retain=retain_dataset_for(_name),
+        )
+    )

@@ -27,6 +27,9 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
+from loraplace.data.cache import cache_dir
+from loraplace.data.registry import RegisteredDataset, register_dataset
+from loraplace.data.sources import TextSource
 from loraplace.errors import UserError
 
 VERSION = "v1"  # bump when the tokenizer, model or pretraining recipe changes
@@ -205,18 +208,12 @@ def tiny_python_version() -> str:
     return f"{VERSION}-py{platform.python_version()}"
 
 
-def _cache_root() -> pathlib.Path:
-    from loraplace.builtin import cache_dir
-
-    return cache_dir()
-
-
 def tiny_python_tokenizer():
     """The tiny-python tokenizer, trained on python-stdlib once and cached (a few seconds)."""
     from transformers import AutoTokenizer
 
     tag = f"{tiny_python_version()}-{content_hash('python-stdlib')[:12]}"
-    target = _cache_root() / "tokenizers" / f"tiny-python-{tag}"
+    target = cache_dir() / "tokenizers" / f"tiny-python-{tag}"
     if not (target / "tokenizer.json").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tiny-python-tokenizer-", dir=target.parent))
@@ -329,6 +326,19 @@ def build_tiny_python(out_dir: pathlib.Path) -> None:
     pretrain_tiny_python(pathlib.Path(out_dir))
 
 
+def text_source(name: str) -> TextSource:
+    """python-stdlib or python-docs as a source of documents (for ``load_blocks``)."""
+    docs = documents(name)
+    info = {"source": "builtin", **dataset_info(name)}
+    return TextSource(
+        name=name,
+        kind="builtin",
+        content_hash=info["content_sha256"],
+        read=lambda: docs,
+        info=info,
+    )
+
+
 def _register() -> None:
     from loraplace.builtin import BuiltinModel, register_builtin_model
 
@@ -340,8 +350,14 @@ def _register() -> None:
             config=_tiny_python_config,
             pretrain=pretrain_tiny_python,
             datasets=("python-docs", "python-stdlib"),
+            tokenizer=tiny_python_tokenizer,
         )
     )
+    # The stdlib is what tiny-python knows: the retain set when adapting to the docs.
+    for name, retain in (("python-stdlib", None), ("python-docs", "python-stdlib")):
+        register_dataset(
+            RegisteredDataset(name=name, model="tiny-python", source=text_source, retain=retain)
+        )
 
 
 _register()

@@ -18,28 +18,25 @@ app.add_typer(data_app, name="data")
 out = Console(highlight=False)
 
 
+# Natural text with no model named is packed with this built-in's tokenizer.
+DEFAULT_TEXT_MODEL = "tiny-python"
+
+
 def _tokenizer_and_context(dataset: str, model: str | None, trust_remote_code: bool):
     """The tokenizer and context length to pack with: the model's, or a sensible default."""
-    from loraplace.data import dataset_kind, is_synthetic
-
-    dataset_kind(dataset)  # an unknown name fails here, before any tokenizer is built
-    if model is None and is_synthetic(dataset):
-        from loraplace.builtin.pretrain import tiny_markov_config
-
-        # Synthetic ids are tiny-markov's vocabulary: no tokenizer, its context.
-        return None, tiny_markov_config().n_positions
-    if model is None or model == "tiny-python":
-        # Natural text defaults to tiny-python; its tokenizer alone is cheap, no pretraining.
-        from loraplace.builtin import pytext
-
-        return pytext.tiny_python_tokenizer(), pytext.N_POSITIONS
+    from loraplace.data import dataset_kind, registered_dataset
     from loraplace.models import load_config
 
+    dataset_kind(dataset)  # an unknown name fails here, before any tokenizer is built
+    registered = registered_dataset(dataset)
+    model = model or (registered.model if registered else DEFAULT_TEXT_MODEL)
     config = load_config(model, trust_remote_code=trust_remote_code)  # also checks the ref
     context = getattr(config, "n_positions", None) or getattr(
         config, "max_position_embeddings", None
     )
-    tokenizer = None if is_synthetic(dataset) else _model_tokenizer(model, trust_remote_code)
+    # Pre-tokenised data is ids of its model's vocabulary already: no tokenizer.
+    pretokenized = registered is not None and registered.pretokenized
+    tokenizer = None if pretokenized else _model_tokenizer(model, trust_remote_code)
     return tokenizer, context
 
 
@@ -47,15 +44,12 @@ def _model_tokenizer(model: str, trust_remote_code: bool):
     """A model's tokenizer without loading its weights (or pretraining a built-in)."""
     from transformers import AutoTokenizer
 
-    from loraplace.builtin import is_builtin_model
+    from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir
 
-    if model == "tiny-markov":
-        from loraplace.builtin.pretrain import tiny_markov_tokenizer
-
-        return tiny_markov_tokenizer()  # the very tokenizer its pretraining saves
-    if is_builtin_model(model):
-        from loraplace.builtin import builtin_model_dir
-
+    builtin = BUILTIN_MODELS.get(model)
+    if builtin is not None and builtin.tokenizer is not None:
+        return builtin.tokenizer()  # the very tokenizer its pretraining saves
+    if builtin is not None:
         model = str(builtin_model_dir(model))
     return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
 
@@ -95,7 +89,7 @@ def info(
         "fingerprint": blocks.fingerprint,
     }
     if tokenizer is not None:
-        summary["tokenizer_of"] = model or "tiny-python"
+        summary["tokenizer_of"] = model or DEFAULT_TEXT_MODEL
     for key in ("python_version", "content_sha256", "generator"):
         if key in blocks.info:
             summary[key] = blocks.info[key]

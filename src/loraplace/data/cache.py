@@ -13,24 +13,22 @@ import os
 import pathlib
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch loads with the first cache read or write, not with this module
+    import torch
 
-from loraplace.data.blocks import Blocks
+    from loraplace.data.blocks import Blocks
 
 CACHE_VERSION = 2  # bump when packing or splitting changes what a key produces
+CACHE_ENV = "LORAPLACE_CACHE"
 
 
-def cache_root() -> pathlib.Path:
-    """The user cache directory: loraplace.builtin.cache_dir() (env-overridable)."""
-    try:
-        from loraplace.builtin import cache_dir
-
-        return pathlib.Path(cache_dir())
-    except ImportError:
-        env = os.environ.get("LORAPLACE_CACHE")
-        return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "loraplace"
+def cache_dir() -> pathlib.Path:
+    """The loraplace cache (data blocks, built-in models): $LORAPLACE_CACHE, else
+    ~/.cache/loraplace."""
+    env = os.environ.get(CACHE_ENV)
+    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "loraplace"
 
 
 def cache_key(
@@ -59,11 +57,15 @@ def cache_key(
 
 
 def _entry(key: str) -> pathlib.Path:
-    return cache_root() / "data" / key
+    return cache_dir() / "data" / key
 
 
 def load_cached(key: str, name: str) -> Blocks | None:
     """The cached Blocks for key (renamed to ``name``), or None on a miss."""
+    from safetensors.torch import load_file
+
+    from loraplace.data.blocks import Blocks
+
     entry = _entry(key)
     try:
         tensors = load_file(entry / "blocks.safetensors")
@@ -91,6 +93,9 @@ def _long(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def store(blocks: Blocks) -> pathlib.Path:
     """Write blocks under their fingerprint (the cache key); return the entry directory."""
+    import torch
+    from safetensors.torch import save_file
+
     entry = _entry(blocks.fingerprint)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{blocks.fingerprint[:16]}-", dir=entry.parent))

@@ -1,7 +1,7 @@
 """The one entry point from a dataset reference to train/val token blocks.
 
-A reference is a built-in name (``markov-*`` synthetic, ``python-stdlib``/``python-docs``
-natural text), a local ``.txt``/``.jsonl``/``.parquet``/``.csv`` file, or a Hugging Face
+A reference is a registered name (``data.registry``: the built-ins register there), a
+local ``.txt``/``.jsonl``/``.parquet``/``.csv`` file, or a Hugging Face
 datasets id (``owner/name[:config][@revision]``, or ``hf:name``). Natural text is
 tokenised, packed and split once, then served from the on-disk cache.
 """
@@ -22,10 +22,10 @@ from loraplace.data.packing import (
     tokenize_documents,
     tokenizer_hash,
 )
+from loraplace.data.registry import builtin_datasets, registered_dataset
 from loraplace.data.sft import DataSettings, chat_template_of, sft_blocks
 from loraplace.data.sources import (
     FILE_SUFFIXES,
-    PYTEXT_DATASETS,
     TextSource,
     file_source,
     load_hf,
@@ -34,22 +34,6 @@ from loraplace.data.sources import (
     resolve_source,
 )
 from loraplace.errors import UserError, closest
-
-MARKOV_PREFIX = "markov-"
-
-
-def builtin_datasets() -> list[str]:
-    """Names of every built-in dataset (synthetic first)."""
-    try:
-        from loraplace.builtin.markov import MARKOV_DATASETS
-    except ImportError:  # the synthetic benchmark is optional to this module
-        MARKOV_DATASETS = ()
-    return [*MARKOV_DATASETS, *PYTEXT_DATASETS]
-
-
-def is_synthetic(dataset: str) -> bool:
-    """True for the synthetic Markov built-ins (their blocks carry a known floor)."""
-    return dataset.startswith(MARKOV_PREFIX) and not looks_like_file(dataset)
 
 
 def _check_args(block_size: int, val_fraction: float, max_context: int | None, n_train) -> None:
@@ -67,10 +51,8 @@ def _check_args(block_size: int, val_fraction: float, max_context: int | None, n
 
 
 def dataset_kind(dataset: str) -> str:
-    """ "synthetic", "builtin", "file" or "hf"; an unknown built-in name is a UserError."""
-    if is_synthetic(dataset):
-        return "synthetic"
-    if dataset in PYTEXT_DATASETS:
+    """ "builtin" (registered), "file" or "hf"; an unknown name is a UserError."""
+    if registered_dataset(dataset) is not None:
         return "builtin"
     if looks_like_file(dataset):
         return "file"
@@ -85,6 +67,9 @@ def dataset_kind(dataset: str) -> str:
 
 
 def _source_of(dataset: str, text_field: str, hf=None) -> TextSource:
+    registered = registered_dataset(dataset)
+    if registered is not None and registered.source is not None:
+        return registered.source(dataset)
     dataset_kind(dataset)  # raises for an unknown name
     return resolve_source(dataset, text_field, hf)
 
@@ -106,7 +91,7 @@ def load_blocks(
 ) -> Blocks:
     """Train/val blocks of ``dataset`` tokenised with ``tokenizer``, cached on disk.
 
-    split_seed: seeds the train/val split (synthetic data: the generator's data seed).
+    split_seed: seeds the train/val split (pre-tokenised data: the generator's data seed).
     text_field: the field/column holding the text in .jsonl/.parquet/.csv and HF datasets.
     val_fraction: share of blocks held out for validation (natural text; at least one).
     max_context: the model's context length; a larger block_size is an error.
@@ -123,12 +108,13 @@ def load_blocks(
     _check_args(block_size, val_fraction, max_context, n_train)
     if holdout == "test" and not test_fraction > 0:
         raise ValueError("holdout='test' needs a test_fraction above 0")
-    if is_synthetic(dataset):
-        from loraplace.builtin.markov import markov_blocks
-
+    registered = registered_dataset(dataset)
+    if registered is not None and registered.blocks is not None:
         extra = {} if n_train is None else {"n_train": n_train}
-        # The synthetic ids are the tiny-markov vocabulary; no tokenizer is involved.
-        return markov_blocks(dataset, block_size, data_seed=split_seed, holdout=holdout, **extra)
+        # Its ids are its model's vocabulary already; no tokenizer is involved.
+        return registered.blocks(
+            dataset, block_size, data_seed=split_seed, holdout=holdout, **extra
+        )
 
     data = data or DataSettings()
     text_field = data.fields.get("text", text_field)
@@ -351,9 +337,10 @@ def dataset_fingerprint(
 ) -> str:
     """The fingerprint ``load_blocks`` gives, without tokenising (natural text).
 
-    Synthetic data is generated (cheap) to read its fingerprint.
+    Pre-tokenised data is generated (cheap) to read its fingerprint.
     """
-    if is_synthetic(dataset):
+    registered = registered_dataset(dataset)
+    if registered is not None and registered.pretokenized:
         blocks = load_blocks(dataset, None, block_size, split_seed=split_seed, n_train=n_train)
         return blocks.fingerprint
     source = _source_of(dataset, text_field)
@@ -365,10 +352,5 @@ def dataset_fingerprint(
 
 def retain_dataset_for(dataset: str) -> str | None:
     """The base-model distribution to measure forgetting on after adapting to ``dataset``."""
-    if is_synthetic(dataset):
-        from loraplace.builtin.markov import retain_dataset_for as markov_retain
-
-        return markov_retain(dataset)
-    if dataset == "python-docs":
-        return "python-stdlib"
-    return None
+    registered = registered_dataset(dataset)
+    return None if registered is None else registered.retain

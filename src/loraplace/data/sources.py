@@ -1,4 +1,4 @@
-"""Text sources: local files, Hugging Face datasets and the natural-text built-ins.
+"""Text sources: local files and Hugging Face datasets (registered datasets bring their own).
 
 A source is resolved in two steps so that a cache hit costs no parsing: ``resolve_source``
 returns the source's identity (a content hash) and a ``read`` function; only a cache miss
@@ -21,8 +21,6 @@ from urllib.parse import urlparse
 from loraplace.errors import UserError
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
-# Natural-text built-ins, served by loraplace.builtin.pytext.
-PYTEXT_DATASETS = ("python-stdlib", "python-docs")
 HF_PREFIX = "hf:"
 
 
@@ -31,7 +29,7 @@ class TextSource:
     """A resolved text source: who it is (for the cache key) and how to read it."""
 
     name: str  # as the user gave it
-    kind: str  # "file" | "hf" | "builtin"
+    kind: str  # "file" | "hf" | "builtin" (a registered dataset)
     content_hash: str  # sha256 of the content (files, built-ins) or the dataset's fingerprint
     read: Callable[[], list[str]] = field(repr=False, compare=False)  # the documents
     info: dict = field(default_factory=dict, compare=False)  # recorded in Blocks.info
@@ -51,17 +49,15 @@ def looks_like_hf(dataset: str) -> bool:
 
 
 def resolve_source(dataset: str, text_field: str = "text", hf=None) -> TextSource:
-    """Resolve a local file, an HF datasets id or a natural-text built-in to a TextSource.
+    """Resolve a local file or an HF datasets id to a TextSource.
 
     hf: ``load_hf(dataset)``'s result when the caller has loaded it already.
     """
-    if dataset in PYTEXT_DATASETS:
-        return _pytext_source(dataset)
     if looks_like_file(dataset):
         return file_source(pathlib.Path(dataset).expanduser(), text_field)
     if looks_like_hf(dataset):
         return hf_source(dataset, text_field, hf)
-    raise UserError(f"not a file, built-in or Hugging Face dataset: {dataset!r}")
+    raise UserError(f"not a file or Hugging Face dataset: {dataset!r}")
 
 
 # --- local files ------------------------------------------------------------------------
@@ -222,7 +218,9 @@ def _offline_env() -> bool:
 
 
 def _no_network(dataset: str) -> UserError:
-    builtins = ", ".join(_builtin_names())
+    from loraplace.data.registry import builtin_datasets
+
+    builtins = ", ".join(builtin_datasets())
     return UserError(
         f"no network: give a local file or a built-in dataset ({builtins}); "
         f"{dataset!r} is not in the local Hugging Face cache"
@@ -269,34 +267,6 @@ def hf_source(dataset: str, text_field: str = "text", hf=None) -> TextSource:
         read=read,
         info={"source": "hf", "hf_id": path, "config": config, "revision": revision},
     )
-
-
-# --- natural-text built-ins -----------------------------------------------------------------
-
-
-def _pytext_source(name: str) -> TextSource:
-    from loraplace.builtin import pytext
-
-    documents = pytext.documents(name)
-    info = {"source": "builtin", **pytext.dataset_info(name)}
-    return TextSource(
-        name=name,
-        kind="builtin",
-        content_hash=info["content_sha256"],
-        read=lambda: documents,
-        info=info,
-    )
-
-
-def _builtin_names() -> list[str]:
-    names = list(PYTEXT_DATASETS)
-    try:
-        from loraplace.builtin.markov import MARKOV_DATASETS
-
-        names = list(MARKOV_DATASETS) + names
-    except ImportError:
-        pass
-    return names
 
 
 def _sha256_json(obj) -> str:
