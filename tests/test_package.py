@@ -88,7 +88,7 @@ def test_archive_holds_the_study_and_nothing_private(packaged):
 
 def test_package_is_byte_reproducible(packaged, tmp_path):
     tmp, archive = packaged
-    again = tmp_path / "again.tar.gz"
+    again = tmp_path / archive.name  # same name: REPRODUCE.md names the archive
     assert run_cli(["package", str(tmp / "out"), "--out", str(again)]) == 0
     assert again.read_bytes() == archive.read_bytes()
 

@@ -64,7 +64,7 @@ def build_packaged_report(root: Path, study: str, out: str = REPORT_DIR) -> Path
     return root / out
 
 
-def _stage(store: str | Path, study: str | None, stage: Path) -> tuple[str, int]:
+def _stage(store: str | Path, study: str | None, stage: Path, archive: str) -> tuple[str, int]:
     data = load_study(store, study)
     (stage / "store").mkdir(parents=True)
     scrubbed = pc.copy_store(Path(data.store_path), stage / "store" / STORE_NAME)
@@ -81,7 +81,6 @@ def _stage(store: str | Path, study: str | None, stage: Path) -> tuple[str, int]
     (stage / "environment.lock").write_text(pc.environment_lock())
     pc.write_json(stage / "environment.json", {"packaged_with": pc.package_versions()})
     pc.write_json(stage / "fingerprints.json", pc.fingerprints(packed))
-    archive = f"{stage.name}.tar.gz"
     (stage / "REPRODUCE.md").write_text(
         pc.reproduce_md(packed.name, archive, "loraplace run study.yaml")
     )
@@ -169,7 +168,7 @@ def make_package(
     with tempfile.TemporaryDirectory(prefix="loraplace-package-") as tmp:
         stage = Path(tmp) / root
         stage.mkdir()
-        name, scrubbed = _stage(Path(store).resolve(), study, stage)
+        name, scrubbed = _stage(Path(store).resolve(), study, stage, target.name)
         check_private(stage)
         n_files = sum(1 for p in stage.rglob("*") if p.is_file())
         write_tar(stage, target)

@@ -350,8 +350,9 @@ def _stats_para(s: Summary, n_tests: int) -> Para:
         "averaged over its finished seeds and reported with a 95 % Student t confidence "
         "interval ",
         Cite("student1908"),
-        f". The {n_tests} pairs of placements are compared with paired t-tests over the "
-        "seeds both finished ",
+        f". The {n_tests} pair{'' if n_tests == 1 else 's'} of placements "
+        f"{'is' if n_tests == 1 else 'are'} compared with paired t-tests over the seeds both "
+        "finished ",
         Cite("virtanen2020scipy"),
         "; their p-values are adjusted as one family with Holm's step-down procedure ",
         Cite("holm1979"),
