@@ -145,3 +145,19 @@ def test_a_study_whose_test_split_is_other_data_selects_the_same(tmp_path, monke
         assert r.metrics["eval_loss"] == pytest.approx(val[r.placement, r.seed], abs=1e-6)
         assert r.metrics["test_loss"] != pytest.approx(test[r.placement, r.seed], abs=1e-3)
     assert {r.run_id for r in first.runs}.isdisjoint(r.run_id for r in second.runs)
+
+
+def test_run_warns_when_seeds_cannot_resolve_the_margin(tmp_path, capsys):
+    import yaml
+
+    from loraplace.cli import run_cli
+
+    cfg = tiny_study(tmp_path, analysis={"margin": 1e-4}, seeds=[0, 1])
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert run_cli(["run", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "warning: 2 seeds are too few to resolve the ±0.0001 margin: seed-full vs seed-ffn" in out
+    )
+    assert "add seeds to the study" in out
