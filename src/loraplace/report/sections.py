@@ -258,6 +258,16 @@ def build_document(
     if metric != "loss":  # the chosen task metric is the headline: its section leads
         add_task_section(doc, table, s, metric)
     doc.add(Heading(2, ["Results"]))
+    if fair is not None and fair.on_test:
+        doc.add(
+            Para(
+                [
+                    "Every loss from here on is the test-split loss of the setting selected "
+                    "for each placement on validation (see the Selection section); the "
+                    "selection never read it."
+                ]
+            )
+        )
     for p in _results_paragraphs(s, tests):
         doc.add(p)
     doc.add(table(tb.results_table(s)))
