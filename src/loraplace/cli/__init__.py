@@ -13,13 +13,47 @@ import sys
 from loraplace.cli.app import app
 from loraplace.errors import UserError
 
-# Command modules, imported for their registration side effect. A module that is not
-# written yet is skipped so that the rest of the CLI keeps working.
-_COMMAND_MODULES = ["plan", "data", "run", "report", "recommend", "probe", "audit", "package"]
+# Command modules, imported for their registration side effect. Only the module of the
+# verb that runs is imported; help (no verb, --help, an unknown verb) imports them all,
+# and none of them imports torch (or the library) at module level.
+_COMMAND_MODULES = [
+    "plan",
+    "data",
+    "run",
+    "report",
+    "search",
+    "recommend",
+    "probe",
+    "audit",
+    "package",
+]
+# verb -> the module that defines it (a verb missing here still works: all are imported).
+_VERB_MODULE = {
+    "inspect": "plan",
+    "plan": "plan",
+    "export": "plan",
+    "data": "data",
+    "run": "run",
+    "status": "run",
+    "report": "report",
+    "search": "search",
+    "recommend": "recommend",
+    "probe": "probe",
+    "audit": "audit",
+    "package": "package",
+    "verify": "package",
+}
 
 
-def _register() -> None:
-    for name in _COMMAND_MODULES:
+def _verb(argv: list[str]) -> str | None:
+    """The verb of a command line: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _register(argv: list[str] | None = None) -> None:
+    verb = _verb(sys.argv[1:] if argv is None else argv)
+    module = _VERB_MODULE.get(verb or "")
+    for name in [module] if module else _COMMAND_MODULES:
         try:
             importlib.import_module(f"loraplace.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -76,7 +110,7 @@ def _handle_click(exc: BaseException, kinds: set[str]) -> int:
 
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
-    _register()
+    _register(argv)
     try:
         result = app(args=argv, standalone_mode=False, prog_name="loraplace")
     except UserError as exc:

@@ -9,3 +9,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _group() -> None:
+    # A typer app with one command runs it as the whole program; the CLI imports only the
+    # verb that runs, so this callback keeps ``loraplace VERB`` a group with subcommands.
+    pass

@@ -1,4 +1,4 @@
-"""`loraplace search` and `loraplace recommend`: proposals that re-enter as studies."""
+"""`loraplace recommend`: the best placement for a budget, measured or from probes."""
 
 from __future__ import annotations
 
@@ -13,69 +13,6 @@ from rich.table import Table
 from loraplace.cli.app import app
 
 out = Console(highlight=False)
-
-
-@app.command()
-def search(
-    args: list[str] = typer.Argument(
-        None, metavar="[STUDY] [KEY=VALUE]...", help="Study YAML (model, data, training)"
-    ),
-    trials: int = typer.Option(12, "--trials", "-n", help="complete trials to reach"),
-    seed: int = typer.Option(0, "--seed", help="seed of the Optuna sampler"),
-    storage: str | None = typer.Option(
-        None, "--storage", help="Optuna storage URL (default: sqlite next to the store)"
-    ),
-    budget: str | None = typer.Option(None, "--budget", help="trainable-param cap: 2M, 0.5%"),
-    ranks: str = typer.Option("2,4,8,16", "--ranks", help="ranks a trial may choose"),
-    executor: str = typer.Option("local", "--executor", help="local or ray"),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster address"),
-) -> int:
-    """Multi-objective search (eval loss vs trainable params) over roles, layers, ranks."""
-    from loraplace.cli.run import RichDisplay, _split_args, make_console
-    from loraplace.errors import UserError
-    from loraplace.search import run_search
-    from loraplace.study import load_study
-
-    study_path, overrides = _split_args(list(args or []))
-    study = load_study(study_path, overrides)
-    try:
-        rank_list = tuple(int(r) for r in ranks.split(","))
-    except ValueError:
-        raise UserError(f"bad --ranks {ranks!r}: give integers separated by commas") from None
-    runner = None
-    if executor == "ray":
-        from loraplace.executors.ray_executor import RayExecutor
-
-        runner = RayExecutor.for_study(study, address)
-    elif executor != "local":
-        raise UserError(f"unknown executor {executor!r}: use --executor local or --executor ray")
-    console = make_console()
-    res = run_search(
-        study,
-        trials=trials,
-        seed=seed,
-        storage=storage,
-        budget=budget,
-        ranks=rank_list,
-        executor=runner,
-        display=RichDisplay(console),
-    )
-    t = Table(title=f"Pareto front of {escape(res.study_name)} ({res.trials_done} trials)")
-    for col in ("trial", "placement", "eval loss", "trainable params"):
-        t.add_column(col, justify="left" if col == "placement" else "right")
-    for p in res.pareto:
-        t.add_row(
-            str(p["trial"]),
-            escape(p["placement"]["name"]),
-            f"{p['eval_loss']:.4f}",
-            f"{p['trainable_params']:,}",
-        )
-    console.print(t)
-    console.print(
-        f"ran {res.trials_run} trial(s); Optuna storage {escape(str(res.storage))}; "
-        f"report: loraplace report {escape(str(study.out_dir))}"
-    )
-    return 0
 
 
 @app.command()

@@ -1,0 +1,71 @@
+"""Start-up: the CLI imports only the verb that runs, and reading a store never imports
+torch (checked in a fresh interpreter, where sys.modules tells the truth)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_store
+
+from loraplace.cli import _COMMAND_MODULES, _VERB_MODULE, _verb
+
+HEAVY = ("torch", "transformers", "peft", "optuna", "ray")
+PROBE = """
+import json, sys
+from loraplace.cli import run_cli
+rc = run_cli(sys.argv[1:])
+cli = sorted(m.split(".")[-1] for m in sys.modules if m.startswith("loraplace.cli."))
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print(json.dumps({{"rc": rc, "heavy": heavy, "cli": cli}}))
+"""
+
+
+def _imports_of(*argv: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("startup") / "loraplace.db")
+
+
+def test_help_imports_every_verb_and_no_torch():
+    got = _imports_of("--help")
+    assert got["rc"] == 0 and got["heavy"] == []
+    assert got["cli"] == sorted(["app", *_COMMAND_MODULES])
+
+
+def test_status_imports_its_verb_only_and_no_torch(store):
+    got = _imports_of("status", str(store))
+    assert got == {"rc": 0, "heavy": [], "cli": ["app", "run"]}
+
+
+def test_report_imports_its_verb_only_and_no_torch(store, tmp_path):
+    got = _imports_of("report", str(store), "--out", str(tmp_path / "rep"))
+    assert got == {"rc": 0, "heavy": [], "cli": ["app", "report"]}
+    assert (tmp_path / "rep" / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, verb",
+    [([], None), (["--help"], None), (["run", "s.yaml"], "run"), (["data", "info", "x"], "data")],
+)
+def test_the_verb_is_the_first_word_that_is_not_an_option(argv, verb):
+    assert _verb(argv) == verb
+
+
+def test_every_verb_module_is_a_command_module():
+    assert set(_VERB_MODULE.values()) <= set(_COMMAND_MODULES)
