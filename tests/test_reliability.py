@@ -425,3 +425,77 @@ def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
     assert_cli_one_line(result, "train.device is 'cuda' but this torch")
     assert "sees no CUDA GPU: use train.device=cpu" in result[2]
     assert not (tmp_path / "out").exists()
+
+
+# -- 4. a blown-up run is never a result ----------------------------------------------
+
+
+def test_lr_1000_is_flagged_or_diverged_never_averaged_and_the_report_says_why(tmp_path, capsys):
+    from loraplace.store import Store
+    from loraplace.summary import summarize
+
+    study = tmp_path / "hot.yaml"
+    study.write_text(
+        "name: hot\nmodel: tiny-markov\ndataset: markov-mix\nretain: null\n"
+        "placements: [seed-ffn]\nrank: 4\nseeds: [0, 1]\n"
+        "train: {steps: 15, lr: [0.01, 1000], warmup_steps: 2, batch_size: 8,"
+        " block_size: 64, precision: fp32}\n"
+        "eval: {every: 0, max_blocks: 32}\nthreads: 1\n"
+        f"out: {tmp_path / 'out'}\n"
+    )
+    code, out, err = cli(capsys, ["run", str(study)])
+    assert code == 0, err
+    with Store(tmp_path / "out", create=False, writer=False) as store:
+        runs = store.runs()
+        metrics = store.metrics()
+        rows = {r.placement: r for r in summarize(store, store.study()["study_id"])}
+    zero = next(metrics[r["run_id"]]["eval_loss"] for r in runs if r["kind"] == "zero-shot")
+    hot = [r for r in runs if r["spec"]["train"]["lr"] == 1000]
+    cool = [r for r in runs if r["spec"]["train"]["lr"] == 0.01]
+    assert len(hot) == len(cool) == 2
+    assert {r["status"] for r in cool} == {"done"}
+    assert {r["status"] for r in hot} <= {"flagged", "diverged"}
+    flagged = [r for r in hot if r["status"] == "flagged"]
+    assert flagged, [r["error"] for r in hot]  # this recipe ends worse than zero-shot
+    for r in flagged:  # kept with its numbers, and the note says what they suggest
+        assert metrics[r["run_id"]]["eval_loss"] > zero
+        assert r["error"].startswith("worse than zero-shot: eval loss ")
+        assert "learning rate too high, or a bug" in r["error"]
+    hot_row = rows[hot[0]["placement"]]
+    assert hot_row.done == 0 and hot_row.eval_loss is None  # nothing averaged
+    cool_row = rows[cool[0]["placement"]]
+    cool_losses = [metrics[r["run_id"]]["eval_loss"] for r in cool]
+    assert cool_row.eval_loss == pytest.approx(sum(cool_losses) / 2, rel=1e-12)
+    assert f"({len(flagged)} worse than zero-shot)" in out
+
+    code, _, err = cli(capsys, ["report", str(tmp_path / "out"), "--out", str(tmp_path / "r")])
+    assert code == 0, err
+    report = " ".join((tmp_path / "r" / "report.md").read_text().split())
+    assert "suggests a learning rate too high for these placements, or a bug" in report
+    assert f"{len(flagged)} run(s) trained to the end but finished with an eval loss" in report
+
+
+WATCH = [  # train losses step by step -> the step divergence is detected at (None: never)
+    ([3.0, 2.9, 2.8, 2.7, 2.6, 2.5], None),  # learning
+    ([3.0, 3.3, 3.3, 3.3, 3.3, 3.3, 3.3, 3.3], None),  # noisy, not rising far
+    ([3.0, 2.9, float("nan")], 3),  # not finite
+    ([3.0, 2.9, 12.5], 3),  # one step above 4x the start
+    # lr 1000 on tiny-markov: a spike under 4x, then a plateau 1.6x the start; the smoothed
+    # loss passes 1.5x the start (4.5) at step 12.
+    ([3.0, 10.0, 6.3, 5.2, 5.0, 4.9] + [4.8] * 10, 12),
+]
+
+
+@pytest.mark.parametrize("losses,at", WATCH)
+def test_loss_watch_detects_divergence_at_the_documented_step(losses, at):
+    from loraplace.runs import TrainSettings
+    from loraplace.train.divergence import Diverged, LossWatch
+
+    watch = LossWatch(TrainSettings())
+    got = None
+    try:
+        for step, loss in enumerate(losses, start=1):
+            watch.check(step, loss)
+    except Diverged as exc:
+        got = exc.step
+    assert got == at

@@ -17,7 +17,8 @@ RunKind = Literal["lora", "zero-shot", "full"]
 # A zero-shot run is one evaluation of the base model, which no seed can change; it is
 # stored once per study under this seed.
 ZERO_SHOT_SEED = 0
-RunStatus = Literal["pending", "running", "done", "failed", "diverged", "interrupted"]
+# flagged: trained to the end but worse than zero-shot (train/divergence.py): not averaged.
+RunStatus = Literal["pending", "running", "done", "failed", "diverged", "flagged", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,9 @@ class TrainSettings:
     eval_every: int = 50  # steps between eval-curve points; 0 = only at the end
     eval_batch_size: int = 64  # sequences per eval forward pass (no grad)
     max_eval_blocks: int | None = None  # cap on eval blocks; None = all
-    diverge_factor: float = 4.0  # loss above factor x initial loss counts as divergence
+    diverge_factor: float = 4.0  # one step's loss above factor x the first: diverged
+    # The smoothed train loss above rise x the first step's loss: diverged (divergence.py).
+    diverge_rise: float = 1.5
     split_seed: int = 0  # seed of the train/val/test split; fixed across run seeds on purpose
     # Share of blocks held out as the test split (0 = none): scored as test_* metrics that
     # the report's headline numbers read and selection never does.
@@ -71,6 +74,7 @@ class TrainSettings:
 # Settings added after stores existed, with their defaults: dropped from the run id while
 # at the default, so a study that does not use them keeps its run ids (old stores resume).
 _TRAIN_ADDED: dict[str, Any] = {
+    "diverge_rise": 1.5,
     "test_fraction": 0.0,
     "grad_accum": 1,
     "grad_checkpointing": False,

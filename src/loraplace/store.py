@@ -21,7 +21,7 @@ from loraplace.lock import WriterLock, writer_alive
 from loraplace.runs import RunResult, RunSpec
 
 SCHEMA_VERSION = 1
-FINISHED = ("done", "diverged")  # a re-run skips these; everything else is redone
+FINISHED = ("done", "diverged", "flagged")  # a re-run skips these; the rest is redone
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT NOT NULL,             -- lora | zero-shot | full
     seed INTEGER NOT NULL,
     spec_json TEXT NOT NULL,
-    status TEXT NOT NULL,           -- pending | running | done | failed | diverged | interrupted
+    status TEXT NOT NULL,           -- pending running done failed diverged flagged interrupted
     diverged_step INTEGER,
     error TEXT,
     created_at REAL NOT NULL,

@@ -1,7 +1,8 @@
 """The small results table printed at the end of ``loraplace run``: one row per placement.
 
 Eval loss is the mean over seeds with a 95 % confidence interval from the t-distribution;
-perplexity is exp of that mean loss. Diverged and failed runs are counted, never averaged.
+perplexity is exp of that mean loss. Diverged, failed and flagged (worse than zero-shot)
+runs are counted, never averaged.
 (The full statistics and the report live in ``analysis`` and ``report``; this reads only
 the metrics table, so it stays quick at the end of a run, and shares their CI.)
 """
@@ -25,6 +26,7 @@ class PlacementRow:
     done: int
     diverged: int = 0
     failed: int = 0
+    flagged: int = 0  # worse than zero-shot: kept out of the mean
     pending: int = 0  # pending, running or interrupted
     eval_loss: float | None = None  # mean over done seeds, nats/token
     ci95: float | None = None  # half-width of the 95 % t-interval; None with one seed
@@ -79,6 +81,7 @@ def summarize(store: Store, study_id: str) -> list[PlacementRow]:
                 done=len(done),
                 diverged=sum(r["status"] == "diverged" for r in rs),
                 failed=sum(r["status"] == "failed" for r in rs),
+                flagged=sum(r["status"] == "flagged" for r in rs),
                 pending=sum(r["status"] in ("pending", "running", "interrupted") for r in rs),
                 eval_loss=mean_loss,
                 ci95=t_ci95(losses),
@@ -119,6 +122,8 @@ def render_table(rows: list[PlacementRow], title: str | None = None):
             seeds += f" ({r.diverged} diverged)"
         if r.failed:
             seeds += f" ({r.failed} failed)"
+        if r.flagged:
+            seeds += f" ({r.flagged} worse than zero-shot)"
         loss = "—"
         if r.eval_loss is not None:
             loss = f"{r.eval_loss:.4f}" + (f" ± {r.ci95:.4f}" if r.ci95 is not None else "")

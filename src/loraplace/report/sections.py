@@ -134,6 +134,23 @@ def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
     return paras
 
 
+def _flagged_text(flagged) -> list:
+    """What runs that end worse than the untrained model suggest (train/divergence.py)."""
+    names = sorted({r.placement for r in flagged})
+    parts: list = [
+        f"{len(flagged)} run(s) trained to the end but finished with an eval loss above the "
+        "zero-shot model's on the same tokens ("
+    ]
+    for i, name in enumerate(names):
+        parts += [U(name), ", " if i < len(names) - 1 else ""]
+    parts.append(
+        "). Training that leaves a model worse than not training at all suggests a "
+        "learning rate too high for these placements, or a bug; it is not evidence about "
+        "where adapters belong, so these runs are shown here and never averaged."
+    )
+    return parts
+
+
 def _stats_text(tests: list[PairedTest]) -> list[str]:
     testable = [t for t in tests if t.p_holm is not None]
     sig = [t for t in testable if not t.within_noise]
@@ -278,12 +295,16 @@ def build_document(
         doc.add(
             Para(
                 [
-                    "Diverged, failed, interrupted and unfinished runs are listed here and "
-                    "left out of every mean, test and figure."
+                    "Diverged, failed, interrupted and unfinished runs, and runs flagged as "
+                    "worse than zero-shot, are listed here and left out of every mean, test "
+                    "and figure."
                 ]
             )
         )
         doc.add(table(tb.excluded_table(s)))
+        flagged = [r for r in s.excluded if r.status == "flagged"]
+        if flagged:
+            doc.add(Para(_flagged_text(flagged)))
 
     if metric == "loss":
         add_task_section(doc, table, s, metric)

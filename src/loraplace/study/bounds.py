@@ -61,8 +61,9 @@ def check_bounds(study, source: str = "study") -> None:
         _at_least(source, f"train.{key}", getattr(t, key), 0)
     if not 0 <= t.lora_dropout < 1:
         raise _fail(source, "train.lora_dropout", t.lora_dropout, "in [0, 1)")
-    if t.diverge_factor is not None and not t.diverge_factor > 1:
-        raise _fail(source, "train.diverge_factor", t.diverge_factor, "above 1")
+    for key in ("diverge_factor", "diverge_rise"):
+        if not getattr(t, key, 2) > 1:
+            raise _fail(source, f"train.{key}", getattr(t, key), "above 1")
     _seed(source, "train.split_seed", t.split_seed)
     _at_least(source, "eval.every", study.eval.every, 0)
     _at_least(source, "eval.batch_size", study.eval.batch_size, 1)

@@ -349,6 +349,7 @@ _ADDED: dict[str, Any] = {
     "data": {"fields": {}, "loss_on": "completion", "chat_template": None, "val_fraction": 0.1},
 }
 _TRAIN_ADDED: dict[str, Any] = {
+    "diverge_rise": 1.5,
     "test_fraction": 0.0,
     "grad_accum": 1,
     "grad_checkpointing": False,

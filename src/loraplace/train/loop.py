@@ -20,6 +20,7 @@ from loraplace.data import Blocks
 from loraplace.quantize import count_params
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
+from loraplace.train.divergence import Diverged, LossWatch, worse_than_zero_shot
 from loraplace.train.evaluate import (
     EvalResult,
     autocast_context,
@@ -44,13 +45,6 @@ class Baseline:
     val: EvalResult
     retain: EvalResult | None = None
     test: EvalResult | None = None  # the test split, when the run has one
-
-
-class Diverged(Exception):
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"loss {loss} at step {step}")
-        self.step = step
-        self.loss = loss
 
 
 def total_steps(t: TrainSettings, n_train: int) -> int:
@@ -215,7 +209,7 @@ def train_run(
             # AdamW over the adapter (or, for "full", all) parameters only.
             opt = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
             net.train()
-            initial_loss: float | None = None
+            watch = LossWatch(t)  # non-finite, spiking or rising loss: see divergence.py
             for step, idx in enumerate(
                 batches(blocks.train.shape[0], t.batch_size, steps, spec.seed)
             ):
@@ -241,9 +235,7 @@ def train_run(
                         loss = (nll * train_scored[micro].to(nll.device)).sum() / n_scored
                     loss.backward()
                     loss_value += loss.item()
-                initial_loss = loss_value if initial_loss is None else initial_loss
-                if not math.isfinite(loss_value) or loss_value > t.diverge_factor * initial_loss:
-                    raise Diverged(step + 1, loss_value)
+                watch.check(step + 1, loss_value)
                 if t.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
                 opt.step()
@@ -355,9 +347,12 @@ def train_run(
             diverged_step=diverged.step,
             error=f"diverged: {diverged}",
         )
+    # Kept with its numbers, but out of every mean (see divergence.py).
+    flag = worse_than_zero_shot(metrics["eval_loss"], metrics.get("zero_shot_loss"))
     return RunResult(
         run_id=spec.run_id,
-        status="done",
+        status="flagged" if flag and metrics.get("steps") else "done",
+        error=flag if metrics.get("steps") else None,
         metrics=metrics,
         curves=curves,
         manifest=manifest,
