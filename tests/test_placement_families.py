@@ -191,6 +191,11 @@ def test_expert_selectors_on_fused_experts_are_refused(family, selector, message
         resolve({"preset": "mlp", "experts": selector}, _arch(family), rank=4)
 
 
+def test_a_tower_the_model_does_not_have_is_a_user_error():
+    with pytest.raises(UserError, match="mixtral has no vision tower: use tower: language"):
+        resolve(VISION, _arch("mixtral"), rank=4)
+
+
 def test_layer_index_of_experts_is_the_decoder_layer():
     rp = resolve({"preset": "experts", "layers": "1"}, _arch("mixtral"), rank=4)
     assert [(m.name, m.layer) for m in rp.modules] == [

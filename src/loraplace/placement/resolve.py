@@ -164,6 +164,8 @@ def _by_roles(spec: PlacementSpec, arch: ArchInfo, label: str, warnings: list[st
             f"cannot read module roles of architecture {arch.family!r}: name the modules "
             "with target_modules patterns instead (see `loraplace inspect`)"
         )
+    if not any(m.tower == spec.tower for m in arch.modules):
+        raise UserError(f"{arch.family} has no {spec.tower} tower: use tower: language")
     wanted = set(spec.roles or [])
     chosen = [
         m
