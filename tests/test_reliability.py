@@ -499,3 +499,81 @@ def test_loss_watch_detects_divergence_at_the_documented_step(losses, at):
     except Diverged as exc:
         got = exc.step
     assert got == at
+
+
+def test_plan_and_export_show_bracketed_paths_verbatim(tmp_path, capsys):
+    from transformers import GPT2Config
+
+    model = tmp_path / "gpt[/x]2 <m>"
+    GPT2Config(n_embd=32, n_layer=2, n_head=2).save_pretrained(model)  # config.json only
+    code, out, err = cli(capsys, ["plan", str(model), "mlp", "-r", "2"])
+    assert code == 0, err
+    assert str(model) in out
+    dest = tmp_path / "out[bold]put"
+    code, out, err = cli(capsys, ["export", str(model), "mlp", "-r", "2", "-o", str(dest)])
+    assert code == 0, err
+    assert f"wrote {dest}" in " ".join(out.split())
+
+
+# -- 8. status after a crash: the WAL reaches the database after every run -------------
+
+
+def test_each_finished_run_is_in_the_database_file_not_only_the_wal(tmp_path):
+    import sqlite3
+
+    from run_fixtures import tiny_study
+
+    from loraplace.driver import StudyDisplay, run_study
+    from loraplace.study import validate_study
+
+    out = tmp_path / "out"
+    seen: list[tuple[str, str]] = []
+
+    class Peek(StudyDisplay):
+        def run_finished(self, spec, result):  # called after the store saved the run
+            uri = f"{(out / 'loraplace.db').as_uri()}?immutable=1"  # the .db alone, no WAL
+            con = sqlite3.connect(uri, uri=True)
+            row = con.execute("SELECT status FROM runs WHERE run_id=?", (spec.run_id,))
+            seen.append((spec.run_id, row.fetchone()[0]))
+            con.close()
+
+    config = tiny_study(tmp_path, placements=["mlp-down"], seeds=[0, 1], zero_shot=False)
+    config["train"]["steps"] = 1
+    run_study(validate_study(config), display=Peek())
+    assert [status for _, status in seen] == ["done", "done"]
+
+
+# -- 9. installs are locked -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_constraints_pin_every_declared_dependency_and_torch():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    pins = _pins()
+    for req in declared:
+        name = re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pins, f"{name} is declared in pyproject.toml but not in constraints.txt"
+    assert pins["torch"] == "2.13.0" and "loraplace" not in pins
+
+
+def test_setup_installs_the_pins_unless_told_otherwise():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert 'pip install -q -c .venv/constraints.txt -e ".[dev]"' in setup
+    assert '"${LORAPLACE_UNPINNED:-0}" != "0"' in setup
+    assert "sed -n 's/^torch==//p' constraints.txt" in setup  # torch first, at the pinned version
+    assert "./scripts/setup.sh" in (ROOT / ".ci" / "run").read_text()
+    assert "LORAPLACE_UNPINNED=1" in (ROOT / "README.md").read_text()
