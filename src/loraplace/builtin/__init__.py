@@ -200,5 +200,6 @@ register_builtin_model(
 )
 
 # Each registers its own datasets (and pytext its model) on import.
+import loraplace.builtin.instruct  # noqa: E402, F401
 import loraplace.builtin.markov  # noqa: E402, F401
 import loraplace.builtin.pytext  # noqa: E402, F401

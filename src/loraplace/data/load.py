@@ -118,7 +118,9 @@ def load_blocks(
 
     data = data or DataSettings()
     text_field = data.fields.get("text", text_field)
-    supervised, hf = _supervised(dataset, text_field, data)
+    # A registered instruction dataset is a file it writes, read like the user's own.
+    path = registered.file(dataset) if registered is not None and registered.file else None
+    supervised, hf = _supervised(path or dataset, text_field, data)
     if supervised is not None:
         blocks = _sft(dataset, supervised, tokenizer, block_size, split_seed, data, model)
         return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)

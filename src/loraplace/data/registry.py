@@ -1,10 +1,12 @@
 """The registry of named datasets: built-ins (and any plug-in) register themselves here.
 
-A registered dataset is served one of two ways:
+A registered dataset is served one of three ways:
 - ``blocks``: it makes its own token blocks, already in a model's vocabulary (the synthetic
   Markov data, whose blocks carry the exact floor); no tokenizer is involved;
 - ``source``: it yields documents that ``load_blocks`` tokenises, packs, splits and caches
-  like any local file.
+  like any local file;
+- ``file``: it writes instruction data (prompt-completion or messages) to a local file that
+  ``load_blocks`` reads by its format, like a user's file.
 
 Nothing here knows which datasets exist: ``loraplace.builtin`` registers its own when the
 package is imported, as it registers its models.
@@ -28,6 +30,8 @@ class RegisteredDataset:
     blocks: ``(name, block_size, *, data_seed, holdout, n_train=...) -> Blocks`` for data that is
         already token ids (no tokenizer); exactly one of ``blocks`` and ``source`` is set.
     source: ``name -> TextSource`` for documents the model's tokenizer reads.
+    file: ``name -> path`` of a local instruction-data file it writes (prompt-completion or
+        messages records), read by format like a user's file (data/formats.py).
     model: the built-in model it goes with: its vocabulary (``blocks``) or the default
         tokenizer (``source``) when no model is named.
     retain: the base model's own distribution, to measure forgetting on after adapting
@@ -39,10 +43,11 @@ class RegisteredDataset:
     blocks: Callable[..., Blocks] | None = None
     source: Callable[[str], TextSource] | None = None
     retain: str | None = None
+    file: Callable[[str], str] | None = None
 
     def __post_init__(self) -> None:
-        if (self.blocks is None) == (self.source is None):
-            raise ValueError(f"dataset {self.name!r}: give exactly one of blocks and source")
+        if sum(x is not None for x in (self.blocks, self.source, self.file)) != 1:
+            raise ValueError(f"dataset {self.name!r}: give exactly one of blocks, source, file")
 
     @property
     def pretokenized(self) -> bool:
