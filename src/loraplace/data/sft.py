@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +29,7 @@ from loraplace.data.formats import PROMPT_COMPLETION, Example
 from loraplace.errors import UserError
 
 IGNORE = -100  # the Hugging Face label that no loss reads
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")  # transformers' reply marks
 PACKING = "none: one example per row, right-padded (no example sees another's tokens)"
 
 
@@ -102,7 +104,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def assistant_mask(tokenizer, messages, template: str) -> list[int]:
     """1 for every token of an assistant reply, else 0, over the rendered conversation."""
-    if "generation" in template and "{%" in template:
+    if _GENERATION_TAG.search(template):
         out = tokenizer.apply_chat_template(
             list(messages),
             chat_template=template,
