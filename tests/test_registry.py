@@ -48,7 +48,7 @@ def test_a_registered_dataset_is_served_by_name(counting_dataset):
 
 
 def test_the_builtins_register_themselves():
-    assert builtin_datasets()[:7] == [
+    assert builtin_datasets()[:9] == [
         "markov-source",
         "markov-lexical",
         "markov-transition",
@@ -56,6 +56,8 @@ def test_the_builtins_register_themselves():
         "markov-mix",
         "python-stdlib",
         "python-docs",
+        "instruct-recall",
+        "instruct-map",
     ]
     assert [DATASETS[n].pretokenized for n in ("markov-mix", "python-docs")] == [True, False]
     assert retain_dataset_for("markov-copy") == "markov-source"
@@ -63,7 +65,7 @@ def test_the_builtins_register_themselves():
 
 
 def test_a_dataset_needs_exactly_one_way_to_be_served():
-    with pytest.raises(ValueError, match="exactly one of blocks and source"):
+    with pytest.raises(ValueError, match="exactly one of blocks, source, file"):
         RegisteredDataset("nothing", "tiny-markov")
 
 

@@ -13,6 +13,7 @@ may import torch or transformers at import time.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -200,6 +201,8 @@ register_builtin_model(
 )
 
 # Each registers its own datasets (and pytext its model) on import.
-import loraplace.builtin.instruct  # noqa: E402, F401
 import loraplace.builtin.markov  # noqa: E402, F401
 import loraplace.builtin.pytext  # noqa: E402, F401
+
+# The instruction benchmark lists after the language-modelling built-ins.
+importlib.import_module("loraplace.builtin.instruct")
