@@ -30,7 +30,7 @@ def recommend(
 ) -> int:
     """The best placement for a budget: measured runs first, then probes."""
     from loraplace.errors import UserError
-    from loraplace.placement.export import FORMATS, export_placement, write_export
+    from loraplace.placement.export import FORMATS, write_export
     from loraplace.recommend import placement_of, recommend_from_probe, recommend_from_store
     from loraplace.store import resolve_store_path
 
@@ -96,7 +96,12 @@ def recommend(
 
             paths = copy_saved(saved, out_dir)
         else:
-            paths = write_export(export_placement(rp, fmt, base_model=rec.model), out_dir)
+            from loraplace.models import load_config
+            from loraplace.placement.verify import verified_export
+
+            # loaded back as the trainer reads it before anything is written
+            files, _ = verified_export(rp, fmt, load_config(rec.model), base_model=rec.model)
+            paths = write_export(files, out_dir)
         for path in paths:
             (out.print if not as_json else (lambda *_: None))(f"wrote {escape(str(path))}")
     return 0
