@@ -20,6 +20,9 @@ from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
 from loraplace.store import Store
 from loraplace.study import validate_study
 
+# Whole studies end to end: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(1)
 
 

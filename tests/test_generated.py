@@ -115,6 +115,7 @@ def test_generated_placement_needs_a_budget():
         _study(budget=None)
 
 
+@pytest.mark.slow
 def test_budgeted_study_stores_probe_and_budget_and_reports_them(tmp_path):
     """End to end on a tiny model: probe at plan time, allocation, random fill, report."""
     from loraplace.analysis import load_study, summarize

@@ -25,6 +25,9 @@ from loraplace.cli import run_cli
 from loraplace.package.contents import scrub
 from loraplace.package.retrain import OTHER_ENV, tolerance
 
+# Whole studies end to end: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 REQUIRED = [
     "MANIFEST.json",
     "REPRODUCE.md",

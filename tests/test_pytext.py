@@ -116,6 +116,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_pretraining_smoke_is_deterministic_and_saves_a_loadable_model(
     small_stdlib, one_thread, tmp_path, monkeypatch
 ):

@@ -37,6 +37,9 @@ from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.store import Store
 from loraplace.study import validate_study
 
+# Whole studies end to end: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 HOME_RAY = Path.home() / ".ray"
 torch.set_num_threads(1)  # as in the Ray workers: one thread per reserved CPU
 

@@ -98,6 +98,7 @@ def test_bare_command_shows_help(tmp_path):
 ODD_NAMES = ["a[/x]b", "[bold]b[/bold]", "q'\"uote", "<b>html</b>&amp;", "çà-ü-名"]
 
 
+@pytest.mark.slow
 def test_odd_names_are_shown_verbatim_by_run_and_status(tmp_path, capsys):
     import yaml
     from run_fixtures import tiny_study

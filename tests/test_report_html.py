@@ -13,6 +13,9 @@ from report_fixtures import SCRIPT, make_store
 
 from loraplace.report import build_report
 
+# Whole studies end to end: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -176,6 +176,7 @@ def test_log_problems_finds_errors_and_undefined_references():
     assert log_problems("Output written on report.pdf (9 pages).") == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(tex_engine() is None, reason="no TeX engine (apt-get install latexmk)")
 def test_report_tex_compiles_without_errors_or_undefined_references(report, tmp_path):
     _, out = report
@@ -195,6 +196,7 @@ def test_report_tex_compiles_without_errors_or_undefined_references(report, tmp_
         assert all(p.stat().st_size > 1000 for p in pages)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed")
 def test_html_prints_to_pdf_with_chromium(report, tmp_path):
     _, out = report

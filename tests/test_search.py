@@ -9,6 +9,9 @@ from loraplace.cli import run_cli
 from loraplace.store import Store
 from loraplace.study import validate_study
 
+# Whole studies end to end: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
+
 optuna = pytest.importorskip("optuna")
 
 

@@ -115,6 +115,7 @@ def _selected(out: Path) -> dict[str, str]:
     return {s.placement: s.chosen.label for s in select_settings(load_study(out))}
 
 
+@pytest.mark.slow
 def test_a_study_whose_test_split_is_other_data_selects_the_same(tmp_path, monkeypatch):
     lrs = [1e-3, 3e-2, 3e-1]
     cfg = tiny_study(tmp_path, select={"by": "eval_loss"}, seeds=[0, 1])
@@ -147,6 +148,7 @@ def test_a_study_whose_test_split_is_other_data_selects_the_same(tmp_path, monke
     assert {r.run_id for r in first.runs}.isdisjoint(r.run_id for r in second.runs)
 
 
+@pytest.mark.slow
 def test_run_warns_when_seeds_cannot_resolve_the_margin(tmp_path, capsys):
     import yaml
 

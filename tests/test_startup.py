@@ -53,6 +53,7 @@ def test_status_imports_its_verb_only_and_no_torch(store):
     assert got == {"rc": 0, "heavy": [], "cli": ["app", "run"]}
 
 
+@pytest.mark.slow
 def test_report_imports_its_verb_only_and_no_torch(store, tmp_path):
     got = _imports_of("report", str(store), "--out", str(tmp_path / "rep"))
     assert got == {"rc": 0, "heavy": [], "cli": ["app", "report"]}

@@ -116,6 +116,7 @@ def _write(tmp: Path, kind: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["prompt-completion", "messages"])
 def test_instruction_study_stores_accuracy_and_reports_it(tmp_path, capsys, kind):
     config = tiny_study(

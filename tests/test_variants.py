@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from run_fixtures import tiny_study
 
@@ -9,6 +10,9 @@ from loraplace.analysis import load_study
 from loraplace.assets import Assets
 from loraplace.driver import run_study
 from loraplace.study import validate_study
+
+# Whole studies end to end: `pytest -m "not slow"` skips them.
+pytestmark = pytest.mark.slow
 
 torch.set_num_threads(1)
 
