@@ -120,6 +120,8 @@ def test_selected_settings_and_test_numbers(report):
     )
     assert (out / "figures" / "loss_vs_lr.png").is_file()
     assert "which selection never reads" in md
+    # ffn's best lr (0.1) is the grid's highest on both tasks: the report says so.
+    assert "2 of 6 selections sit at the edge of the lr grid (copy/ffn: highest" in md
 
 
 def test_task_table_kendall_and_task_dependence(report):

@@ -136,6 +136,27 @@ def verdict_table(fair: FairComparison) -> Table:
     )
 
 
+def edge_sentence(fair: FairComparison) -> list:
+    """Selections at the lowest or highest lr of their grid: the optimum may lie beyond it."""
+    edges = []
+    for sel in fair.selections:
+        lrs = sorted({p.setting["lr"] for p in sel.points if "lr" in p.setting})
+        lr = sel.chosen.setting.get("lr")
+        if len(lrs) > 1 and lr in (lrs[0], lrs[-1]):
+            side = "highest" if lr == lrs[-1] else "lowest"
+            edges.append((sel, side))
+    if not edges:
+        return []
+    parts: list = [
+        f"{len(edges)} of {len(fair.selections)} selections sit at the edge of the lr grid ("
+    ]
+    for i, (sel, side) in enumerate(edges):
+        parts += [U(f"{sel.task}/{sel.placement}" if sel.task else sel.placement), f": {side}"]
+        parts.append(", " if i < len(edges) - 1 else "")
+    parts.append("); the best lr may lie beyond it: extend the grid that way.")
+    return parts
+
+
 def _ranking_sentence(t: TaskComparison) -> list:
     if len(t.rankings) < 2:
         return []
@@ -213,6 +234,9 @@ def add_comparison_sections(
             )
         )
         doc.add(table(selection_table(fair)))
+        edge = edge_sentence(fair)
+        if edge:
+            doc.add(Para(edge, "warning"))
         figure(loss_vs_lr_figure(fair, fair.study, fig_dir))
         for t in fair.tasks:
             parts = _ranking_sentence(t)

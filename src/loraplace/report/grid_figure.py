@@ -52,6 +52,9 @@ def loss_vs_lr_figure(fair: FairComparison, study: StudyData, out: Path) -> Figu
                 if chosen.get((task, base)) == label:
                     ax.plot(x, y, "o", ms=11, mfc="none", color=line[0].get_color())
         ax.set_xscale("log")
+        lrs = sorted({p[0] for pts in curves.values() for p in pts})
+        ax.set_xticks(lrs, [f"{x:g}" for x in lrs])  # the grid's own values, nothing else
+        ax.minorticks_off()
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"validation {by}, mean ± 95 % CI")
         if task is not None:
