@@ -128,6 +128,7 @@ COUNTS = [
     ("qwen2_vl", VISION, 6_144),
     ("qwen2_vl", "projector", 7_168),
     ("gemma3", "all-linear", 32_768),
+    ("gemma3", "projector", 1_536),  # one bare 2-D matrix (32 x 64), via target_parameters
     ("jamba", "all-linear", 58_880),
     ("jamba", "attention", 14_336),
     ("jamba", "mlp", 83_968),

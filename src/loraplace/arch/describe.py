@@ -162,6 +162,14 @@ def describe(model: nn.Module, config=None) -> ArchInfo:
         elif m:
             for pname, role, fin, fout, e in _param_units(name, mod):
                 modules.append(ModuleInfo(pname, role, layer, fin, fout, "param", tower, e))
+        elif tower == "projector":
+            # Gemma 3 projects with a bare (vision, text) matrix, not an nn.Linear
+            for pname, p in mod.named_parameters(recurse=False):
+                if p.ndim == 2 and not isinstance(mod, nn.Embedding):
+                    fin, fout = p.shape[1], p.shape[0]  # PEFT's reading of a 2-D parameter
+                    modules.append(
+                        ModuleInfo(f"{name}.{pname}", "projector", None, fin, fout, "param", tower)
+                    )
 
     in_blocks = [x for x in modules if x.layer is not None and x.tower == "language"]
     return ArchInfo(
