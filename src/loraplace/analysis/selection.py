@@ -59,7 +59,7 @@ def grid_points_of(study: StudyData, task: str | None, placement: str, by: str) 
             by_label.setdefault(r.placement, []).append(r)
     points = []
     for label, runs in by_label.items():
-        score = estimate(r.metrics.get(by) for r in runs if r.done)
+        score = estimate(r.metrics[by] for r in runs if r.done and by in r.metrics)
         if score is not None:
             points.append(GridPoint(label, runs[0].setting, score))
     return points

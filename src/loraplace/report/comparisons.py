@@ -77,9 +77,10 @@ def task_table(fair: FairComparison) -> Table:
     assert fair.ranks is not None
     ranks = fair.ranks
     cols = ["Placement", *ranks.tasks]
-    rows, raw = [], []
+    rows: list[list[str]] = []
+    raw: list[dict[str, object]] = []
     for p in ranks.placements:
-        row = [U(p)]
+        row: list[str] = [U(p)]
         rec: dict[str, object] = {"placement": p}
         for task in ranks.tasks:
             s = next(t for t in fair.tasks if str(t.task) == task).summary.get(p)
@@ -97,7 +98,8 @@ def task_table(fair: FairComparison) -> Table:
 
 def verdict_table(fair: FairComparison) -> Table:
     cols = ["Task", "A", "B", "A − B (nats)", "Holm p (t)", "Holm p (TOST)", "Verdict", "t-test"]
-    rows, raw = [], []
+    rows: list[list[str]] = []
+    raw: list[dict[str, object]] = []
     for t in fair.tasks:
         for v in t.verdicts:
             d = v.test.diff
@@ -165,8 +167,8 @@ def _ranking_sentence(t: TaskComparison) -> list:
         order = " < ".join(next(iter(t.rankings.values())))
         return ["The ranking of placements holds at every grid point", *name, ": ", U(order), "."]
     parts: list = ["The ranking of placements flips between grid points", *name, ": "]
-    for i, (key, order) in enumerate(t.rankings.items()):
-        parts += [U(setting_text(dict(key))), ": ", U(" < ".join(order))]
+    for i, (key, ranked) in enumerate(t.rankings.items()):
+        parts += [U(setting_text(dict(key))), ": ", U(" < ".join(ranked))]
         parts.append("; " if i < len(t.rankings) - 1 else ".")
     bests = {order[0] for order in t.rankings.values()}
     if len(bests) > 1:
