@@ -305,3 +305,18 @@ def test_per_role_ranks_reach_fused_experts_through_rank_pattern():
     # attn 2 x (2(256+256) + 8(256+128)x2 + 8(256+256)); experts 2 x (8x8x1280 + 4x8x768)
     assert rp.trainable_params == 2 * (1024 + 6144 + 4096) + 2 * (81_920 + 24_576) == 235_520
     assert _peft_count("mixtral", rp) == 235_520
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"dropout": 0.1}, "dropout cannot be used with fused expert parameters"),
+        ({"use_dora": True}, "use_dora cannot be used"),
+        ({"lora_bias": True}, "set lora_bias off"),
+    ],
+)
+def test_options_peft_refuses_on_fused_experts(option, message):
+    rp = resolve("experts", _arch("mixtral"), rank=4)
+    with pytest.raises(UserError, match=message):
+        lora_config(rp.modules, **option)
+    lora_config(resolve("attention", _arch("mixtral"), rank=4).modules, **option)  # fine there

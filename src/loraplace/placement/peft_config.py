@@ -57,11 +57,7 @@ def lora_config_kwargs(
     }
     kinds = {_kind(m) for m in mods}
     params = [_get(m, "name") for m in mods if _kind(m) == "param"]
-    if params and dropout:
-        raise UserError(
-            f"lora_dropout {dropout} cannot be used with fused expert parameters such as "
-            f"{params[0]!r} (PEFT's ParamWrapper has no dropout): set lora_dropout to 0"
-        )
+    _check_param_options(params, dropout=dropout, use_dora=use_dora, lora_bias=lora_bias)
     extra: dict = {"target_parameters": params} if params else {}
     if use_dora:
         extra["use_dora"] = True
@@ -86,6 +82,17 @@ def lora_config_kwargs(
         "bias": "none",
         "task_type": "CAUSAL_LM",
     }
+
+
+def _check_param_options(params: list[str], **options) -> None:
+    """PEFT's ParamWrapper (target_parameters) refuses dropout, DoRA and lora_bias."""
+    on = [k for k, v in options.items() if v]
+    if params and on:
+        setting = "lora_dropout to 0" if on[0] == "dropout" else f"{on[0]} off"
+        raise UserError(
+            f"{on[0]} cannot be used with fused expert parameters such as {params[0]!r} "
+            f"(PEFT adapts them with a ParamWrapper, which has none): set {setting}"
+        )
 
 
 def lora_config(modules: Iterable, **kwargs):
