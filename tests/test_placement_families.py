@@ -174,6 +174,11 @@ def test_router_is_never_in_a_preset_but_can_be_named():
     arch = _arch("qwen2_moe")
     for preset in ("all-linear", "all", "mlp", "experts"):
         assert "moe.router" not in resolve(preset, arch, rank=1).by_role()
+    (warning,) = [w for w in resolve("all-linear", arch, rank=1).warnings if "router" in w]
+    assert warning == (
+        "PEFT's own target_modules='all-linear' would also adapt 2 router linear(s) "
+        "(mlp.shared_expert_gate); all-linear leaves routers out"
+    )
     rp = resolve("moe.router", arch, rank=1)
     assert rp.by_role()["moe.router"]["modules"] == 4  # router weight + shared_expert_gate
     assert _peft_count("qwen2_moe", rp) == rp.trainable_params == 2 * ((64 + 4) + (64 + 1))

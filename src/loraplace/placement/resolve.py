@@ -183,6 +183,12 @@ def _by_roles(spec: PlacementSpec, arch: ArchInfo, label: str, warnings: list[st
             "params per rank): they are 3-D parameters, not linear layers, so PEFT's "
             "all-linear leaves every routed expert untrained; use preset all or role moe"
         )
+    routers = [m for m in arch.modules if m.role == "moe.router" and m.kind != "param"]
+    if spec.linear_only and routers and spec.tower == "language":
+        warnings.append(
+            f"PEFT's own target_modules='all-linear' would also adapt {len(routers)} router "
+            f"linear(s) ({_leaf_path(routers[0].name)}); {label} leaves routers out"
+        )
     if not chosen:
         raise UserError(
             f"placement {label!r} matches no module of {arch.family}{_roles_hint(wanted, arch)}: "
