@@ -201,6 +201,8 @@ def run_study(
     display = display or StudyDisplay()
     check_output_dir(study)
     plan = plan_study(study, assets)  # every user error surfaces here, before any write
+    if study.select is not None and study.select.prune == "halving":
+        _check_halving(study, executor)
     sinks = open_sinks(study.sinks.model_dump(), study.name)
     command = command or " ".join(shlex.quote(a) for a in ["loraplace", *sys.argv[1:]])
 
@@ -214,11 +216,15 @@ def run_study(
         if plan.budget is not None:
             store.set_meta(f"budget:{sid}", str(plan.budget))
         status = {r["run_id"]: r["status"] for r in store.runs(sid)}
-        todo = [s for s in plan.specs if status.get(s.run_id) not in FINISHED]
+        halving = study.select is not None and study.select.prune == "halving"
+        finished = (*FINISHED, "pruned") if halving else FINISHED
+        todo = [s for s in plan.specs if status.get(s.run_id) not in finished]
         skipped = len(plan.specs) - len(todo)
         if executor is None:
             peak = study.peak_tflops * 1e12 if study.peak_tflops else None
             executor = LocalExecutor(assets, peak_flops=peak, keep_adapters=study.save != "none")
+        if halving:
+            executor = _halving(study, plan.specs, store, executor)
 
         by_id = {s.run_id: s for s in todo}
         in_flight: set[str] = set()
@@ -267,6 +273,42 @@ def run_study(
         )
     finally:
         store.close()
+
+
+def _check_halving(study: Study, executor: Executor | None) -> None:
+    """What successive halving cannot do, as user errors before anything is written."""
+    from loraplace.executors.local import LocalExecutor
+
+    if executor is not None and not isinstance(executor, LocalExecutor):
+        raise UserError("prune: halving runs in-process only: drop --executor ray")
+    if study.train.epochs is not None:
+        raise UserError("prune: halving places rungs by steps: set train.steps, not train.epochs")
+
+
+def _halving(study: Study, specs: list[RunSpec], store: Store, inner: Executor) -> Executor:
+    """The executor that runs the study's grid by successive halving, from the store's state."""
+    from loraplace.executors.halving import HalvingExecutor, Record
+    from loraplace.executors.local import LocalExecutor
+    from loraplace.study.halving import rung_steps
+
+    sel = study.select
+    assert sel is not None and isinstance(inner, LocalExecutor)
+    status = {r["run_id"]: r["status"] for r in store.runs()}
+    ids = [s.run_id for s in specs]
+    metrics = store.metrics(ids)
+    records = {
+        rid: Record(status.get(rid, "pending"), store.curves(rid), metrics.get(rid, {}))
+        for rid in ids
+    }
+    return HalvingExecutor(
+        inner,
+        specs,
+        rung_steps(study.train_settings().steps, sel.rungs, sel.reduction),
+        reduction=sel.reduction,
+        records=records,
+        checkpoints=study.out_dir / "checkpoints",
+        goal=sel.goal or "min",
+    )
 
 
 def _save_adapter(study: Study, store: Store, sid: str, spec: RunSpec, result: RunResult) -> None:

@@ -18,7 +18,19 @@ RunKind = Literal["lora", "zero-shot", "full"]
 # stored once per study under this seed.
 ZERO_SHOT_SEED = 0
 # flagged: trained to the end but worse than zero-shot (train/divergence.py): not averaged.
-RunStatus = Literal["pending", "running", "done", "failed", "diverged", "flagged", "interrupted"]
+# paused: stopped at a successive-halving rung, to be continued; pruned: stopped there for
+# good (its partial curves kept, never averaged).
+RunStatus = Literal[
+    "pending",
+    "running",
+    "done",
+    "failed",
+    "diverged",
+    "flagged",
+    "interrupted",
+    "paused",
+    "pruned",
+]
 
 
 @dataclass(frozen=True)

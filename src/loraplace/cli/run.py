@@ -110,6 +110,11 @@ class RichDisplay(StudyDisplay):
                 detail += f"  {m['train_time_s']:.1f} s  {m['tokens_per_s']:,.0f} tok/s"
         elif result.status == "diverged":
             detail = f"[red]diverged at step {result.diverged_step}[/]"
+        elif result.status in ("paused", "pruned") and "rung_steps" in m:
+            detail = (
+                f"{result.status} at step {m['rung_steps']:.0f} "
+                f"(rung eval loss {m['rung_eval_loss']:.4f})"
+            )
         else:
             detail = f"[red]{result.status}: {escape(str(result.error))}[/]"
         self.console.print(

@@ -13,6 +13,7 @@ from loraplace.errors import UserError
 from loraplace.executors.base import NullProgress, ResultCallback, RunProgress
 from loraplace.runs import RunResult, RunSpec
 from loraplace.train import train_run
+from loraplace.train.pause import Pause
 
 __all__ = ["Assets", "LocalExecutor"]
 
@@ -41,8 +42,13 @@ class LocalExecutor:
             progress.run_started(spec)
             on_result(self.run_one(spec, progress))
 
-    def run_one(self, spec: RunSpec, progress: RunProgress | None = None) -> RunResult:
-        """One run; a failure becomes a ``failed`` result, an interrupt propagates."""
+    def run_one(
+        self, spec: RunSpec, progress: RunProgress | None = None, pause: Pause | None = None
+    ) -> RunResult:
+        """One run; a failure becomes a ``failed`` result, an interrupt propagates.
+
+        pause: continue from / stop at a rung (successive halving, ``train/pause.py``).
+        """
         progress = progress or NullProgress()
         try:
             model, tokenizer = self.assets.model(
@@ -60,6 +66,7 @@ class LocalExecutor:
                 peak_flops=self.peak_flops,
                 keep_adapter=self.keep_adapters,
                 tokenizer=tokenizer,
+                pause=pause,
             )
         except (UserError, Exception) as exc:  # a bug in one run must not end the study
             detail = str(exc) if isinstance(exc, UserError) else traceback.format_exc()

@@ -136,6 +136,12 @@ class SelectConfig(BaseModel):
     by: str = "eval_loss"  # a validation metric: eval_loss or a task metric, never test_*
     per: Literal["placement"] = "placement"
     goal: Literal["min", "max"] | None = None  # None: min for a loss, max for other metrics
+    # Successive halving (study/halving.py): judge every setting at `rungs` early steps
+    # (rung k at steps / reduction^(rungs - k)), keep the best 1/reduction of each
+    # placement's settings by validation loss over seeds; the rest are stored as pruned.
+    prune: Literal["halving"] | None = None
+    rungs: int = Field(2, ge=1)
+    reduction: int = Field(3, ge=2)
 
     @field_validator("by")
     @classmethod
@@ -146,6 +152,13 @@ class SelectConfig(BaseModel):
                 "selected settings (use eval_loss or a task metric)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _halving_reads_the_loss(self):
+        # The rungs evaluate validation loss only: task metrics wait for the end of a run.
+        if self.prune == "halving" and self.by != "eval_loss":
+            raise ValueError("prune: halving judges rungs by eval_loss: set by: eval_loss")
+        return self
 
 
 class AnalysisConfig(BaseModel):

@@ -32,6 +32,7 @@ from loraplace.train.inject import attach, checkpointing
 from loraplace.train.kernels import fuse_activations
 from loraplace.train.manifest import build_manifest
 from loraplace.train.memory import MemoryMeter
+from loraplace.train.pause import Pause, Paused
 from loraplace.train.prefix_cache import PrefixCache, runner_for
 
 # on_step(step, steps, loss, tokens_per_s): called after every optimizer step.
@@ -126,6 +127,7 @@ def train_run(
     fused_kernels: bool = True,
     keep_adapter: bool = True,
     tokenizer=None,
+    pause: Pause | None = None,
 ) -> RunResult:
     """Train and evaluate one run; ``model`` is the base model, returned to its state after.
 
@@ -141,6 +143,9 @@ def train_run(
     keep_adapter: return a LoRA run's trained adapter in ``RunResult.adapter`` (the
         files PEFT's save_pretrained writes) for the driver to save.
     tokenizer: the model's tokenizer, which the spec's task metrics need to read outputs.
+    pause: continue from ``pause.path`` when it exists, and stop at ``pause.stop_at``
+        (saving a checkpoint there and returning a ``paused`` result with the rung's
+        ``rung_eval_loss``); see ``train/pause.py``.
     """
     if spec.kind == "zero-shot":  # an evaluation, not a 0-step training run
         from loraplace.train.zero_shot import zero_shot_result
@@ -175,6 +180,7 @@ def train_run(
     curves: dict[str, list[tuple[int, float]]] = {"train_loss": [], "eval_loss": [], "lr": []}
     metrics: dict[str, float] = {}
     diverged: Diverged | None = None
+    paused: Paused | None = None
     prefix = None
     restore_kernels = fuse_activations(model) if fused_kernels else (lambda: None)
     try:
@@ -210,9 +216,20 @@ def train_run(
             opt = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
             net.train()
             watch = LossWatch(t)  # non-finite, spiking or rising loss: see divergence.py
+            start = 0
+            if pause is not None:  # continue a run stopped at a rung, where it stopped
+                start, train_time = pause.resume(net, opt, curves, watch)
             for step, idx in enumerate(
                 batches(blocks.train.shape[0], t.batch_size, steps, spec.seed)
             ):
+                if step < start:
+                    continue  # trained before the stop: its batch is drawn and skipped
+                if pause is not None and step == pause.stop_at:
+                    ev = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll, scored=val_scored)
+                    if curves["eval_loss"][-1][0] != step:
+                        curves["eval_loss"].append((step, ev.loss))
+                    pause.save(net, opt, curves, watch, step=step, train_time=train_time)
+                    raise Paused(step, ev.loss)
                 t0 = time.perf_counter()
                 lr = lr_at(step, t, steps)
                 for group in opt.param_groups:
@@ -311,6 +328,8 @@ def train_run(
             adapter = capture(net)
     except Diverged as exc:
         diverged = exc
+    except Paused as exc:
+        paused = exc
     finally:
         # Give the caller its base model back exactly as it came.
         restore_kernels()
@@ -338,6 +357,14 @@ def train_run(
             **scale_settings(spec),
         },
     )
+    if paused is not None:  # a rung's numbers, under their own names: never an eval_loss
+        return RunResult(
+            run_id=spec.run_id,
+            status="paused",
+            metrics={"rung_eval_loss": paused.eval_loss, "rung_steps": paused.step},
+            curves=curves,
+            manifest=manifest,
+        )
     if diverged is not None:
         return RunResult(
             run_id=spec.run_id,
