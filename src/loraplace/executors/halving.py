@@ -24,7 +24,7 @@ from loraplace.runs import RunResult, RunSpec
 from loraplace.study.halving import survivors
 from loraplace.train.pause import Pause
 
-REACHED = ("paused", "pruned", "done", "diverged")  # statuses that carry a rung's curve
+FINISHED = ("done", "diverged", "flagged")  # trained to the end, or stopped by divergence
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Record:
 
     def reached(self, step: int) -> bool:
         """Whether this run needs no more training to be judged at ``step``."""
-        if self.status in ("done", "diverged"):
+        if self.status in FINISHED:
             return True
         if self.status in ("paused", "pruned"):
             return self.metrics.get("rung_steps", -1) >= step
@@ -100,7 +100,7 @@ class HalvingExecutor:
                     run(spec, rung)
             live = self._judge(live, rung, on_result)
         for spec in live:
-            if self.records[spec.run_id].status not in ("done", "diverged"):
+            if self.records[spec.run_id].status not in FINISHED:
                 run(spec, None)
 
     def _record(self, result: RunResult) -> None:
@@ -130,7 +130,7 @@ class HalvingExecutor:
 
     def _prune(self, spec: RunSpec, rung: int, on_result: ResultCallback) -> None:
         rec = self.records[spec.run_id]
-        if rec.status in ("pruned", "diverged"):
+        if rec.status == "pruned" or rec.status in FINISHED:  # a finished run stays as it is
             return
         loss = rec.eval_at(rung)
         result = RunResult(
