@@ -325,3 +325,20 @@ def test_options_peft_refuses_on_fused_experts(option, message):
     with pytest.raises(UserError, match=message):
         lora_config(rp.modules, **option)
     lora_config(resolve("attention", _arch("mixtral"), rank=4).modules, **option)  # fine there
+
+
+def test_fused_expert_adapters_receive_gradients():
+    """The resolved config trains: one step's loss reaches the experts' LoRA B."""
+    config = _config("mixtral")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(
+            AutoModelForCausalLM.from_config(config),
+            lora_config(resolve("experts", _arch("mixtral"), rank=4).modules),
+        )
+    ids = torch.randint(0, 100, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert len(grads) == 8  # 2 layers x 2 fused tensors x (A, B)
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n)
