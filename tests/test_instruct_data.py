@@ -244,3 +244,28 @@ def test_user_error_names_the_found_fields_for_unknown_formats(tmp_path, tok):
     path = write_rows(tmp_path / "x.jsonl", [{"body": "the cat", "id": 1}])
     with pytest.raises(UserError, match=r"no text field 'text' \(fields: body, id\)"):
         load_blocks(str(path), tok, 8)
+
+
+def test_eval_dataset_is_the_whole_validation_set(tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", PC * 8)
+    held = [{"prompt": "a dog eats", "completion": " a bone ."}] * 5
+    config = tiny_study(
+        tmp_path,
+        dataset=str(train),
+        placements=["seed-ffn"],
+        seeds=[0],
+        eval={"every": 0, "dataset": str(write_rows(tmp_path / "held.jsonl", held))},
+    )
+    config["train"].update(steps=2)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli(["run", str(path)]) == 0
+    from loraplace.store import Store
+
+    with Store(tmp_path / "out", create=False, writer=False) as store:
+        runs = store.runs(store.study()["study_id"])
+        metrics = store.metrics()
+    for r in runs:  # all 5 held-out examples, each scoring "a bone ." and EOS
+        assert metrics[r["run_id"]]["eval_tokens"] == 5 * 4
+        assert r["spec"]["eval_dataset"].endswith("held.jsonl")
+        assert "eval" in r["spec"]["fingerprints"]

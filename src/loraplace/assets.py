@@ -137,17 +137,26 @@ class Assets:
         dataset (the retain set) is read whole.
         """
         t = spec.train
-        return self.blocks(
-            dataset or spec.dataset,
+        kw = dict(
             model=spec.model,
             device=t.device,
             block_size=t.block_size,
             split_seed=t.split_seed,
             text_field=spec.text_field,
-            test_fraction=t.test_fraction if dataset is None else 0.0,
-            holdout=holdout,
             data=spec.data,
         )
+        blocks = self.blocks(
+            dataset or spec.dataset,
+            test_fraction=t.test_fraction if dataset is None else 0.0,
+            holdout=holdout,
+            **kw,
+        )
+        if dataset is None and holdout == "val" and spec.eval_dataset:
+            from loraplace.data.load import with_eval_dataset
+
+            # eval.dataset: validation is that file, whole; train keeps its own rows.
+            return with_eval_dataset(blocks, self.blocks(spec.eval_dataset, **kw))
+        return blocks
 
     def retain_blocks(self, spec: RunSpec) -> Blocks | None:
         return self.spec_blocks(spec, spec.retain_dataset) if spec.retain_dataset else None
@@ -172,6 +181,7 @@ class Assets:
             t.eval_batch_size,
             t.max_eval_blocks,
             repr(sorted(spec.data.items())),
+            spec.eval_dataset,
             spec.quantize,
         )
         if key not in self._baselines:

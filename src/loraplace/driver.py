@@ -140,12 +140,15 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
     """Content hashes of one task's data, its retain set and its test split (if any)."""
     kw = _data_kw(study, task)
     blocks = assets.blocks(task.dataset, **kw)
-    if study.eval.tasks and blocks.val_examples is None:
+    out = {"data": blocks.fingerprint}
+    if study.eval.dataset:  # the separate validation file is part of every run's identity
+        blocks = assets.blocks(study.eval.dataset, **{**kw, "test_fraction": 0.0})
+        out["eval"] = blocks.fingerprint
+    if study.eval.tasks and blocks.val_examples is None:  # tasks read the val examples
         raise UserError(
             f"eval.tasks need instruction data (prompt-completion or messages), but "
-            f"{task.dataset} is raw text: give such a dataset or drop eval.tasks"
+            f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
         )
-    out = {"data": blocks.fingerprint}
     retain = study.retain_dataset(task.dataset)
     if retain:  # the retain set is read whole: no test split carved out of it
         out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint

@@ -99,6 +99,7 @@ _SPEC_ADDED: dict[str, Any] = {
     "quantize": None,
     "data": {},
     "eval_tasks": (),
+    "eval_dataset": None,
 }
 # Labels, not settings: never part of the run id.
 _DISPLAY_ONLY = ("study", "placement_name", "task", "placement_base", "setting")
@@ -136,6 +137,8 @@ class RunSpec:
     # (train.tasks.TaskSettings as dicts).
     data: dict[str, Any] = field(default_factory=dict)
     eval_tasks: tuple[dict[str, Any], ...] = ()
+    # A separate validation file (eval.dataset): every row of it is the val set.
+    eval_dataset: str | None = None
 
     @property
     def run_id(self) -> str:

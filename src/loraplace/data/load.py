@@ -304,6 +304,27 @@ def _sft(
     return blocks
 
 
+def with_eval_dataset(blocks: Blocks, held: Blocks) -> Blocks:
+    """``blocks`` with every row of ``held`` (a separate file) as its validation set."""
+    import torch
+
+    def both(a, b):
+        return None if a is None or b is None else torch.cat([a, b])
+
+    key = f"{blocks.fingerprint}:eval_dataset={held.fingerprint}"
+    return dataclasses.replace(
+        blocks,
+        val=torch.cat([held.train, held.val]),
+        val_labels=both(held.train_labels, held.val_labels),
+        val_examples=(held.train_examples or []) + (held.val_examples or [])
+        if held.val_examples is not None
+        else None,
+        val_oracle_nll=None,  # a floor belongs to the blocks it was computed on
+        fingerprint=hashlib.sha256(key.encode()).hexdigest(),
+        info={**blocks.info, "eval_dataset": held.name, "eval_dataset_info": held.info},
+    )
+
+
 def _capped_fingerprint(key: str, n_train: int | None) -> str:
     # Any n_train is part of the identity, so the fingerprint is known before building.
     if n_train is None:

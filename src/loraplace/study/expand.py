@@ -66,6 +66,7 @@ def expand(
             quantize=study.quantize,
             data=study.data_settings(),
             eval_tasks=study.eval_task_settings(),
+            eval_dataset=study.eval.dataset,
         )
         specs += _baselines(study, common, "zero-shot")
         labels: set[str] = set()

@@ -69,6 +69,9 @@ class EvalConfig(BaseModel):
     max_blocks: int | None = _train_defaults["max_eval_blocks"]  # cap on eval blocks; None = all
     # Task metrics beside loss, e.g. [{name: answer, kind: exact_match}] (instruction data).
     tasks: list[TaskConfig] = Field(default_factory=list)
+    # A separate validation file (any format): all of it is the val set, and the
+    # dataset's own val split goes unused. None = the dataset's own val split.
+    dataset: str | None = None
 
     @field_validator("tasks")
     @classmethod
@@ -309,6 +312,8 @@ class Study(BaseModel):
                 cfg["train"].pop(key)
         if not cfg["eval"]["tasks"]:  # eval.tasks came later too
             del cfg["eval"]["tasks"]
+        if cfg["eval"]["dataset"] is None:  # and eval.dataset
+            del cfg["eval"]["dataset"]
         blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
