@@ -329,13 +329,13 @@ def test_options_peft_refuses_on_fused_experts(option, message):
 
 def test_fused_expert_adapters_receive_gradients():
     """The resolved config trains: one step's loss reaches the experts' LoRA B."""
-    config = _config("mixtral")
+    config = _config("qwen2_moe")
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = get_peft_model(
             AutoModelForCausalLM.from_config(config),
-            lora_config(resolve("experts", _arch("mixtral"), rank=4).modules),
+            lora_config(resolve("experts", _arch("qwen2_moe"), rank=4).modules),
         )
     ids = torch.randint(0, 100, (2, 8))
     model(input_ids=ids, labels=ids).loss.backward()
