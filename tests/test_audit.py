@@ -98,3 +98,25 @@ def test_audit_cli(broken, capsys, tmp_path):
     assert run_cli(["audit", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path} has no adapter_config.json: give a PEFT adapter directory"]
+
+
+def test_audit_without_the_base_model_says_what_it_cannot_know(broken, tmp_path):
+    adapter, _ = broken
+    copy = tmp_path / "nobase"
+    copy.mkdir()
+    (copy / "adapter_model.safetensors").write_bytes(
+        (adapter / "adapter_model.safetensors").read_bytes()
+    )
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = None
+    (copy / "adapter_config.json").write_text(json.dumps(config))
+    result = audit(copy)
+    assert result.family is None and result.trainable_params == 18_384
+    assert result.warnings[:2] == [
+        "the adapter names no base model: pass --model to read roles",
+        "the adapter targets parameters (fused experts) and the base model is unknown: "
+        "their ranks are shown as rank x experts; pass --model",
+    ]
+    assert {u.role for u in result.units} == {"?"}
+    # the rank_pattern key that matched nothing is found from the weights alone
+    assert any("rank_pattern key 'k_proj'" in w for w in result.warnings)

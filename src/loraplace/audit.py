@@ -239,6 +239,11 @@ def audit(adapter_dir: str | Path, model: str | None = None) -> Audit:
     base = model or config.get("base_model_name_or_path")
     arch, warnings = _base_arch(base, model is not None)
     units = _units(config, shapes, arch)
+    if arch is None and config.get("target_parameters"):
+        warnings.append(
+            "the adapter targets parameters (fused experts) and the base model is unknown: "
+            "their ranks are shown as rank x experts; pass --model"
+        )
     if not units:
         raise UserError(f"{path}/adapter_model.safetensors holds no lora_A/lora_B weights")
     trainable = 0
