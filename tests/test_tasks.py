@@ -147,3 +147,58 @@ def test_instruction_study_stores_accuracy_and_reports_it(tmp_path, capsys, kind
     assert run_cli(["report", str(tmp_path / "out"), "--metric", "accuracy"]) == 0
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "Task accuracy" in report and "answer" in report
+
+
+# --- aggregation over seeds -----------------------------------------------------------------
+
+ACC = {"attention": [0.20, 0.30, 0.25], "mlp": [0.60, 0.70, 0.80]}
+
+
+def _accuracy_store(path: Path) -> Path:
+    from report_fixtures import _spec, modules
+
+    from loraplace.runs import RunResult
+
+    store = Store(path)
+    store.add_study("s1", "acc", {"name": "acc"}, "loraplace run acc.yaml")
+    results = [(_spec("acc", "zero-shot", "zero-shot", 0, ()), 0.05)]
+    for label, role in (("attention", "attn.qkv"), ("mlp", "mlp.up")):
+        mods = modules([(role, [0, 1, 2, 3])])
+        results += [(_spec("acc", label, "lora", s, mods), a) for s, a in enumerate(ACC[label])]
+    store.add_runs("s1", [spec for spec, _ in results])
+    for spec, acc in results:
+        metrics = {"eval_loss": 3.0 - acc, "task:answer": acc, "accuracy": acc}
+        metrics.update(trainable_params=1000.0, train_time_s=1.0)
+        store.save_result(RunResult(spec.run_id, "done", metrics=metrics))
+    store.close()
+    return path
+
+
+def test_accuracy_aggregates_with_t_intervals_and_paired_tests(tmp_path):
+    from scipy import stats
+
+    from loraplace.analysis import load_study, summarize
+    from loraplace.analysis.tasks import best_tests, resolve_metric, task_metrics, task_rows
+
+    s = summarize(load_study(_accuracy_store(tmp_path / "a.db"), None), None)
+    assert task_metrics(s) == ["task:answer", "accuracy"]
+    assert resolve_metric(s, "answer") == "task:answer" and resolve_metric(s, "loss") == "loss"
+    rows = {r.placement: r for r in task_rows(s, ["task:answer"])}
+    for label, values in ACC.items():
+        e = rows[label].values["task:answer"]
+        half = stats.t.ppf(0.975, 2) * stats.sem(values)
+        assert (e.mean, e.ci, e.n) == (pytest.approx(sum(values) / 3), pytest.approx(half), 3)
+    best, tests = best_tests(list(rows.values()), "task:answer")
+    assert best == "mlp" and [t.other for t in tests] == ["zero-shot", "attention"]
+    p_att = stats.ttest_rel(ACC["mlp"], ACC["attention"]).pvalue
+    p_zs = stats.ttest_1samp([a - 0.05 for a in ACC["mlp"]], 0).pvalue  # zero-shot: constant
+    assert tests[1].test.p == pytest.approx(p_att) and tests[0].test.p == pytest.approx(p_zs)
+    assert tests[1].test.p_holm == pytest.approx(min(1.0, 2 * min(p_att, p_zs)))
+    assert tests[1].verdict == ("mlp higher" if tests[1].test.p_holm < 0.05 else "within noise")
+
+
+def test_unknown_report_metric_is_one_line(tmp_path, capsys):
+    _accuracy_store(tmp_path / "a.db")
+    assert run_cli(["report", str(tmp_path / "a.db"), "--metric", "bleu"]) == 2
+    err = capsys.readouterr().err
+    assert "stores metric 'bleu'" in err and "loss, task:answer, accuracy" in err

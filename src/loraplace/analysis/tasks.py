@@ -67,6 +67,16 @@ def task_rows(s: Summary, names: list[str]) -> list[TaskRow]:
     return rows
 
 
+def _paired(row: TaskRow, metric: str, seeds: dict[int, float]) -> dict[int, float]:
+    """The row's values by seed; the zero-shot model's one value stands for every seed
+    (no seed changes the base model's greedy answers)."""
+    values = row.by_seed[metric]
+    if row.placement == "zero-shot" and len(values) == 1:
+        (value,) = values.values()
+        return dict.fromkeys(seeds, value)
+    return values
+
+
 @dataclass(frozen=True)
 class BestTest:
     """The best placement by a metric against another, paired over shared seeds."""
@@ -90,9 +100,9 @@ def best_tests(rows: list[TaskRow], metric: str) -> tuple[str | None, list[BestT
         return None, []
     best = max(trained, key=lambda r: r.values[metric].mean)  # type: ignore[union-attr]
     others = [r for r in rows if r is not best and r.values.get(metric)]
+    mine = best.by_seed[metric]
     tests = [
-        paired_test(best.placement, best.by_seed[metric], r.placement, r.by_seed[metric])
-        for r in others
+        paired_test(best.placement, mine, r.placement, _paired(r, metric, mine)) for r in others
     ]
     adjusted = holm([t.p for t in tests])
     out = [
