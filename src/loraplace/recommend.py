@@ -9,7 +9,6 @@ evidence, so a reader can see why it was chosen and how sure it is.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,10 @@ class Candidate:
     @property
     def ci95(self) -> float | None:
         """Half-width of the 95 % t-interval over seeds (None with one seed)."""
-        n = len(self.losses)
-        if n < 2:
-            return None
-        from scipy import stats
+        from loraplace.analysis.aggregate import estimate
 
-        m = self.mean
-        sd = math.sqrt(sum((x - m) ** 2 for x in self.losses) / (n - 1))
-        return float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+        est = estimate(self.losses)
+        return None if est is None else est.ci
 
 
 @dataclass
@@ -87,7 +82,7 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
         runs = store.runs()
         metrics = store.metrics()
         names = {s["study_id"]: s["name"] for s in store.studies()}
-        links = store.conn.execute("SELECT study_id, run_id FROM study_runs").fetchall()
+        links = store.study_links()
     studies_of: dict[str, set[str]] = {}
     for sid, rid in links:
         studies_of.setdefault(rid, set()).add(names.get(sid, sid))
@@ -122,6 +117,40 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
         c.study_names |= studies_of.get(r["run_id"], set())
     zero_mean = {k: sum(v) / len(v) for k, v in zero.items()}
     return list(groups.values()), zero_mean
+
+
+def recommend_placement(
+    source: str | Path, budget: int | str, data: str | None = None
+) -> Recommendation:
+    """The recommendation for ``source`` (a store, its directory, or a model) at ``budget``.
+
+    A store answers from its measured runs; when none fits the budget, or ``source`` is a
+    model, an allocation from probes on ``data`` (which is then required).
+    """
+    from loraplace.errors import UserError
+    from loraplace.store import resolve_store_path
+
+    store = resolve_store_path(source)
+    if store.exists():
+        rec = recommend_from_store(store, budget)
+        if rec is not None:
+            return rec
+        if data is None:
+            raise UserError(
+                f"no measured placement in {store} fits budget {budget}: give --data "
+                "and a model to allocate one from probes, or run a study at this budget"
+            )
+        cands, _ = measured_candidates(store)
+        if not cands:
+            raise UserError(f"{store} holds no finished runs: run the study first")
+        return recommend_from_probe(cands[0].model, data, budget)
+    if Path(source).suffix == ".db":
+        raise UserError(f"no results store at {source}: run `loraplace run` first")
+    if data is None:
+        raise UserError(
+            f"{str(source)!r} is a model, not a results store: give --data DATASET to probe it"
+        )
+    return recommend_from_probe(str(source), data, budget)
 
 
 def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommendation | None:

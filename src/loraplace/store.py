@@ -378,6 +378,11 @@ class Store:
         names = ", ".join(s["name"] for s in studies)
         raise UserError(f"no study {study_id!r} in {self.path}; it holds: {names}")
 
+    def study_links(self) -> list[tuple[str, str]]:
+        """(study_id, run_id) for every run of every study (a run may serve several)."""
+        rows = self.conn.execute("SELECT study_id, run_id FROM study_runs").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def runs(self, study_id: str | None = None) -> list[dict[str, Any]]:
         """Runs with their spec parsed, in study order when a study is given."""
         if study_id is None:

@@ -31,36 +31,12 @@ def recommend(
     """The best placement for a budget: measured runs first, then probes."""
     from loraplace.errors import UserError
     from loraplace.placement.export import FORMATS, write_export
-    from loraplace.recommend import placement_of, recommend_from_probe, recommend_from_store
+    from loraplace.recommend import placement_of, recommend_placement
     from loraplace.store import resolve_store_path
 
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    rec = None
-    store = resolve_store_path(source)
-    if store.exists():
-        rec = recommend_from_store(store, budget)
-        if rec is None:
-            if data is None:
-                raise UserError(
-                    f"no measured placement in {store} fits budget {budget}: give --data "
-                    "and a model to allocate one from probes, or run a study at this budget"
-                )
-            from loraplace.recommend import measured_candidates
-
-            cands, _ = measured_candidates(store)
-            model = cands[0].model if cands else None
-            if model is None:
-                raise UserError(f"{store} holds no finished runs: run the study first")
-            rec = recommend_from_probe(model, data, budget)
-    elif Path(source).suffix == ".db":
-        raise UserError(f"no results store at {source}: run `loraplace run` first")
-    else:
-        if data is None:
-            raise UserError(
-                f"{source!r} is a model, not a results store: give --data DATASET to probe it"
-            )
-        rec = recommend_from_probe(source, data, budget)
+    rec = recommend_placement(source, budget, data)
     rp = placement_of(rec)
     if as_json:
         print(json.dumps(rec.to_json(), indent=2))
@@ -90,6 +66,7 @@ def recommend(
                 )
             out.print(t)
     if fmt is not None:
+        store = resolve_store_path(source)
         saved = _saved_weights(store, rec) if fmt == "peft" and store.exists() else None
         if saved is not None:  # the trained weights of the recommended placement's best run
             from loraplace.train.save import copy_saved

@@ -103,10 +103,11 @@ def run_search(
         import optuna
     except ImportError:
         raise UserError("search needs Optuna: pip install 'loraplace[search]'") from None
+    from loraplace.analysis.aggregate import summarize
+    from loraplace.analysis.load import load_study
     from loraplace.assets import Assets
     from loraplace.driver import run_study
     from loraplace.placement import resolve
-    from loraplace.store import Store
     from loraplace.study import Study
 
     optuna.logging.set_verbosity(logging.WARNING)
@@ -146,19 +147,13 @@ def run_search(
             raise optuna.TrialPruned(f"{rp.trainable_params} params > budget {cap}")
         one = Study(**{**base, "name": name, "placements": [spec]})
         outcome = run_study(one, executor=executor, assets=assets, display=display)
-        with Store(outcome.store_path, create=False, writer=False) as store:
-            runs = store.runs(outcome.study_id)
-            metrics = store.metrics([r["run_id"] for r in runs])
-        losses = [
-            metrics[r["run_id"]]["eval_loss"]
-            for r in runs
-            if r["status"] == "done" and "eval_loss" in metrics.get(r["run_id"], {})
-        ]
-        if not losses:
+        # The trial's objective is the placement's seed mean as the report computes it.
+        data = load_study(outcome.store_path, outcome.study_id)
+        trained = [p for p in summarize(data).placements if p.kind == "lora"]
+        if not trained:
             raise optuna.TrialPruned("no run of this placement finished (diverged or failed)")
-        loss = sum(losses) / len(losses)
-        trial.set_user_attr("run_ids", [r["run_id"] for r in runs])
-        return loss, float(rp.trainable_params)
+        trial.set_user_attr("run_ids", [r.run_id for r in data.runs])
+        return trained[0].loss.mean, float(rp.trainable_params)
 
     done = _complete(ostudy)
     todo = max(0, trials - done)
