@@ -53,7 +53,8 @@ def test_shipped_weights_match_their_fingerprint_and_held_out_loss(tiny_markov_d
 def test_regenerating_reproduces_the_shipped_fingerprint(tmp_path):
     import torch
 
-    from loraplace.builtin.pretrain import bf16_supported, pretrain_tiny_markov
+    from loraplace.builtin.pretrain import pretrain_tiny_markov
+    from loraplace.train.measure import cpu_has_native_bf16
 
     info = _shipped_info()
     threads = torch.get_num_threads()
@@ -64,5 +65,5 @@ def test_regenerating_reproduces_the_shipped_fingerprint(tmp_path):
         torch.set_num_threads(threads)
     assert summary["val_loss"] == pytest.approx(info["val_loss"], abs=1e-5)
     assert summary["recipe"] == info["recipe"]
-    if bf16_supported() == info["bf16_autocast"]:  # the same kernels: the same bits
+    if cpu_has_native_bf16() == info["bf16_autocast"]:  # the same kernels: the same bits
         assert summary["weights_sha256"] == info["weights_sha256"]

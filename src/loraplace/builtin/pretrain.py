@@ -8,7 +8,6 @@ unchanged), trained deterministically from a fixed seed on fixed data, then writ
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -19,6 +18,8 @@ import torch
 
 from loraplace.builtin import markov
 from loraplace.builtin.shipped import weights_fingerprint
+from loraplace.train.measure import cpu_has_native_bf16
+from loraplace.train.schedule import scheduled_lr
 
 VERSION = f"v{markov.GENERATOR_VERSION}"  # cache key: a generator change invalidates the model
 INFO_FILE = "loraplace_builtin.json"
@@ -60,13 +61,13 @@ def recipe() -> dict:
     }
 
 
-def tiny_markov_config():
-    """The GPT-2 config of tiny-markov: 4 layers, d=128, 4 heads, 128 positions, no dropout."""
+def tiny_gpt2_config(*, vocab_size: int, n_positions: int, bos: int, eos: int, pad: int | None):
+    """The built-ins' GPT-2 shape: 4 layers, d=128, 4 heads, no dropout."""
     from transformers import GPT2Config
 
     return GPT2Config(
-        vocab_size=markov.VOCAB_SIZE,
-        n_positions=BLOCK_SIZE,
+        vocab_size=vocab_size,
+        n_positions=n_positions,
         n_embd=128,
         n_layer=4,
         n_head=4,
@@ -75,11 +76,22 @@ def tiny_markov_config():
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        bos_token_id=markov.VOCAB[markov.SRC],
-        eos_token_id=markov.EOS_ID,
-        pad_token_id=markov.EOS_ID,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
         # Eager attention beats sdpa at this size on CPU (not saved in config.json).
         attn_implementation="eager",
+    )
+
+
+def tiny_markov_config():
+    """The GPT-2 config of tiny-markov: the built-ins' shape, 128 positions."""
+    return tiny_gpt2_config(
+        vocab_size=markov.VOCAB_SIZE,
+        n_positions=BLOCK_SIZE,
+        bos=markov.VOCAB[markov.SRC],
+        eos=markov.EOS_ID,
+        pad=markov.EOS_ID,
     )
 
 
@@ -101,25 +113,8 @@ def tiny_markov_tokenizer():
     )
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU runs bf16 matmuls natively (autocast is ~2x faster there, not elsewhere)."""
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    try:
-        return bool(check and check())
-    except Exception:  # a private helper: never let its absence break pretraining
-        return False
-
-
-def cosine_lr(step: int, *, lr: float, warmup: int, steps: int, min_frac: float) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``min_frac * lr`` at ``steps``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    frac = (step - warmup) / max(1, steps - warmup)
-    return lr * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
 def _lr_at(step: int) -> float:
-    return cosine_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
+    return scheduled_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
 
 
 def pretrain_loop(
@@ -171,9 +166,13 @@ def eval_loss(model, tokens: torch.Tensor, bf16: bool = False, batch: int = 64) 
     return total / count
 
 
-def unigram_loss(train: np.ndarray, val: np.ndarray) -> float:
-    """NLL of val tokens (positions 1..) under the add-one unigram distribution of train."""
-    counts = np.bincount(train[:, 1:].ravel(), minlength=markov.VOCAB_SIZE) + 1.0
+def unigram_loss(train, val, vocab_size: int = markov.VOCAB_SIZE) -> float:
+    """NLL of val tokens (positions 1..) under the add-one unigram distribution of train.
+
+    train, val: token blocks (numpy arrays or CPU tensors).
+    """
+    train, val = np.asarray(train), np.asarray(val)
+    counts = np.bincount(train[:, 1:].ravel(), minlength=vocab_size) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[val[:, 1:]].mean())
 
@@ -191,7 +190,7 @@ def pretrain_tiny_markov(out_dir: Path, progress=None) -> dict:
     model = GPT2LMHeadModel(tiny_markov_config())
     model.loss_type = "ForCausalLM"  # silences a transformers warning; the default loss
     data = markov.pretrain_tokens(STEPS * BATCH_SIZE, BLOCK_SIZE, SEED)
-    bf16 = bf16_supported()
+    bf16 = cpu_has_native_bf16()
     # Weight decay only on matrices, as in nanoGPT; biases, LayerNorms and embeddings stay free.
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wpe" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "wpe" not in n)]

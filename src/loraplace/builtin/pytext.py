@@ -54,26 +54,12 @@ _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "_
 
 
 def _tiny_python_config():
-    from transformers import GPT2Config
+    from loraplace.builtin.pretrain import tiny_gpt2_config
 
-    return GPT2Config(
-        vocab_size=VOCAB_SIZE,
-        n_positions=N_POSITIONS,
-        n_embd=128,
-        n_layer=4,
-        n_head=4,
-        # Same maths as GPT-2's gelu_new in one fused kernel (as tiny-markov).
-        activation_function="gelu_pytorch_tanh",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,  # EOS is the first special token, id 0
-        eos_token_id=0,
-        # No pad id: blocks are packed, never padded, and a pad id equal to EOS makes
-        # transformers warn about a missing attention mask on every block with an EOS.
-        pad_token_id=None,
-        attn_implementation="eager",  # faster than sdpa at this size on CPU
-    )
+    # EOS is the first special token, id 0. No pad id: blocks are packed, never padded,
+    # and a pad id equal to EOS makes transformers warn about a missing attention mask on
+    # every block with an EOS.
+    return tiny_gpt2_config(vocab_size=VOCAB_SIZE, n_positions=N_POSITIONS, bos=0, eos=0, pad=None)
 
 
 def __getattr__(name: str):
@@ -233,18 +219,9 @@ def tiny_python_tokenizer():
 
 
 def _lr_at(step: int) -> float:
-    from loraplace.builtin.pretrain import cosine_lr
+    from loraplace.train.schedule import scheduled_lr
 
-    return cosine_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
-
-
-def unigram_loss(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
-    """NLL of val tokens (positions 1..) under the add-one unigram distribution of train."""
-    import torch
-
-    counts = torch.bincount(train[:, 1:].reshape(-1), minlength=vocab_size).double() + 1.0
-    logp = (counts / counts.sum()).log()
-    return float(-logp[val[:, 1:]].mean())
+    return scheduled_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
 
 
 def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
@@ -255,8 +232,9 @@ def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
     import torch
     from transformers import GPT2LMHeadModel
 
-    from loraplace.builtin.pretrain import bf16_supported, eval_loss, pretrain_loop
+    from loraplace.builtin.pretrain import eval_loss, pretrain_loop, unigram_loss
     from loraplace.data import load_blocks
+    from loraplace.train.measure import cpu_has_native_bf16
 
     start, cpu_start = time.perf_counter(), time.process_time()
     tokenizer = tiny_python_tokenizer()
@@ -265,7 +243,7 @@ def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
     blocks = load_blocks("python-stdlib", tokenizer, BLOCK_SIZE, split_seed=SEED)
     torch.manual_seed(SEED)
     model = GPT2LMHeadModel(_tiny_python_config())
-    bf16 = bf16_supported()
+    bf16 = cpu_has_native_bf16()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     order = torch.randperm(len(blocks.train), generator=torch.Generator().manual_seed(SEED))
 

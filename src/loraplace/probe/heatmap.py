@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loraplace.probe.scores import SCORES, ProbeResult
+from loraplace.report.heatmap import draw_heatmap
 
 
 def heatmap(result: ProbeResult, path: Path, *, scores: list[str] | None = None) -> Path:
@@ -37,29 +38,18 @@ def heatmap(result: ProbeResult, path: Path, *, scores: list[str] | None = None)
             [[grid.get(layer, {}).get(role, np.nan) for role in roles] for layer in layers]
         )
         higher = SCORES[name].higher_is_important if name in SCORES else True
-        im = ax.imshow(data, aspect="auto", cmap="viridis" if higher else "viridis_r")
-        ax.set_xticks(range(len(roles)), roles, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(range(len(layers)), [str(x) for x in layers], fontsize=8)
-        ax.set_ylabel("layer")
+        im = draw_heatmap(
+            ax,
+            data,
+            layers,
+            roles,
+            reverse=not higher,
+            fmt=".3g",
+            fontsize=7,
+            tick_fontsize=8,
+            cell_labels=len(layers) * len(roles) <= 64,  # small grids: values in the cells
+        )
         ax.set_title(f"{name} ({'high' if higher else 'low'} = adapt here)", fontsize=9)
-        if len(layers) * len(roles) <= 64:  # small grids: print the values in the cells
-            lo, hi = np.nanmin(data), np.nanmax(data)
-            for i in range(len(layers)):
-                for j in range(len(roles)):
-                    v = data[i, j]
-                    if np.isnan(v):
-                        continue
-                    t = (v - lo) / (hi - lo) if hi > lo else 0.5
-                    bright = t > 0.5 if higher else t < 0.5  # viridis is light at its top
-                    ax.text(
-                        j,
-                        i,
-                        f"{v:.3g}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="black" if bright else "white",
-                    )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     meta = result.meta
     fig.suptitle(

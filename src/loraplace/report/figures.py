@@ -3,7 +3,6 @@ written from the data it shows."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from loraplace.analysis import Front, Importance, Summary  # noqa: E402
 from loraplace.report import fmt  # noqa: E402
 from loraplace.report.escape import U, mpl  # noqa: E402
+from loraplace.report.heatmap import draw_heatmap  # noqa: E402
 
 DPI = 300
 _AXIS = {
@@ -247,27 +247,8 @@ def heatmap_figure(imp: Importance, out: Path) -> FigureFile | None:
     fig, ax = plt.subplots(
         figsize=(1.3 * len(hm.roles) + 2.2, 0.35 * len(hm.layers) + 1.6), layout="constrained"
     )
-    vals = np.ma.masked_invalid(hm.values)
-    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
-    im = ax.imshow(vals, aspect="auto", cmap=cmap)
-    ax.set_xticks(range(len(hm.roles)), [mpl(r) for r in hm.roles], rotation=30, ha="right")
-    ax.set_yticks(range(len(hm.layers)), [str(lr) for lr in hm.layers])
-    ax.set_ylabel("layer")
+    im = draw_heatmap(ax, hm.values, hm.layers, [mpl(r) for r in hm.roles])
     fig.colorbar(im, ax=ax, label="gain per adapted module (nats)")
-    for i in range(len(hm.layers)):
-        for j in range(len(hm.roles)):
-            if not math.isnan(hm.values[i, j]):
-                # dark text on the bright end of viridis, light text on the dark end
-                bright = im.norm(hm.values[i, j]) > 0.6
-                ax.text(
-                    j,
-                    i,
-                    f"{hm.values[i, j]:.3f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="black" if bright else "white",
-                )
     png, pdf = _save(fig, out, "importance_heatmap")
     flat = np.nanargmax(hm.values)
     bi, bj = np.unravel_index(flat, hm.values.shape)

@@ -6,6 +6,7 @@ Sentences carry the numbers of the tables (same rounding, from ``fmt``); user st
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -193,28 +194,38 @@ def _consistency_text(c: Consistency) -> list[str]:
     return text
 
 
-def build_document(
-    s: Summary,
-    store_arg: str,
-    repro: dict,
-    fig_dir: Path,
-    metric: str = "loss",
-    fair: FairComparison | None = None,
-) -> tuple[Document, list[tb.Table]]:
-    """The whole report as a document, and the tables to write as files.
+@dataclass
+class _Report:
+    """What every section reads: the study's summary and analyses, and the document,
+    tables and figures being written (numbered in the order sections add them)."""
 
-    metric: the headline metric, "loss" or a stored task metric (its section comes first).
-    fair: the study's selection, tasks and verdicts (``analysis.fair.compare``); ``s`` is
-    then its first task's headline summary.
-    """
-    study = s.study
-    tests = paired_tests(s)
-    fr = fronts(s)
-    effs = efficiency(s)
-    gl = guidelines(s, tests)
-    imp = importance(s)
+    s: Summary
+    repro: dict
+    fig_dir: Path
+    metric: str
+    fair: FairComparison | None
+    doc: Document
+    tests: list[PairedTest] = field(init=False)
+    tables: list[tb.Table] = field(default_factory=list)
+    figures: list[figs.FigureFile] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tests = paired_tests(self.s)
+
+    def table(self, t: tb.Table) -> TableBlock:
+        self.tables.append(t)
+        return TableBlock(t, len(self.tables))
+
+    def figure(self, f: figs.FigureFile | None) -> None:
+        if f is not None:
+            self.figures.append(f)
+            self.doc.add(FigureBlock(f, len(self.figures)))
+
+
+def _preamble(r: _Report) -> None:
+    """Where the numbers come from, the tasks compared, warnings."""
+    doc, s, study, fair = r.doc, r.s, r.s.study, r.fair
     cons = consistency(s)
-    doc = Document([U(study.name), ": where should the LoRA adapters go?"])
     every_run = fair.study.runs if fair is not None else study.runs
     counts: dict[str, int] = {}
     for r in every_run:
@@ -257,23 +268,23 @@ def build_document(
                 "warning",
             )
         )
-    tables: list[tb.Table] = []
 
-    def table(t: tb.Table) -> TableBlock:
-        tables.append(t)
-        return TableBlock(t, len(tables))
 
-    figures: list[figs.FigureFile] = []
+def _methods(r: _Report) -> None:
+    """Model, data, placements, settings, hardware, statistics."""
+    add_methods_section(r.doc, r.table, r.s, len(r.tests))
 
-    def figure(f: figs.FigureFile | None) -> None:
-        if f is not None:
-            figures.append(f)
-            doc.add(FigureBlock(f, len(figures)))
 
-    add_methods_section(doc, table, s, len(tests))
+def _headline_task(r: _Report) -> None:
+    """The chosen task metric leads when it is the headline."""
+    if r.metric != "loss":
+        add_task_section(r.doc, r.table, r.s, r.metric)
 
-    if metric != "loss":  # the chosen task metric is the headline: its section leads
-        add_task_section(doc, table, s, metric)
+
+def _results(r: _Report) -> None:
+    """The results table, the loss figure, coverage and runs left out."""
+    doc, s, fair, tests, table, figure = r.doc, r.s, r.fair, r.tests, r.table, r.figure
+    fig_dir = r.fig_dir
     doc.add(Heading(2, ["Results"]))
     if fair is not None and fair.on_test:
         doc.add(
@@ -306,12 +317,27 @@ def build_document(
         if flagged:
             doc.add(Para(_flagged_text(flagged)))
 
-    if metric == "loss":
-        add_task_section(doc, table, s, metric)
-    if fair is not None:
-        add_comparison_sections(doc, table, figure, fair, fig_dir)
-    add_budget_section(doc, table, s)
 
+def _tasks(r: _Report) -> None:
+    """Task metrics after the results when loss is the headline."""
+    if r.metric == "loss":
+        add_task_section(r.doc, r.table, r.s, r.metric)
+
+
+def _comparisons(r: _Report) -> None:
+    """Selection, tasks and verdicts of a fair comparison."""
+    if r.fair is not None:
+        add_comparison_sections(r.doc, r.table, r.figure, r.fair, r.fig_dir)
+
+
+def _budget(r: _Report) -> None:
+    """The equal-budget matching, when the study has a budget."""
+    add_budget_section(r.doc, r.table, r.s)
+
+
+def _statistics(r: _Report) -> None:
+    """Seeds per placement and the paired tests."""
+    doc, s, tests, table = r.doc, r.s, r.tests, r.table
     doc.add(Heading(2, ["Statistics"]))
     few = [p for p in s.placements if p.loss.n < MIN_SEEDS]
     seeds = sorted({p.loss.n for p in s.placements})
@@ -332,6 +358,11 @@ def build_document(
         doc.add(Para(_stats_text(tests)))
         doc.add(table(st.stats_table(tests)))
 
+
+def _tradeoff(r: _Report) -> None:
+    """Pareto fronts and efficiency per parameter and per second."""
+    doc, s, table, figure, fig_dir = r.doc, r.s, r.table, r.figure, r.fig_dir
+    fr, effs = fronts(s), efficiency(s)
     doc.add(Heading(2, ["Efficiency–performance trade-off"]))
     figure(figs.tradeoff_figure(s, fr, fig_dir))
     if effs:
@@ -361,6 +392,11 @@ def build_document(
         doc.add(Para(parts))
         doc.add(table(st.efficiency_table(effs, s, fr)))
 
+
+def _guidelines(r: _Report) -> None:
+    """The best placement for each budget, read off the fronts."""
+    doc, s, table = r.doc, r.s, r.table
+    gl = guidelines(s, r.tests)
     doc.add(Heading(2, ["Practical guidelines"]))
     if gl:
         items = []
@@ -390,9 +426,14 @@ def build_document(
             Para(["No placement reports trainable parameters or train time; no budget advice."])
         )
 
-    if fair is not None:
-        doc.add(*guideline_notes(fair))
+    if r.fair is not None:
+        doc.add(*guideline_notes(r.fair))
 
+
+def _importance(r: _Report) -> None:
+    """Roles and layers ranked by paired gains of nested placements."""
+    doc, table, figure, fig_dir = r.doc, r.table, r.figure, r.fig_dir
+    imp = importance(r.s)
     doc.add(Heading(2, ["Importance hierarchy"]))
     if imp.empty:
         doc.add(
@@ -431,15 +472,31 @@ def build_document(
         doc.add(table(st.importance_table(imp)))
         figure(figs.heatmap_figure(imp, fig_dir))
 
-    add_probe_section(doc, table, s)
 
+def _probe(r: _Report) -> None:
+    """Probe scores set against trained single-role placements."""
+    add_probe_section(r.doc, r.table, r.s)
+
+
+def _consistency(r: _Report) -> None:
+    """Whether stored perplexities agree with the losses."""
+    doc, table = r.doc, r.table
+    cons = consistency(r.s)
     doc.add(Heading(2, ["Loss and perplexity consistency"]))
     doc.add(Para(_consistency_text(cons)))
     doc.add(table(st.consistency_table(cons)))
 
+
+def _curves(r: _Report) -> None:
+    """Learning curves."""
+    doc, s, figure, fig_dir = r.doc, r.s, r.figure, r.fig_dir
     doc.add(Heading(2, ["Learning curves"]))
     figure(figs.curves_figure(s, fig_dir))
 
+
+def _reproducibility(r: _Report) -> None:
+    """The study, hashes, environment and the commands that rebuild it."""
+    doc, study, repro = r.doc, r.s.study, r.repro
     doc.add(Heading(2, ["Reproducibility"]))
     env = repro["run_environment"]
     doc.add(
@@ -507,4 +564,44 @@ def build_document(
             ]
         )
     )
-    return doc, tables
+
+
+# The report's sections in reading order; each adds its headings, text, tables and figures.
+SECTIONS = (
+    _preamble,
+    _methods,
+    _headline_task,
+    _results,
+    _tasks,
+    _comparisons,
+    _budget,
+    _statistics,
+    _tradeoff,
+    _guidelines,
+    _importance,
+    _probe,
+    _consistency,
+    _curves,
+    _reproducibility,
+)
+
+
+def build_document(
+    s: Summary,
+    store_arg: str,
+    repro: dict,
+    fig_dir: Path,
+    metric: str = "loss",
+    fair: FairComparison | None = None,
+) -> tuple[Document, list[tb.Table]]:
+    """The whole report as a document, and the tables to write as files.
+
+    metric: the headline metric, "loss" or a stored task metric (its section comes first).
+    fair: the study's selection, tasks and verdicts (``analysis.fair.compare``); ``s`` is
+    then its first task's headline summary.
+    """
+    doc = Document([U(s.study.name), ": where should the LoRA adapters go?"])
+    report = _Report(s, repro, fig_dir, metric, fair, doc)
+    for section in SECTIONS:
+        section(report)
+    return doc, report.tables

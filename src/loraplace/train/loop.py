@@ -57,14 +57,9 @@ def total_steps(t: TrainSettings, n_train: int) -> int:
 
 def lr_at(step: int, t: TrainSettings, steps: int) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then decay to 0."""
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.schedule == "constant":
-        return t.lr
-    progress = (step - t.warmup_steps) / max(1, steps - t.warmup_steps)
-    if t.schedule == "linear":
-        return t.lr * (1.0 - progress)
-    return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+    from loraplace.train.schedule import scheduled_lr
+
+    return scheduled_lr(step, lr=t.lr, warmup=t.warmup_steps, steps=steps, schedule=t.schedule)
 
 
 def batches(n: int, batch_size: int, steps: int, seed: int):
