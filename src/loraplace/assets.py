@@ -137,7 +137,7 @@ class Assets:
         dataset (the retain set) is read whole.
         """
         t = spec.train
-        kw = dict(
+        kw: dict[str, Any] = dict(
             model=spec.model,
             device=t.device,
             block_size=t.block_size,
