@@ -24,14 +24,18 @@ def mamba_refused(family: str, name: str) -> bool:
 def rewritten_targets(family: str, names: list[str]) -> list[str]:
     """The module names PEFT's v4 -> v5 MoE conversion would move to fused experts."""
     try:
-        from peft.utils.transformers_weight_conversion import _MOE_TARGET_MODULE_MAPPING
         from transformers.conversion_mapping import (
             _MODEL_TO_CONVERSION_PATTERN,
             get_checkpoint_conversion_mapping,
         )
-    except ImportError:  # an older PEFT has no conversion, so nothing is rewritten
+    except ImportError:  # an older transformers has no conversion, so nothing is rewritten
         return []
+    # Most families have no conversion: decide that before importing PEFT (seconds).
     if get_checkpoint_conversion_mapping(family) is None:
+        return []
+    try:
+        from peft.utils.transformers_weight_conversion import _MOE_TARGET_MODULE_MAPPING
+    except ImportError:  # an older PEFT has no conversion, so nothing is rewritten
         return []
     base = family if family == "mixtral" else _MODEL_TO_CONVERSION_PATTERN.get(family)
     old_names = _MOE_TARGET_MODULE_MAPPING.get(base or "", {})
