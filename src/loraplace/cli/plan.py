@@ -93,6 +93,13 @@ def plan(
     tower: str | None = typer.Option(None, "--tower", help="language | vision | projector"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
+    memory: bool = typer.Option(False, "--memory", help="estimate training memory per placement"),
+    batch_size: int = typer.Option(16, "--batch-size", help="with --memory: sequences per step"),
+    block_size: int = typer.Option(128, "--block-size", help="with --memory: tokens per sequence"),
+    eval_batch_size: int = typer.Option(64, "--eval-batch-size", help="with --memory"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="with --memory: micro-batches/step"),
+    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing"),
+    quantize: str | None = typer.Option(None, "--quantize", help="with --memory: 4bit | 8bit"),
 ) -> None:
     """Resolve placements: modules by role, exact trainable parameters, warnings."""
     from loraplace.placement import resolve
@@ -100,8 +107,16 @@ def plan(
     arch = _arch(model, trust_remote_code)
     kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
     resolved = [resolve(p, arch, **kw) for p in placements]
+    estimates = None
+    if memory:
+        settings = dict(batch_size=batch_size, block_size=block_size, grad_accum=grad_accum)
+        settings["eval_batch_size"] = eval_batch_size
+        estimates = _memory(model, resolved, settings, grad_checkpointing, quantize)
     if as_json:
-        print(json.dumps({"model": model, "placements": [r.to_json() for r in resolved]}, indent=2))
+        doc = [r.to_json() for r in resolved]
+        for d, e in zip(doc, estimates or [], strict=False):
+            d["memory_bytes"] = e.to_json()
+        print(json.dumps({"model": model, "placements": doc}, indent=2))
         return
     out.print(f"[bold]{escape(model)}[/]  family={arch.family}  base params={arch.base_params:,}")
     kinds = arch.layer_kinds()
@@ -119,6 +134,8 @@ def plan(
             str(len(rp.warnings)),
         )
     out.print(summary)
+    if estimates is not None:
+        _print_memory(resolved, estimates)
     for rp in resolved:
         t = Table(title=f"{escape(rp.name)}: adapted modules by role")
         for col in ("role", "paths", "modules", "layers", "ranks", "params"):
@@ -146,6 +163,36 @@ def plan(
         out.print(t)
         for w in rp.warnings:
             out.print(f"[yellow]warning[/] ({escape(rp.name)}): {escape(w)}")
+
+
+def _memory(model: str, resolved: list, settings: dict, checkpointing: bool, quantize):
+    """Training-memory estimates of the resolved placements (shapes only)."""
+    from loraplace.errors import UserError
+    from loraplace.models import load_config
+    from loraplace.placement.memory import estimate_memory
+    from loraplace.runs import TrainSettings
+
+    if quantize not in (None, "4bit", "8bit"):
+        raise UserError(f"--quantize {quantize!r} is not 4bit or 8bit: use one of those")
+    TrainSettings(**settings)  # the same checks as a study's (grad_accum divides the batch)
+    config = load_config(model)
+    kw = dict(settings, grad_checkpointing=checkpointing, quantize=quantize)
+    return [estimate_memory(config, rp, **kw) for rp in resolved]
+
+
+def _print_memory(resolved: list, estimates: list) -> None:
+    t = Table(title="training memory estimate (MiB; fp32 activations, AdamW)")
+    cols = ("weights", "adapter", "optimizer", "train_peak", "eval_peak")
+    for col in ("placement", *cols, "run", "total"):
+        t.add_column(col, justify="left" if col == "placement" else "right")
+    for rp, e in zip(resolved, estimates, strict=True):
+        values = [getattr(e, c) for c in cols] + [e.run_bytes, e.total]
+        t.add_row(escape(rp.name), *(f"{v / 2**20:,.1f}" for v in values))
+    out.print(t)
+    out.print(
+        "run = adapter + optimizer + the larger peak: what training adds to the loaded model "
+        "(CPU runs record rss_growth_bytes); total = weights + run (CUDA: max_memory_allocated)"
+    )
 
 
 @app.command()

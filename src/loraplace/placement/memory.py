@@ -1,0 +1,212 @@
+"""How much memory training a placement takes, estimated before any weight is loaded.
+
+The model is built on the meta device (shapes only, instant) with the placement's adapters,
+and one training step and one evaluation batch are run on meta tensors under a dispatch
+mode that counts the bytes of every tensor alive at once. That gives, for the real
+architecture and placement rather than a formula:
+- weights: the base model's parameters, quantized linear weights at their packed size;
+- adapter and optimizer: the trainable parameters in fp32 and AdamW's two moments;
+- train_peak: the peak of activations, gradients and temporaries over one micro-batch's
+  forward and backward pass (the adapters' gradients included);
+- eval_peak: the peak of one no-grad evaluation batch (eval batches are often larger).
+A run's own memory is adapter + optimizer + the larger peak.
+
+On meta tensors sdpa attention takes its math path and keeps T x T attention
+probabilities that the fused kernels of a real CPU or GPU do not: for sdpa models the
+attention part is an upper bound (the built-ins use eager attention). Tensors are
+counted in fp32; bf16 autocast halves many of them, so for bf16 runs this is an upper
+bound too. With gradient checkpointing, each layer's input is kept and one layer's
+activations live at a time: that case is estimated from the plain trace.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from loraplace.placement.resolve import ResolvedPlacement
+
+ADAM_STATES = 2  # exp_avg and exp_avg_sq, fp32, one each per trainable parameter
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of each part of a training run's peak memory (see the module docstring)."""
+
+    weights: int
+    adapter: int
+    optimizer: int
+    train_peak: int
+    eval_peak: int
+
+    @property
+    def run_bytes(self) -> int:
+        """What a run adds to an already loaded base model (compare: CPU RSS growth)."""
+        return self.adapter + self.optimizer + max(self.train_peak, self.eval_peak)
+
+    @property
+    def total(self) -> int:
+        """Weights plus the run (compare: CUDA max_memory_allocated)."""
+        return self.weights + self.run_bytes
+
+    def to_json(self) -> dict[str, int]:
+        return {**asdict(self), "run_bytes": self.run_bytes, "total": self.total}
+
+
+class LiveBytes(TorchDispatchMode):
+    """The peak bytes of tensor storages alive at once over the ops run under the mode.
+
+    A storage counts from the op that creates it until the last tensor viewing it is
+    garbage collected (tracked with weak references); ``exclude`` storages (parameters)
+    are never counted.
+    """
+
+    def __init__(self, exclude: set[int]):
+        super().__init__()
+        self.exclude = exclude
+        self.refs: dict[int, list[int]] = {}  # storage -> [tensors alive, bytes]
+        self.live = 0
+        self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.refs[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live -= entry[1]
+            del self.refs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage._cdata
+            if key in self.exclude:
+                continue
+            if key not in self.refs:
+                self.refs[key] = [0, storage.nbytes()]
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+            self.refs[key][0] += 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def _linear_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Weight name -> (out, in) of every linear layer the quantizer replaces."""
+    from transformers.pytorch_utils import Conv1D
+
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            out[f"{name}.weight"] = (m.out_features, m.in_features)
+        elif isinstance(m, Conv1D):
+            out[f"{name}.weight"] = (m.nf, m.weight.shape[0])
+    return out
+
+
+def weight_bytes_of(model: nn.Module, quantize: str | None, dtype_bytes: int = FP32) -> int:
+    """The base model's weights; a quantized base keeps its LM head and embeddings as loaded."""
+    from loraplace.quantize import weight_bytes
+
+    shapes = _linear_shapes(model)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_w = getattr(head, "weight", None)
+    total = 0
+    seen: set[int] = set()
+    for name, p in model.named_parameters():  # tied weights are yielded once
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if quantize and name in shapes and p is not head_w:
+            total += weight_bytes([shapes[name]], quantize)
+        else:
+            total += p.numel() * dtype_bytes
+    return total
+
+
+def peak_bytes(net: nn.Module, batch: int, block: int, *, train: bool) -> int:
+    """Peak live bytes of one batch's loss (forward and backward when ``train``) on meta."""
+    from loraplace.train.evaluate import token_nll
+
+    params = {p.untyped_storage()._cdata for p in net.parameters()}
+    x = torch.zeros(batch, block, dtype=torch.long, device="meta")
+    mode = LiveBytes(params)
+    with torch.set_grad_enabled(train), mode:
+        loss = token_nll(net, x).mean()
+        if train:
+            loss.backward()
+    return mode.peak
+
+
+def saved_activations(net: nn.Module, batch: int, block: int) -> int:
+    """Bytes autograd saves for one batch's loss on meta (parameters excluded)."""
+    from loraplace.train.evaluate import token_nll
+
+    params = {p.untyped_storage()._cdata for p in net.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in params:
+            saved[storage._cdata] = storage.nbytes()
+        return t
+
+    x = torch.zeros(batch, block, dtype=torch.long, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_nll(net, x).mean()
+    return sum(saved.values())
+
+
+def estimate_memory(
+    config: Any,
+    rp: ResolvedPlacement,
+    *,
+    batch_size: int,
+    block_size: int,
+    eval_batch_size: int = 64,
+    grad_accum: int = 1,
+    grad_checkpointing: bool = False,
+    quantize: str | None = None,
+    lora_bias: bool = False,
+    modules_to_save: Iterable[str] = (),
+) -> MemoryEstimate:
+    """Peak training memory of ``rp`` on the model of ``config`` (a transformers config)."""
+    from peft import get_peft_model
+
+    from loraplace.models import meta_model
+    from loraplace.placement.accounting import run_trainable_params
+    from loraplace.placement.peft_config import lora_config
+
+    config = config.__class__.from_dict(config.to_dict())  # a copy: the trace edits it
+    config.pad_token_id = None  # transformers' padding check reads values meta tensors lack
+    model = meta_model(config)
+    weights = weight_bytes_of(model, quantize)
+    mts = list(modules_to_save)
+    trainable = run_trainable_params(rp, model, lora_bias=lora_bias, modules_to_save=mts)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    net = get_peft_model(model, lora_config(rp.modules, lora_bias=lora_bias, modules_to_save=mts))
+    micro = batch_size // grad_accum
+    train_peak = peak_bytes(net, micro, block_size, train=True)
+    if grad_checkpointing and rp.n_layers:  # saved activations shrink to layer inputs + one layer
+        hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
+        saved = saved_activations(net, micro, block_size)
+        kept = rp.n_layers * micro * block_size * hidden * FP32 + saved // rp.n_layers
+        train_peak = max(train_peak - saved + kept, kept)
+    return MemoryEstimate(
+        weights=weights,
+        adapter=trainable * FP32,
+        optimizer=ADAM_STATES * trainable * FP32,
+        train_peak=train_peak,
+        eval_peak=peak_bytes(net, eval_batch_size, block_size, train=False),
+    )

@@ -1,0 +1,110 @@
+"""`plan --memory`: each part of the estimate from shapes, the activation count of the meta
+trace equal to the same count on real tensors, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from run_fixtures import load_tiny
+
+from loraplace.placement import resolve
+from loraplace.placement.memory import estimate_memory, saved_activations, weight_bytes_of
+from loraplace.quantize import weight_bytes
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def test_parts_of_the_estimate(tiny):
+    model, _ = tiny
+    rp = resolve("seed-full", model, rank=2)
+    e = estimate_memory(model.config, rp, batch_size=8, block_size=16)
+    assert (e.adapter, e.optimizer) == (2048 * 4, 2 * 2048 * 4)
+    assert e.weights == 4 * sum(p.numel() for p in model.parameters()) == 4 * 28384
+    assert e.run_bytes == e.adapter + e.optimizer + max(e.train_peak, e.eval_peak)
+    assert e.total == e.weights + e.run_bytes
+    # logits of the eval batch (64 x 15 x 27 fp32) are alive at its peak
+    assert e.eval_peak > 64 * 15 * 27 * 4
+    with_bias = estimate_memory(
+        model.config, rp, batch_size=8, block_size=16, lora_bias=True, modules_to_save=["ln_f"]
+    )
+    assert with_bias.adapter == (2048 + 576 + 64) * 4
+    # a quarter of the batch per micro-batch: about a quarter of the training peak
+    quarter = estimate_memory(model.config, rp, batch_size=8, block_size=16, grad_accum=4)
+    assert quarter.train_peak * 4 == pytest.approx(e.train_peak, rel=0.05)
+    assert quarter.eval_peak == e.eval_peak
+    ckpt = estimate_memory(model.config, rp, batch_size=8, block_size=16, grad_checkpointing=True)
+    assert ckpt.train_peak < e.train_peak
+
+
+def test_quantized_weights_are_the_packed_linear_layers_plus_the_rest(tiny):
+    from loraplace.models import meta_model
+
+    model, _ = tiny
+    meta = meta_model(model.config)
+    linear = [(96, 32), (32, 32), (128, 32), (32, 128)] * 2  # c_attn, attn/mlp c_proj, c_fc
+    n_linear = sum(o * i for o, i in linear)
+    rest = sum(p.numel() for p in model.parameters()) - n_linear  # embeddings, norms, biases
+    assert weight_bytes_of(meta, "4bit") == weight_bytes(linear, "4bit") + 4 * rest
+    assert weight_bytes_of(meta, "8bit") == weight_bytes(linear, "8bit") + 4 * rest
+
+
+def test_meta_trace_saves_what_the_real_forward_saves(tiny):
+    """The activation count on meta tensors equals the one on the loaded CPU model."""
+    from peft import get_peft_model
+
+    from loraplace.models import meta_model
+    from loraplace.placement import lora_config
+
+    model, blocks = tiny
+    rp = resolve("seed-ffn", model, rank=2)
+    # Eager attention (the built-ins'): on meta tensors sdpa takes its math path, while on
+    # a CPU or GPU it runs a fused kernel that saves less (no T x T probabilities).
+    model.config._attn_implementation = "eager"
+    meta = meta_model(model.config)
+    meta.config.pad_token_id = None
+    real = get_peft_model(model, lora_config(rp.modules))
+    try:
+        params = {p.untyped_storage().data_ptr() for p in real.parameters()}
+        saved: dict[int, int] = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in params:
+                saved[st.data_ptr()] = st.nbytes()
+            return t
+
+        from loraplace.train.evaluate import token_nll
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            token_nll(real, blocks.train[:8]).mean()
+    finally:
+        real.unload()
+        model.config._attn_implementation = "sdpa"
+    for p in meta.parameters():
+        p.requires_grad_(False)
+    traced = saved_activations(get_peft_model(meta, lora_config(rp.modules)), batch=8, block=16)
+    assert traced == sum(saved.values()) > 0
+
+
+def test_plan_memory_cli(tmp_path, capsys, tiny):
+    from loraplace.cli import run_cli
+
+    model, _ = tiny
+    path = tmp_path / "m"
+    model.save_pretrained(path)
+    args = ["plan", str(path), "seed-full", "seed-ffn", "-r", "2", "--memory", "--batch-size", "8"]
+    assert run_cli([*args, "--block-size", "16", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    mem = [p["memory_bytes"] for p in doc["placements"]]
+    assert mem[0]["adapter"] == 2048 * 4 and mem[0]["run_bytes"] > mem[1]["run_bytes"]
+    assert run_cli([*args, "--block-size", "16"]) == 0
+    assert "training memory estimate" in capsys.readouterr().out
+    assert run_cli([*args, "--grad-accum", "3"]) == 2
+    assert "grad_accum 3 must be" in capsys.readouterr().err
