@@ -203,3 +203,40 @@ def test_html_prints_to_pdf_with_chromium(report, tmp_path):
     pdf = print_html(out, tmp_path / "report-html.pdf").path
     data = pdf.read_bytes()
     assert data[:5] == b"%PDF-" and len(data) > 50_000
+
+
+def test_data_paragraph_reports_format_and_loss_mask():
+    from types import SimpleNamespace
+
+    from loraplace.analysis import RunRecord
+    from loraplace.report.methods import _data_para
+
+    man = {
+        "data_info": {
+            "format": "prompt-completion",
+            "loss_on": "completion",
+            "split": "example",
+            "scored_tokens": 1234,
+        }
+    }
+    run = RunRecord(
+        run_id="r",
+        placement="p",
+        kind="lora",
+        seed=0,
+        status="done",
+        diverged_step=None,
+        error=None,
+        spec={"train": {"block_size": 64, "split_seed": 0}, "fingerprints": {"data": "ab" * 32}},
+        metrics={"train_tokens": 6400.0, "eval_tokens": 640.0},
+        manifest=man,
+    )
+    s = SimpleNamespace(study=SimpleNamespace(config={"dataset": "qa.jsonl"}))
+    text = "".join(_data_para(s, [run]).text)  # type: ignore[arg-type]
+    assert "qa.jsonl (format prompt-completion; fingerprint abababababababab," in text
+    assert "Each run trains on 6,400 tokens and is evaluated on 640 validation tokens" in text
+    assert (
+        "Loss mask: the loss scores completion tokens (1,234 scored validation tokens); "
+        "examples are split by example." in text
+    )
+    assert "no loss mask" not in text

@@ -237,7 +237,7 @@ def _model_para(s: Summary, runs: list[RunRecord]) -> Para:
 def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
     cfg = s.study.config
     fps = [r.spec.get("fingerprints") or {} for r in runs]
-    fmt_name = str(cfg.get("format") or "text")
+    fmt_name = joined((r.manifest.get("data_info") or {}).get("format") or "text" for r in runs)
     parts: list[str] = [
         "Training data: ",
         U(str(cfg.get("dataset"))),
@@ -253,10 +253,17 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
         f"tokens and is evaluated on {joined(_metric(runs, 'eval_tokens'), fmt.count)} "
         "validation tokens. ",
     ]
+    infos = [r.manifest.get("data_info") or {} for r in runs]
+    loss_on = joined(i.get("loss_on") for i in infos)
+    split = joined(i.get("split") for i in infos)
     if fmt_name == "text":
         parts.append("The data is raw text, so every token is a target: no loss mask applies.")
     else:
-        parts += ["Loss mask: ", U(str(cfg.get("loss_mask") or f"as defined by {fmt_name}")), "."]
+        parts += [
+            f"Loss mask: the loss scores {loss_on} tokens"
+            f" ({joined((i.get('scored_tokens') for i in infos), fmt.count)} scored "
+            f"validation tokens); examples are split by {split}.",
+        ]
     retain = distinct(r.spec.get("retain_dataset") for r in runs)
     if retain:
         parts += [

@@ -108,6 +108,9 @@ def evaluate_base(
     return Baseline(val=val, retain=ret, test=tst)
 
 
+DATA_INFO_KEYS = ("format", "loss_on", "split", "val_fraction", "scored_tokens", "dropped_tokens")
+
+
 def train_run(
     spec: RunSpec,
     model: torch.nn.Module,
@@ -346,6 +349,8 @@ def train_run(
             "placement": spec.placement_name,
             # the architecture family, for the report's Methods (the store holds no config)
             "model_type": getattr(getattr(model, "config", None), "model_type", None),
+            # how the data was read, masked and split, for the Methods (data/load.py, sft.py)
+            "data_info": {k: blocks.info.get(k) for k in DATA_INFO_KEYS if k in blocks.info},
             # layers served from the frozen-prefix cache (0 = plain forward passes)
             "prefix_layers_cached": prefix.k if prefix is not None else 0,
             "peak_mem_measure": meter.label(),
