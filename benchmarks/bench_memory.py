@@ -4,8 +4,8 @@ Each configuration runs in a fresh process (so no earlier run's freed memory hid
 one's growth): load the built-in model and its data, train one run with the frozen-prefix
 cache off (the cache is memory a study keeps across runs, not a run's), and read the
 run's own peak: RSS growth on CPU, max_memory_allocated minus the loaded weights on CUDA.
-Compared with the estimate's ``run_bytes`` (adapter + gradients + AdamW + activations +
-backward buffers).
+Compared with the estimate's ``run_bytes`` (adapter + AdamW + the larger of the traced
+training-step and eval-batch peaks).
 
     python benchmarks/bench_memory.py                 # the table (about a minute)
     python benchmarks/bench_memory.py --models tiny-markov tiny-python
@@ -98,7 +98,10 @@ def main() -> None:
     for ref in args.models:
         for pl, rank, batch, accum, ckpt in CONFIGS:
             argv = [ref, pl, str(rank), str(batch), str(accum), "1" if ckpt else "0"]
-            env = dict(os.environ, LORAPLACE_PEAK_TFLOPS="1")  # no matmul probe in the run
+            # No matmul probe inside the run; and glibc returns every freed block above 64 KiB
+            # to the OS at once (its adaptive threshold otherwise keeps freed tensors in the
+            # heap, and RSS then counts memory no tensor holds).
+            env = dict(os.environ, LORAPLACE_PEAK_TFLOPS="1", MALLOC_MMAP_THRESHOLD_="65536")
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", *argv],
                 env=env,
