@@ -392,7 +392,7 @@ def add_methods_section(doc: Document, table: TableFn, s: Summary, n_tests: int)
     doc.add(_placement_para(pms, runs), table(placements_table(pms)))
     doc.add(Heading(3, ["Training"]))
     doc.add(_training_para(s, runs), table(settings_table(runs)), _hardware_para(runs))
-    doc.add(Heading(3, ["Statistics"]))
+    doc.add(Heading(3, ["Statistical procedures"]))
     doc.add(_stats_para(s, n_tests))
     if s.zero_shot is not None:
         doc.add(
