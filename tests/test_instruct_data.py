@@ -269,3 +269,52 @@ def test_eval_dataset_is_the_whole_validation_set(tmp_path):
         assert metrics[r["run_id"]]["eval_tokens"] == 5 * 4
         assert r["spec"]["eval_dataset"].endswith("held.jsonl")
         assert "eval" in r["spec"]["fingerprints"]
+
+
+# --- raw text: documents in .txt files, split by document -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "separator, docs",
+    [
+        (None, ["a b\n\nc d\n \n\ne f\n"]),
+        ("blank_line", ["a b", "c d", "e f"]),
+        ("<doc>", ["a b\n\nc d\n \n\ne f"]),  # outer newlines are not text
+    ],
+)
+def test_txt_documents_by_separator(separator, docs):
+    from loraplace.data.sources import split_txt
+
+    assert split_txt("a b\n\nc d\n \n\ne f\n", separator) == docs
+    assert split_txt("x<doc>y<doc>", "<doc>") == ["x", "y"]
+
+
+def test_split_by_document_keeps_every_val_block_inside_val_documents(tmp_path, tok):
+    from run_fixtures import OBJECTS, SUBJECTS
+
+    from loraplace.data.packing import pack, tokenize_documents
+    from loraplace.data.sft import split_examples
+
+    docs = [" ".join([f"{s} sees {o} ."] * 3) for s in SUBJECTS for o in OBJECTS[:2]]
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(docs) + "\n")
+    settings = DataSettings(split="document", separator="blank_line", val_fraction=0.25)
+    b = load_blocks(str(path), tok, 8, split_seed=1, data=settings)
+    train_idx, val_idx = split_examples(12, 0.25, 1)
+    assert (b.n_docs, b.info["split"], b.info["n_val_docs"]) == (12, "document", 3)
+    ids = tokenize_documents(docs, tok)
+    val, _ = pack([ids[i] for i in val_idx], tok.eos_token_id, 8)
+    train, _ = pack([ids[i] for i in train_idx], tok.eos_token_id, 8)
+    assert torch.equal(b.val, val)
+    assert sorted(map(tuple, b.train.tolist())) == sorted(map(tuple, train.tolist()))
+    blocks = load_blocks(str(path), tok, 8, split_seed=1, data=DataSettings(separator="blank_line"))
+    assert blocks.fingerprint != b.fingerprint and blocks.n_docs == 12
+
+
+def test_split_by_document_of_one_document_is_one_line(tmp_path, capsys):
+    config = tiny_study(tmp_path, data={"split": "document"})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is one document: a split by document needs at least two" in err and "\n" not in err

@@ -23,7 +23,7 @@ from loraplace.data.packing import (
     tokenizer_hash,
 )
 from loraplace.data.registry import builtin_datasets, registered_dataset
-from loraplace.data.sft import DataSettings, chat_template_of, sft_blocks
+from loraplace.data.sft import DataSettings, chat_template_of, sft_blocks, split_examples
 from loraplace.data.sources import (
     FILE_SUFFIXES,
     TextSource,
@@ -66,12 +66,12 @@ def dataset_kind(dataset: str) -> str:
     )
 
 
-def _source_of(dataset: str, text_field: str, hf=None) -> TextSource:
+def _source_of(dataset: str, text_field: str, hf=None, separator=None) -> TextSource:
     registered = registered_dataset(dataset)
     if registered is not None and registered.source is not None:
         return registered.source(dataset)
     dataset_kind(dataset)  # raises for an unknown name
-    return resolve_source(dataset, text_field, hf)
+    return resolve_source(dataset, text_field, hf, separator)
 
 
 def load_blocks(
@@ -116,6 +116,8 @@ def load_blocks(
             dataset, block_size, data_seed=split_seed, holdout=holdout, **extra
         )
 
+    if data is not None:  # the study's data settings hold the val share
+        val_fraction = data.val_fraction
     data = data or DataSettings()
     text_field = data.fields.get("text", text_field)
     # A registered instruction dataset is a file it writes, read like the user's own.
@@ -124,15 +126,22 @@ def load_blocks(
     if supervised is not None:
         blocks = _sft(dataset, supervised, tokenizer, block_size, split_seed, data, model)
         return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
-    source = _source_of(dataset, text_field, hf)
+    source = _source_of(dataset, text_field, hf, data.separator)
     if tokenizer is None:
         raise ValueError(f"{dataset!r} is text: load_blocks needs the model's tokenizer")
+    by_doc = data.split == "document"
     key = cache.cache_key(
-        source.content_hash, tokenizer_hash(tokenizer), block_size, split_seed, val_fraction
+        source.content_hash,
+        tokenizer_hash(tokenizer),
+        block_size,
+        split_seed,
+        val_fraction,
+        {"split": "document"} if by_doc else None,  # blocks: the key as before
     )
     blocks = cache.load_cached(key, dataset)
     if blocks is None:
-        blocks = _build(dataset, source, tokenizer, block_size, split_seed, val_fraction, key)
+        build = _build_by_document if by_doc else _build
+        blocks = build(dataset, source, tokenizer, block_size, split_seed, val_fraction, key)
         cache.store(blocks)
     return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
 
@@ -158,13 +167,7 @@ def _build(
         )
     train, val = split_blocks(blocks, val_fraction, split_seed)
     info = {
-        **source.info,
-        "content_hash": source.content_hash,
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
-        "block_size": block_size,
-        "split_seed": split_seed,
-        "val_fraction": val_fraction,
+        **_text_info(source, tokenizer, block_size, split_seed, val_fraction),
         "dropped_tokens": n_tokens - n_blocks * block_size,
     }
     return Blocks(
@@ -175,6 +178,62 @@ def _build(
         n_docs=len(documents),
         n_tokens=n_tokens,
         info=info,
+    )
+
+
+def _text_info(source: TextSource, tokenizer, block_size, split_seed, val_fraction) -> dict:
+    return {
+        **source.info,
+        "content_hash": source.content_hash,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        "block_size": block_size,
+        "split_seed": split_seed,
+        "val_fraction": val_fraction,
+    }
+
+
+def _build_by_document(
+    name: str,
+    source: TextSource,
+    tokenizer,
+    block_size: int,
+    split_seed: int,
+    val_fraction: float,
+    key: str,
+) -> Blocks:
+    """Split the documents (seeded) first, then pack each side: no val block shares a
+    document with a train block."""
+    import torch
+
+    documents = source.read()
+    if len(documents) < 2:
+        raise UserError(
+            f"{source.name} is one document: a split by document needs at least two; "
+            "separate them (data.separator: blank_line, or your own) or use data.split: block"
+        )
+    train_idx, val_idx = split_examples(len(documents), val_fraction, split_seed)
+    token_docs = tokenize_documents(documents, tokenizer)
+    eos = eos_id_of(tokenizer)
+    train, n_train_tokens = pack([token_docs[i] for i in train_idx], eos, block_size)
+    val, n_val_tokens = pack([token_docs[i] for i in val_idx], eos, block_size)
+    if not (len(train) and len(val)):
+        raise UserError(
+            f"{source.name}: {len(val_idx)} val document(s) make {len(val)} block(s) of "
+            f"{block_size} and the rest {len(train)}: use a smaller block size, more text or "
+            "a larger data.val_fraction"
+        )
+    # Train rows in seeded random order, as the block split leaves them (n_train, test).
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
+    info = _text_info(source, tokenizer, block_size, split_seed, val_fraction)
+    return Blocks(
+        name=name,
+        train=train[perm].clone(),
+        val=val,
+        fingerprint=key,
+        n_docs=len(documents),
+        n_tokens=n_train_tokens + n_val_tokens,
+        info={**info, "split": "document", "n_val_docs": len(val_idx)},
     )
 
 

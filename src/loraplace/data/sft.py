@@ -42,6 +42,11 @@ class DataSettings:
     loss_on: Literal["completion", "all"] = "completion"  # which tokens the loss scores
     chat_template: str | None = None  # a Jinja chat template, or a path to a .jinja file
     val_fraction: float = 0.1  # share of examples held out for validation and tasks
+    # Raw text: "block" splits packed blocks (as before); "document" splits documents
+    # first, so no val block shares a document with a train block.
+    split: Literal["block", "document"] = "block"
+    # .txt files: None = one document; "blank_line" = separated by blank lines; or a string.
+    separator: str | None = None
 
 
 @dataclass(frozen=True)

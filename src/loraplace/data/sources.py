@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from loraplace.errors import UserError
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
 HF_PREFIX = "hf:"
+BLANK_LINE = "blank_line"  # data.separator: .txt documents are separated by blank lines
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,16 @@ def looks_like_hf(dataset: str) -> bool:
     return dataset.count("/") == 1 and not dataset.startswith((".", "/", "~"))
 
 
-def resolve_source(dataset: str, text_field: str = "text", hf=None) -> TextSource:
+def resolve_source(
+    dataset: str, text_field: str = "text", hf=None, separator: str | None = None
+) -> TextSource:
     """Resolve a local file or an HF datasets id to a TextSource.
 
     hf: ``load_hf(dataset)``'s result when the caller has loaded it already.
+    separator: how a .txt file splits into documents (see ``split_txt``).
     """
     if looks_like_file(dataset):
-        return file_source(pathlib.Path(dataset).expanduser(), text_field)
+        return file_source(pathlib.Path(dataset).expanduser(), text_field, separator)
     if looks_like_hf(dataset):
         return hf_source(dataset, text_field, hf)
     raise UserError(f"not a file or Hugging Face dataset: {dataset!r}")
@@ -63,8 +68,11 @@ def resolve_source(dataset: str, text_field: str = "text", hf=None) -> TextSourc
 # --- local files ------------------------------------------------------------------------
 
 
-def file_source(path: pathlib.Path, text_field: str = "text") -> TextSource:
-    """A local .txt/.jsonl/.parquet/.csv file; ``text_field`` names the column (not .txt)."""
+def file_source(
+    path: pathlib.Path, text_field: str = "text", separator: str | None = None
+) -> TextSource:
+    """A local .txt/.jsonl/.parquet/.csv file; ``text_field`` names the column (not .txt),
+    ``separator`` how a .txt file splits into documents (None: it is one document)."""
     if not path.exists():
         raise UserError(f"data file not found: {path}: check the path")
     if path.is_dir():
@@ -79,10 +87,12 @@ def file_source(path: pathlib.Path, text_field: str = "text") -> TextSource:
     ident = {"format": suffix, "sha256": hashlib.sha256(data).hexdigest()}
     if suffix != ".txt":
         ident["text_field"] = text_field
+    elif separator is not None:  # absent by default: older cache keys stay the same
+        ident["separator"] = separator
     content_hash = _sha256_json(ident)
 
     def read() -> list[str]:
-        docs = _parse_file(path, data, suffix, text_field)
+        docs = _parse_file(path, data, suffix, text_field, separator)
         if not any(d.strip() for d in docs):
             raise UserError(f"no text in {path}: every {text_field!r} value is empty")
         return docs
@@ -96,14 +106,27 @@ def file_source(path: pathlib.Path, text_field: str = "text") -> TextSource:
     )
 
 
-def _parse_file(path: pathlib.Path, data: bytes, suffix: str, text_field: str) -> list[str]:
+def split_txt(text: str, separator: str | None) -> list[str]:
+    """A .txt file's documents. None: the whole file is one (splitting prose or code on its
+    own would put EOS tokens in the middle of it); "blank_line": runs of lines separated
+    by one or more blank lines; any other string: the text between its occurrences."""
+    if separator is None:
+        return [text]
+    if separator == BLANK_LINE:
+        parts = re.split(r"\n[ \t]*\n(?:[ \t]*\n)*", text)
+    else:
+        parts = text.split(separator)
+    return [p.strip("\n") for p in parts if p.strip()]
+
+
+def _parse_file(
+    path: pathlib.Path, data: bytes, suffix: str, text_field: str, separator: str | None = None
+) -> list[str]:
     if suffix == ".parquet":
         return _parse_parquet(path, text_field)
     text = _decode_utf8(path, data)
     if suffix == ".txt":
-        # A .txt file is one document: splitting prose or code on lines or blank lines
-        # would put EOS tokens in the middle of it.
-        return [text]
+        return split_txt(text, separator)
     if suffix == ".jsonl":
         return _parse_jsonl(path, text, text_field)
     if suffix == ".json":

@@ -94,6 +94,11 @@ class DataConfig(BaseModel):
     loss_on: Literal["completion", "all"] = "completion"  # tokens the loss scores
     chat_template: str | None = None  # Jinja chat template (or a .jinja file) for messages
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # examples held out for eval and tasks
+    # Raw text: split packed blocks ("block", as before) or documents first ("document").
+    split: Literal["block", "document"] = "block"
+    # .txt documents: null = the file is one; blank_line = separated by blank lines; or
+    # any separator string, e.g. "<|endoftext|>".
+    separator: str | None = None
 
     @field_validator("fields")
     @classmethod
@@ -364,7 +369,14 @@ _ADDED: dict[str, Any] = {
     "select": None,
     "analysis": {"margin": None},
     "quantize": None,
-    "data": {"fields": {}, "loss_on": "completion", "chat_template": None, "val_fraction": 0.1},
+    "data": {
+        "fields": {},
+        "loss_on": "completion",
+        "chat_template": None,
+        "val_fraction": 0.1,
+        "split": "block",
+        "separator": None,
+    },
 }
 _TRAIN_ADDED: dict[str, Any] = {
     "diverge_rise": 1.5,
