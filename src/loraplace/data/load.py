@@ -140,8 +140,9 @@ def load_blocks(
     )
     blocks = cache.load_cached(key, dataset)
     if blocks is None:
-        build = _build_by_document if by_doc else _build
-        blocks = build(dataset, source, tokenizer, block_size, split_seed, val_fraction, key)
+        blocks = _build(
+            dataset, source, tokenizer, block_size, split_seed, val_fraction, key, by_doc
+        )
         cache.store(blocks)
     return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
 
@@ -154,22 +155,35 @@ def _build(
     split_seed: int,
     val_fraction: float,
     key: str,
+    by_document: bool = False,
 ) -> Blocks:
     documents = source.read()
     token_docs = tokenize_documents(documents, tokenizer)
-    blocks, n_tokens = pack(token_docs, eos_id_of(tokenizer), block_size)
-    n_blocks = int(blocks.shape[0])
-    if n_blocks < 2:
-        raise UserError(
-            f"{source.name} has {n_tokens} tokens, {n_blocks} block(s) of {block_size}: "
-            "train and validation need at least one block each; "
-            "use a smaller block size or more text"
-        )
-    train, val = split_blocks(blocks, val_fraction, split_seed)
     info = {
-        **_text_info(source, tokenizer, block_size, split_seed, val_fraction),
-        "dropped_tokens": n_tokens - n_blocks * block_size,
+        **source.info,
+        "content_hash": source.content_hash,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        "block_size": block_size,
+        "split_seed": split_seed,
+        "val_fraction": val_fraction,
     }
+    if by_document:
+        train, val, n_tokens, n_val_docs = _split_documents(
+            source.name, token_docs, tokenizer, block_size, split_seed, val_fraction
+        )
+        info.update(split="document", n_val_docs=n_val_docs)
+    else:
+        blocks, n_tokens = pack(token_docs, eos_id_of(tokenizer), block_size)
+        n_blocks = int(blocks.shape[0])
+        if n_blocks < 2:
+            raise UserError(
+                f"{source.name} has {n_tokens} tokens, {n_blocks} block(s) of {block_size}: "
+                "train and validation need at least one block each; "
+                "use a smaller block size or more text"
+            )
+        train, val = split_blocks(blocks, val_fraction, split_seed)
+        info["dropped_tokens"] = n_tokens - n_blocks * block_size
     return Blocks(
         name=name,
         train=train,
@@ -181,60 +195,29 @@ def _build(
     )
 
 
-def _text_info(source: TextSource, tokenizer, block_size, split_seed, val_fraction) -> dict:
-    return {
-        **source.info,
-        "content_hash": source.content_hash,
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
-        "block_size": block_size,
-        "split_seed": split_seed,
-        "val_fraction": val_fraction,
-    }
-
-
-def _build_by_document(
-    name: str,
-    source: TextSource,
-    tokenizer,
-    block_size: int,
-    split_seed: int,
-    val_fraction: float,
-    key: str,
-) -> Blocks:
-    """Split the documents (seeded) first, then pack each side: no val block shares a
-    document with a train block."""
+def _split_documents(name: str, token_docs, tokenizer, block_size, seed, val_fraction):
+    """(train, val, n_tokens, n_val_docs): the documents split (seeded) first, then each
+    side packed, so no val block shares a document with a train block."""
     import torch
 
-    documents = source.read()
-    if len(documents) < 2:
+    if len(token_docs) < 2:
         raise UserError(
-            f"{source.name} is one document: a split by document needs at least two; "
+            f"{name} is one document: a split by document needs at least two; "
             "separate them (data.separator: blank_line, or your own) or use data.split: block"
         )
-    train_idx, val_idx = split_examples(len(documents), val_fraction, split_seed)
-    token_docs = tokenize_documents(documents, tokenizer)
+    train_idx, val_idx = split_examples(len(token_docs), val_fraction, seed)
     eos = eos_id_of(tokenizer)
     train, n_train_tokens = pack([token_docs[i] for i in train_idx], eos, block_size)
     val, n_val_tokens = pack([token_docs[i] for i in val_idx], eos, block_size)
     if not (len(train) and len(val)):
         raise UserError(
-            f"{source.name}: {len(val_idx)} val document(s) make {len(val)} block(s) of "
+            f"{name}: {len(val_idx)} val document(s) make {len(val)} block(s) of "
             f"{block_size} and the rest {len(train)}: use a smaller block size, more text or "
             "a larger data.val_fraction"
         )
     # Train rows in seeded random order, as the block split leaves them (n_train, test).
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
-    info = _text_info(source, tokenizer, block_size, split_seed, val_fraction)
-    return Blocks(
-        name=name,
-        train=train[perm].clone(),
-        val=val,
-        fingerprint=key,
-        n_docs=len(documents),
-        n_tokens=n_train_tokens + n_val_tokens,
-        info={**info, "split": "document", "n_val_docs": len(val_idx)},
-    )
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train[perm].clone(), val, n_train_tokens + n_val_tokens, len(val_idx)
 
 
 def _carve_test(blocks: Blocks, test_fraction: float, holdout: str) -> Blocks:
