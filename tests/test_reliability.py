@@ -433,7 +433,7 @@ def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
 
 def test_lr_1000_is_flagged_or_diverged_never_averaged_and_the_report_says_why(tmp_path, capsys):
     from loraplace.store import Store
-    from loraplace.summary import summarize
+    from loraplace.summary import run_end_rows
 
     study = tmp_path / "hot.yaml"
     study.write_text(
@@ -449,7 +449,7 @@ def test_lr_1000_is_flagged_or_diverged_never_averaged_and_the_report_says_why(t
     with Store(tmp_path / "out", create=False, writer=False) as store:
         runs = store.runs()
         metrics = store.metrics()
-        rows = {r.placement: r for r in summarize(store, store.study()["study_id"])}
+        rows = {r.placement: r for r in run_end_rows(store, store.study()["study_id"])}
     zero = next(metrics[r["run_id"]]["eval_loss"] for r in runs if r["kind"] == "zero-shot")
     hot = [r for r in runs if r["spec"]["train"]["lr"] == 1000]
     cool = [r for r in runs if r["spec"]["train"]["lr"] == 0.01]

@@ -54,7 +54,7 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarize(store: Store, study_id: str) -> list[PlacementRow]:
+def run_end_rows(store: Store, study_id: str) -> list[PlacementRow]:
     """Rows in study order (zero-shot first when the study has it)."""
     runs = store.runs(study_id)
     metrics = store.metrics(r["run_id"] for r in runs)

@@ -8,7 +8,7 @@ mixture-of-experts blocks, which PEFT adapts through ``target_parameters``.
 from loraplace.arch.describe import describe, meta_from_config
 from loraplace.arch.layout import TOWERS, ArchInfo, ModuleInfo
 from loraplace.arch.roles import EXPERT_ROLES, ROLES
-from loraplace.arch.summary import summarize
+from loraplace.arch.summary import layout_summary
 
 __all__ = [
     "EXPERT_ROLES",
@@ -18,5 +18,5 @@ __all__ = [
     "ModuleInfo",
     "describe",
     "meta_from_config",
-    "summarize",
+    "layout_summary",
 ]

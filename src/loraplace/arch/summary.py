@@ -36,7 +36,7 @@ def _role_rows(arch: ArchInfo) -> list[dict]:
     return out
 
 
-def summarize(arch: ArchInfo) -> dict:
+def layout_summary(arch: ArchInfo) -> dict:
     """A JSON-able view for `loraplace inspect`: one row per (role, path), and a grid."""
     role_rows = _role_rows(arch)
     grid: dict[int, dict[str, str]] = {}

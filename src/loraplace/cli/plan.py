@@ -32,10 +32,10 @@ def inspect(
     trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
 ) -> None:
     """Layers x roles of a model with shapes and parameter counts (no weights loaded)."""
-    from loraplace.arch import summarize as inspect_summary
+    from loraplace.arch import layout_summary
 
     arch = _arch(model, trust_remote_code)
-    summary = inspect_summary(arch)
+    summary = layout_summary(arch)
     if as_json:
         print(json.dumps(summary, indent=2))
         return

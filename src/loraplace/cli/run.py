@@ -33,7 +33,7 @@ from loraplace.errors import UserError
 from loraplace.runs import RunResult, RunSpec
 from loraplace.store import STORE_NAME, Store
 from loraplace.study import load_study
-from loraplace.summary import render_table, summarize, table_caption
+from loraplace.summary import render_table, run_end_rows, table_caption
 
 
 class RichDisplay(StudyDisplay):
@@ -164,7 +164,7 @@ def make_console() -> Console:
 def print_results(console: Console, store_dir: Path, study_id: str | None = None) -> None:
     with Store(store_dir, create=False, writer=False) as store:
         study = store.study(study_id)
-        rows = summarize(store, study["study_id"])
+        rows = run_end_rows(store, study["study_id"])
     console.print(render_table(rows, title=f"{escape(study['name'])} ({study['study_id']})"))
     console.print(table_caption(rows), style="dim")
 
