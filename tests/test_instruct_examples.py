@@ -4,7 +4,6 @@ built-in tiny-markov model (tiny versions: a few steps, one seed)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -44,19 +43,18 @@ def test_builtin_datasets_are_pinned_and_split_by_example():
     # The file name carries a hash of the generated examples: a change without a
     # version bump fails here.
     names = {n: instruct.dataset_path(n).name for n in instruct.INSTRUCT_DATASETS}
-    assert re.fullmatch(r"instruct-recall-v1-[0-9a-f]{12}\.jsonl", names["instruct-recall"])
     assert names == {
-        "instruct-recall": "instruct-recall-v1-" + _digest("instruct-recall"),
-        "instruct-map": "instruct-map-v1-" + _digest("instruct-map"),
+        "instruct-recall": "instruct-recall-v1-23fca1c2ece0.jsonl",
+        "instruct-map": "instruct-map-v1-f60964af20e1.jsonl",
+        "instruct-copy": "instruct-copy-v1-6806b2acb709.jsonl",
     }
 
 
-def _digest(name: str) -> str:
-    import hashlib
-
-    rows = instruct.recall_examples() if name == "instruct-recall" else instruct.map_examples()
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    return hashlib.sha256(text.encode()).hexdigest()[:12] + ".jsonl"
+def test_copy_answers_are_the_four_tokens_eight_back():
+    for r in instruct.copy_examples(50):
+        toks = r["prompt"].split()
+        assert toks[0] == "<cpy>" and toks[-1] == "<copy>" and len(toks) == 10
+        assert r["completion"].split() == toks[1:5]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,9 @@ answers, in the model's own vocabulary (see docs/instruct.md).
 - ``instruct-map`` (a fixed token mapping): ``<trn> n1 n2 n3 x`` -> `` f(x)``, where ``f``
   is one fixed random permutation of the 64 content tokens and ``n1..n3`` are noise. The
   answer depends only on the last token, through a table: a job for the MLP.
+- ``instruct-copy`` (copy at a new offset): ``<cpy> x1 .. x8 <copy>`` -> `` x1 x2 x3 x4``.
+  In pretraining a marker copied the 4 tokens right before it; here it copies the 4 before
+  those: where to look changes, a job for attention (the markov-copy shift, as a task).
 
 Each is a JSON Lines file generated from a fixed seed into the loraplace cache on first
 use, then read like any user's prompt-completion file.
@@ -28,7 +31,8 @@ SEED = 20261129
 N_EXAMPLES = 2000  # per dataset; 10 % become the val examples the accuracy is measured on
 N_PAIRS = 4  # key-value pairs in a recall prompt
 N_NOISE = 3  # noise tokens before the mapped one
-INSTRUCT_DATASETS = ("instruct-recall", "instruct-map")
+N_COPY = 8  # tokens before the marker in a copy prompt
+INSTRUCT_DATASETS = ("instruct-recall", "instruct-map", "instruct-copy")
 _C = markov.CONTENT_TOKENS
 
 
@@ -64,7 +68,23 @@ def map_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
     return rows
 
 
-_GENERATORS = {"instruct-recall": recall_examples, "instruct-map": map_examples}
+def copy_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
+    """``<cpy> x1 .. x8 <copy>`` -> `` x1 x2 x3 x4``: the tokens 8 back, where the base
+    model learnt (source process) to copy the 4 right before a marker."""
+    rng = np.random.default_rng([seed, 4])
+    rows = []
+    for _ in range(n):
+        xs = [_C[i] for i in rng.integers(len(_C), size=N_COPY)]
+        prompt = " ".join([markov.CPY, *xs, markov.COPY])
+        rows.append({"prompt": prompt, "completion": " " + " ".join(xs[:4])})
+    return rows
+
+
+_GENERATORS = {
+    "instruct-recall": recall_examples,
+    "instruct-map": map_examples,
+    "instruct-copy": copy_examples,
+}
 
 
 def dataset_path(name: str) -> Path:
