@@ -163,5 +163,7 @@ def test_train_run_with_prefix_reuse_gives_the_same_numbers():
         assert s1 == s2 and abs(a - b) < 1e-6
     # The next run of the study (another seed) finds every block's prefix already cached.
     again = train_run(replace(spec, seed=1), model, blocks, prefix_cache=cache, peak_flops=1e9)
-    assert again.status == "done"
+    # Trained to the end with numbers; 9 steps of a random model may end just above its
+    # zero-shot loss, which stores it "flagged" (train/divergence.py), numbers kept.
+    assert again.status in ("done", "flagged") and again.metrics["eval_loss"] > 0
     assert (cache.misses, cache.hits) == (12 + 6, 2 * 12 + 3 * 12 + 6)
