@@ -217,6 +217,51 @@ def pick_batches(
     return [rows[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _pool(targets: list, per_module: dict[str, dict[str, float]], n_tok: int):
+    """Per-module sums pooled into (layer, role) scores, with each unit's modules and
+    their weight and LoRA parameter counts."""
+    taylor, g_sq = per_module["taylor"], per_module["g_sq"]
+    out_sq, in_sq = per_module["out_sq"], per_module["in_sq"]
+    modules: dict[Key, list[str]] = defaultdict(list)
+    wparams: dict[Key, int] = defaultdict(int)
+    lparams: dict[Key, int] = defaultdict(int)
+    pooled: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for m in targets:
+        k = (int(m.layer), m.role)
+        modules[k].append(m.name)
+        wparams[k] += m.in_features * m.out_features
+        lparams[k] += m.in_features + m.out_features
+        acc = pooled[k]
+        acc["taylor"] += taylor[m.name]
+        acc["lora_sq"] += g_sq[m.name] / (3.0 * m.in_features)
+        acc["out_sq"] += out_sq[m.name]
+        acc["rand_sq"] += in_sq[m.name] * m.out_features / m.in_features
+        acc["coords"] += n_tok * m.out_features
+    scores: dict[str, dict[Key, float]] = {name: {} for name in SCORES}
+    for k, acc in pooled.items():
+        scores["taylor"][k] = acc["taylor"]
+        scores["lora_grad"][k] = math.sqrt(acc["lora_sq"])
+        scores["nfn"][k] = math.sqrt(acc["out_sq"] / acc["rand_sq"]) if acc["rand_sq"] else 0.0
+        scores["out_norm"][k] = math.sqrt(acc["out_sq"] / acc["coords"])
+    return scores, modules, wparams, lparams
+
+
+def _probe_targets(arch: ArchInfo) -> list:
+    """Linear layers of the language model's blocks: hooks need modules, not fused
+    parameters."""
+    targets = [
+        m
+        for m in arch.modules
+        if m.layer is not None
+        and m.role != "lm_head"
+        and m.kind != "param"
+        and m.tower == "language"
+    ]
+    if not targets:
+        raise UserError(f"{arch.family}: no linear layer inside the blocks to probe")
+    return targets
+
+
 def probe_model(
     model: nn.Module,
     batches: list[torch.Tensor],
@@ -229,16 +274,7 @@ def probe_model(
     The model is left as it was found (mode, requires_grad, no .grad); nothing is updated.
     """
     arch = arch or describe(model)
-    targets = [
-        m  # linear layers of the language model: hooks need modules, not fused parameters
-        for m in arch.modules
-        if m.layer is not None
-        and m.role != "lm_head"
-        and m.kind != "param"
-        and m.tower == "language"
-    ]
-    if not targets:
-        raise UserError(f"{arch.family}: no linear layer inside the blocks to probe")
+    targets = _probe_targets(arch)
     named = dict(model.named_modules())
     device = next(model.parameters()).device
 
@@ -293,28 +329,8 @@ def probe_model(
             p.requires_grad_(saved_grad[n])
         model.train(was_training)
     seconds = time.perf_counter() - t0
-
-    modules: dict[Key, list[str]] = defaultdict(list)
-    wparams: dict[Key, int] = defaultdict(int)
-    lparams: dict[Key, int] = defaultdict(int)
-    pooled: dict[Key, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for m in targets:
-        k = (int(m.layer), m.role)
-        modules[k].append(m.name)
-        wparams[k] += m.in_features * m.out_features
-        lparams[k] += m.in_features + m.out_features
-        acc = pooled[k]
-        acc["taylor"] += taylor[m.name]
-        acc["lora_sq"] += g_sq[m.name] / (3.0 * m.in_features)
-        acc["out_sq"] += out_sq[m.name]
-        acc["rand_sq"] += in_sq[m.name] * m.out_features / m.in_features
-        acc["coords"] += n_tok * m.out_features
-    scores: dict[str, dict[Key, float]] = {name: {} for name in SCORES}
-    for k, acc in pooled.items():
-        scores["taylor"][k] = acc["taylor"]
-        scores["lora_grad"][k] = math.sqrt(acc["lora_sq"])
-        scores["nfn"][k] = math.sqrt(acc["out_sq"] / acc["rand_sq"]) if acc["rand_sq"] else 0.0
-        scores["out_norm"][k] = math.sqrt(acc["out_sq"] / acc["coords"])
+    per_module = {"taylor": taylor, "g_sq": g_sq, "out_sq": out_sq, "in_sq": in_sq}
+    scores, modules, wparams, lparams = _pool(targets, per_module, n_tok)
     info = {
         "family": arch.family,
         "n_layers": arch.n_layers,

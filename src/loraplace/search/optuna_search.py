@@ -103,8 +103,6 @@ def run_search(
         import optuna
     except ImportError:
         raise UserError("search needs Optuna: pip install 'loraplace[search]'") from None
-    from loraplace.analysis.aggregate import summarize
-    from loraplace.analysis.load import load_study
     from loraplace.assets import Assets
     from loraplace.driver import run_study
     from loraplace.placement import resolve
@@ -124,17 +122,7 @@ def run_search(
         cap = parse_budget(budget, model)
 
     name = f"{study.name}-search"
-    try:
-        ostudy = optuna.create_study(
-            study_name=name,
-            storage=storage,
-            directions=["minimize", "minimize"],  # eval loss, trainable params
-            sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
-            load_if_exists=True,
-        )
-    except Exception as exc:  # bad URL, unreachable server, missing driver
-        raise UserError(f"cannot open Optuna storage {storage!r}: {exc}") from None
-
+    ostudy = _open_study(optuna, name, storage, seed)
     base = study.model_dump(mode="json")
     base.update(zero_shot=False, full_finetune=False)
 
@@ -147,13 +135,11 @@ def run_search(
             raise optuna.TrialPruned(f"{rp.trainable_params} params > budget {cap}")
         one = Study(**{**base, "name": name, "placements": [spec]})
         outcome = run_study(one, executor=executor, assets=assets, display=display)
-        # The trial's objective is the placement's seed mean as the report computes it.
-        data = load_study(outcome.store_path, outcome.study_id)
-        trained = [p for p in summarize(data).placements if p.kind == "lora"]
-        if not trained:
+        loss, run_ids = _seed_mean_loss(outcome.store_path, outcome.study_id)
+        if loss is None:
             raise optuna.TrialPruned("no run of this placement finished (diverged or failed)")
-        trial.set_user_attr("run_ids", [r.run_id for r in data.runs])
-        return trained[0].loss.mean, float(rp.trainable_params)
+        trial.set_user_attr("run_ids", run_ids)
+        return loss, float(rp.trainable_params)
 
     done = _complete(ostudy)
     todo = max(0, trials - done)
@@ -170,6 +156,36 @@ def run_search(
         zero = study.zero_shot
         combined = Study(**{**base, "name": name, "placements": placements, "zero_shot": zero})
         run_study(combined, executor=executor, assets=assets, display=display)
+    return SearchOutcome(name, storage, _complete(ostudy), todo, _pareto(ostudy))
+
+
+def _open_study(optuna, name: str, storage: str, seed: int):
+    """The Optuna study of this search (resumed when the storage holds it)."""
+    try:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["minimize", "minimize"],  # eval loss, trainable params
+            sampler=optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
+            load_if_exists=True,
+        )
+    except Exception as exc:  # bad URL, unreachable server, missing driver
+        raise UserError(f"cannot open Optuna storage {storage!r}: {exc}") from None
+
+
+def _seed_mean_loss(store_path, study_id: str) -> tuple[float | None, list[str]]:
+    """A trial's objective: its placement's seed-mean eval loss as the report computes it
+    (None when no run finished), and the ids of the trial's runs."""
+    from loraplace.analysis.aggregate import summarize
+    from loraplace.analysis.load import load_study
+
+    data = load_study(store_path, study_id)
+    trained = [p for p in summarize(data).placements if p.kind == "lora"]
+    return (trained[0].loss.mean if trained else None), [r.run_id for r in data.runs]
+
+
+def _pareto(ostudy) -> list[dict]:
+    """The Pareto-optimal trials, cheapest first."""
     pareto = [
         {
             "trial": t.number,
@@ -179,8 +195,7 @@ def run_search(
         }
         for t in ostudy.best_trials
     ]
-    pareto.sort(key=lambda p: p["trainable_params"])
-    return SearchOutcome(name, storage, _complete(ostudy), todo, pareto)
+    return sorted(pareto, key=lambda p: p["trainable_params"])
 
 
 def _complete(ostudy) -> int:
