@@ -100,6 +100,135 @@ def seeds_cell(n: int) -> str:
     return f"{n} (<{MIN_SEEDS})" if n < MIN_SEEDS else str(n)
 
 
+Row = tuple[dict[str, str], dict[str, object]]  # display cells by column, CSV values
+
+
+def _zero_shot_row(zs, ref, has: dict[str, bool]) -> Row:
+    """The zero-shot baseline's row (first)."""
+    cells = {
+        "Placement": "zero-shot",
+        "Kind": "baseline",
+        # One evaluation, which no seed changes (older stores held one per seed).
+        "Seeds": "n/a (evaluation)" if zs.loss.n == 1 else seeds_cell(zs.loss.n),
+        "Eval loss (nats)": fmt.loss_ci(zs.loss),
+        "PPL": fmt.ppl(zs.ppl),
+        "Trainable params": "0",
+        "% of total": fmt.pct(0.0),
+    }
+    if ref:
+        cells["Δ loss vs ref (%)"] = fmt.signed_pct(100 * (zs.loss.mean / ref.loss.mean - 1))
+    if has["gap"]:
+        cells["Gap closed (%)"] = fmt.pct(0.0)
+    return (
+        cells,
+        {
+            "placement": "zero-shot",
+            "kind": "zero-shot",
+            "seeds": zs.loss.n,
+            **_raw(zs.loss, "eval_loss"),
+            "ppl": zs.ppl,
+            "trainable_params": 0,
+        },
+    )
+
+
+def _placement_row(p, s: Summary) -> Row:
+    """One trained placement's row, aggregated over its finished seeds."""
+    cells = {
+        "Placement": U(p.placement),
+        "Kind": U(p.kind),
+        "Seeds": seeds_cell(p.loss.n),
+        "Eval loss (nats)": fmt.loss_ci(p.loss),
+        "PPL": fmt.ppl(p.ppl),
+    }
+    if p.trainable_params is not None:
+        cells["Trainable params"] = fmt.count(p.trainable_params)
+    if p.trainable_pct is not None:
+        cells["% of total"] = fmt.pct(p.trainable_pct)
+    if p.reduction_vs_full is not None:
+        cells["Fewer params than full FT"] = fmt.factor(p.reduction_vs_full)
+    if p.rel_loss_vs_ref is not None:
+        mark = " (ref)" if p.placement == s.reference else ""
+        cells["Δ loss vs ref (%)"] = fmt.signed_pct(p.rel_loss_vs_ref) + mark
+    cells["Train time (s)"] = _ci(p.train_time, fmt.seconds_ci)
+    if p.speedup_vs_ref is not None:
+        cells["Speed-up vs ref"] = fmt.factor(p.speedup_vs_ref)
+    if p.tokens_per_s:
+        cells["Tokens/s"] = fmt.rate(p.tokens_per_s.mean)
+    if p.peak_mem_bytes:
+        cells["Peak mem (MiB)"] = fmt.mib(p.peak_mem_bytes.mean)
+    if p.gap_closed:
+        cells["Gap closed (%)"] = fmt.pct_ci(p.gap_closed)
+    if p.forgetting:
+        cells["Forgetting (nats)"] = fmt.signed_loss(p.forgetting.mean)
+    return (
+        cells,
+        {
+            "placement": p.placement,
+            "kind": p.kind,
+            "seeds": p.loss.n,
+            **_raw(p.loss, "eval_loss"),
+            "ppl": p.ppl,
+            "trainable_params": p.trainable_params,
+            "trainable_pct": p.trainable_pct,
+            "reduction_vs_full": p.reduction_vs_full,
+            "rel_loss_vs_ref_pct": p.rel_loss_vs_ref,
+            **_raw(p.train_time, "train_time_s"),
+            "speedup_vs_ref": p.speedup_vs_ref,
+            "tokens_per_s": p.tokens_per_s.mean if p.tokens_per_s else None,
+            "peak_mem_bytes": p.peak_mem_bytes.mean if p.peak_mem_bytes else None,
+            **_raw(p.gap_closed, "gap_closed"),
+            **_raw(p.forgetting, "forgetting"),
+        },
+    )
+
+
+def _floor_row(floor: float, has: dict[str, bool]) -> Row:
+    """The Bayes-optimal floor's row (last), where the data has one."""
+    cells = {
+        "Placement": "floor",
+        "Kind": "Bayes-optimal",
+        "Eval loss (nats)": fmt.loss(floor),
+    }
+    cells["PPL"] = fmt.ppl(math.exp(floor))
+    if has["gap"]:
+        cells["Gap closed (%)"] = fmt.pct(100.0)
+    return cells, {"placement": "floor", "kind": "floor", "eval_loss_mean": floor}
+
+
+def _results_notes(ref, has: dict[str, bool]) -> list[list[str]]:
+    """What the results table's columns mean."""
+    notes: list[list[str]] = [
+        [
+            "Eval loss: token-weighted mean NLL over all eval tokens, mean ± 95 % t-interval "
+            "half-width over the finished seeds; PPL = exp(mean eval loss)."
+        ],
+    ]
+    if ref:
+        notes.append(
+            [
+                "Reference placement (most trainable parameters unless chosen): ",
+                U(ref.placement),
+                ".",
+            ]
+        )
+    if has["gap"]:
+        notes.append(
+            [
+                "Gap closed = (zero-shot loss − run loss) / (zero-shot loss − floor), "
+                "per run, then averaged."
+            ]
+        )
+    if has["forget"]:
+        notes.append(
+            [
+                "Forgetting = retain loss after adaptation − before, on the base "
+                "distribution (positive: the model forgot)."
+            ]
+        )
+    return notes
+
+
 def results_table(s: Summary) -> Table:
     """One row per placement, with the zero-shot baseline first and the floor last."""
     ps = s.placements
@@ -129,122 +258,16 @@ def results_table(s: Summary) -> Table:
         rows.append([cells.get(c, DASH) for c in cols])
         raw.append(rawrow)
 
-    zs = s.zero_shot
-    if zs is not None:
-        cells = {
-            "Placement": "zero-shot",
-            "Kind": "baseline",
-            # One evaluation, which no seed changes (older stores held one per seed).
-            "Seeds": "n/a (evaluation)" if zs.loss.n == 1 else seeds_cell(zs.loss.n),
-            "Eval loss (nats)": fmt.loss_ci(zs.loss),
-            "PPL": fmt.ppl(zs.ppl),
-            "Trainable params": "0",
-            "% of total": fmt.pct(0.0),
-        }
-        if ref:
-            cells["Δ loss vs ref (%)"] = fmt.signed_pct(100 * (zs.loss.mean / ref.loss.mean - 1))
-        if has["gap"]:
-            cells["Gap closed (%)"] = fmt.pct(0.0)
-        add(
-            cells,
-            {
-                "placement": "zero-shot",
-                "kind": "zero-shot",
-                "seeds": zs.loss.n,
-                **_raw(zs.loss, "eval_loss"),
-                "ppl": zs.ppl,
-                "trainable_params": 0,
-            },
-        )
+    if s.zero_shot is not None:
+        add(*_zero_shot_row(s.zero_shot, ref, has))
     for p in ps:
-        cells = {
-            "Placement": U(p.placement),
-            "Kind": U(p.kind),
-            "Seeds": seeds_cell(p.loss.n),
-            "Eval loss (nats)": fmt.loss_ci(p.loss),
-            "PPL": fmt.ppl(p.ppl),
-        }
-        if p.trainable_params is not None:
-            cells["Trainable params"] = fmt.count(p.trainable_params)
-        if p.trainable_pct is not None:
-            cells["% of total"] = fmt.pct(p.trainable_pct)
-        if p.reduction_vs_full is not None:
-            cells["Fewer params than full FT"] = fmt.factor(p.reduction_vs_full)
-        if p.rel_loss_vs_ref is not None:
-            mark = " (ref)" if p.placement == s.reference else ""
-            cells["Δ loss vs ref (%)"] = fmt.signed_pct(p.rel_loss_vs_ref) + mark
-        cells["Train time (s)"] = _ci(p.train_time, fmt.seconds_ci)
-        if p.speedup_vs_ref is not None:
-            cells["Speed-up vs ref"] = fmt.factor(p.speedup_vs_ref)
-        if p.tokens_per_s:
-            cells["Tokens/s"] = fmt.rate(p.tokens_per_s.mean)
-        if p.peak_mem_bytes:
-            cells["Peak mem (MiB)"] = fmt.mib(p.peak_mem_bytes.mean)
-        if p.gap_closed:
-            cells["Gap closed (%)"] = fmt.pct_ci(p.gap_closed)
-        if p.forgetting:
-            cells["Forgetting (nats)"] = fmt.signed_loss(p.forgetting.mean)
-        add(
-            cells,
-            {
-                "placement": p.placement,
-                "kind": p.kind,
-                "seeds": p.loss.n,
-                **_raw(p.loss, "eval_loss"),
-                "ppl": p.ppl,
-                "trainable_params": p.trainable_params,
-                "trainable_pct": p.trainable_pct,
-                "reduction_vs_full": p.reduction_vs_full,
-                "rel_loss_vs_ref_pct": p.rel_loss_vs_ref,
-                **_raw(p.train_time, "train_time_s"),
-                "speedup_vs_ref": p.speedup_vs_ref,
-                "tokens_per_s": p.tokens_per_s.mean if p.tokens_per_s else None,
-                "peak_mem_bytes": p.peak_mem_bytes.mean if p.peak_mem_bytes else None,
-                **_raw(p.gap_closed, "gap_closed"),
-                **_raw(p.forgetting, "forgetting"),
-            },
-        )
+        add(*_placement_row(p, s))
     if s.floor is not None:
-        cells = {
-            "Placement": "floor",
-            "Kind": "Bayes-optimal",
-            "Eval loss (nats)": fmt.loss(s.floor),
-        }
-        cells["PPL"] = fmt.ppl(math.exp(s.floor))
-        if has["gap"]:
-            cells["Gap closed (%)"] = fmt.pct(100.0)
-        add(cells, {"placement": "floor", "kind": "floor", "eval_loss_mean": s.floor})
+        add(*_floor_row(s.floor, has))
     # CSV rows share one header: fill the keys a row lacks.
     keys = list(dict.fromkeys(k for r in raw for k in r))
     raw = [{k: r.get(k) for k in keys} for r in raw]
-    notes: list[list[str]] = [
-        [
-            "Eval loss: token-weighted mean NLL over all eval tokens, mean ± 95 % t-interval "
-            "half-width over the finished seeds; PPL = exp(mean eval loss)."
-        ],
-    ]
-    if ref:
-        notes.append(
-            [
-                "Reference placement (most trainable parameters unless chosen): ",
-                U(ref.placement),
-                ".",
-            ]
-        )
-    if has["gap"]:
-        notes.append(
-            [
-                "Gap closed = (zero-shot loss − run loss) / (zero-shot loss − floor), "
-                "per run, then averaged."
-            ]
-        )
-    if has["forget"]:
-        notes.append(
-            [
-                "Forgetting = retain loss after adaptation − before, on the base "
-                "distribution (positive: the model forgot)."
-            ]
-        )
+    notes = _results_notes(ref, has)
     align = "ll" + "r" * (len(cols) - 2)
     return Table("results", "Results per placement", cols, rows, raw, notes, align)
 
