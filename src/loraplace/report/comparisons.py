@@ -347,3 +347,13 @@ def guideline_notes(fair: FairComparison) -> list:
         out.append(Para([f"Pairwise verdicts (margin ±{fair.margin:g} nats):"]))
         out.append(Bullets(items))
     return out
+
+
+def verdict_word(fair: FairComparison, test) -> str | None:
+    """The headline task's verdict word for the pair of ``test`` (None without a margin)."""
+    if not fair.tasks:
+        return None
+    for v in fair.tasks[0].verdicts:
+        if {v.a, v.b} == {test.a, test.b}:
+            return v.word
+    return None

@@ -28,7 +28,7 @@ from loraplace.report import figures as figs
 from loraplace.report import fmt
 from loraplace.report import section_tables as st
 from loraplace.report import tables as tb
-from loraplace.report.comparisons import add_comparison_sections, guideline_notes
+from loraplace.report.comparisons import add_comparison_sections, guideline_notes, verdict_word
 from loraplace.report.escape import U
 from loraplace.report.methods import add_methods_section
 from loraplace.report.render import (
@@ -408,7 +408,12 @@ def _guidelines(r: _Report) -> None:
                 f" (eval loss {fmt.loss_ci(p.loss)})",
             ]
             if g.step_test is not None:
-                it.append(" — over the next cheaper choice the gain is " + _verdict(g.step_test))
+                word = verdict_word(r.fair, g.step_test) if r.fair is not None else None
+                it.append(
+                    f" — against the next cheaper choice: {word}"
+                    if word
+                    else " — over the next cheaper choice the gain is " + _verdict(g.step_test)
+                )
             it.append(".")
             items.append(it)
         doc.add(
