@@ -70,3 +70,15 @@ def test_the_verb_is_the_first_word_that_is_not_an_option(argv, verb):
 
 def test_every_verb_module_is_a_command_module():
     assert set(_VERB_MODULE.values()) <= set(_COMMAND_MODULES)
+
+
+def test_importing_loraplace_registers_the_builtins_without_numpy_or_torch():
+    code = (
+        "import sys, loraplace\n"
+        "from loraplace.data import builtin_datasets\n"
+        "print(len(builtin_datasets()), 'numpy' in sys.modules, 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    n, numpy, torch = out.stdout.split()
+    assert int(n) >= 7 and (numpy, torch) == ("False", "False")

@@ -21,10 +21,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from loraplace.builtin import markov
+
+if TYPE_CHECKING:  # numpy loads when data is made, not when the datasets register
+    import numpy as np
 
 VERSION = 1  # bump when the generated examples change
 SEED = 20261129
@@ -38,6 +40,8 @@ _C = markov.CONTENT_TOKENS
 
 def recall_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
     """Keys from t0..t31 (distinct within a prompt), values from t32..t63."""
+    import numpy as np
+
     rng = np.random.default_rng([seed, 1])
     half = len(_C) // 2
     rows = []
@@ -53,10 +57,14 @@ def recall_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
 
 def mapping() -> np.ndarray:
     """The fixed permutation f of the content tokens (f[i] is the image of t{i})."""
+    import numpy as np
+
     return np.random.default_rng([SEED, 2]).permutation(len(_C))
 
 
 def map_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
+    import numpy as np
+
     rng = np.random.default_rng([seed, 3])
     f = mapping()
     rows = []
@@ -71,6 +79,8 @@ def map_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
 def copy_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
     """``<cpy> x1 .. x8 <copy>`` -> `` x1 x2 x3 x4``: the tokens 8 back, where the base
     model learnt (source process) to copy the 4 right before a marker."""
+    import numpy as np
+
     rng = np.random.default_rng([seed, 4])
     rows = []
     for _ in range(n):

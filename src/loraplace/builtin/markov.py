@@ -24,12 +24,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from loraplace.data.registry import RegisteredDataset, register_dataset
 from loraplace.errors import UserError, closest
 
-if TYPE_CHECKING:  # torch loads when blocks are made, not when the datasets register
+if TYPE_CHECKING:  # numpy and torch load when data is made, not when the datasets register
+    import numpy as np
+
     from loraplace.data.blocks import Blocks
 
 # Bump when the generated tokens or the tiny-markov pretraining recipe change: it is part of
@@ -98,6 +98,8 @@ class Process:
 
 def _world(params: MarkovParams) -> dict[str, Process]:
     """Build the source and target processes from the fixed chain seed."""
+    import numpy as np
+
     n = params.n_content
     rng = np.random.default_rng(params.chain_seed)
     P = rng.dirichlet(np.full(n, params.alpha), size=n)
@@ -146,6 +148,8 @@ def sample(
     init: distribution of the content token at position 1 (default uniform).
     Returns tokens int64 [n, length] and NLL float64 [n, length - 1] (positions 1..).
     """
+    import numpy as np
+
     n_blocks = len(which)
     n = params.n_content
     Ps = np.stack([p.P for p in processes])  # [n_proc, n, n]
@@ -194,6 +198,8 @@ def oracle_nll(
     Each block's process is read from its task token at position 0. A token the process
     cannot emit gets NLL inf (a wrong copied token, a marker at an ineligible position).
     """
+    import numpy as np
+
     tokens = np.asarray(tokens, dtype=np.int64)
     procs = list(world(params).values())
     by_task = {p.task_id: i for i, p in enumerate(procs)}
@@ -234,6 +240,8 @@ def oracle_nll(
 
 def stationary(P: np.ndarray) -> np.ndarray:
     """Stationary distribution pi of a chain (pi P = pi)."""
+    import numpy as np
+
     vals, vecs = np.linalg.eig(P.T)
     pi = np.real(vecs[:, np.argmin(np.abs(vals - 1.0))])
     return pi / pi.sum()
@@ -241,6 +249,8 @@ def stationary(P: np.ndarray) -> np.ndarray:
 
 def entropy_rate(P: np.ndarray) -> float:
     """Analytic entropy rate sum_i pi_i H(P_i) of a chain, in nats."""
+    import numpy as np
+
     with np.errstate(divide="ignore", invalid="ignore"):
         row_h = -np.nansum(np.where(P > 0, P * np.log(P), 0.0), axis=1)
     return float(stationary(P) @ row_h)
@@ -248,6 +258,8 @@ def entropy_rate(P: np.ndarray) -> float:
 
 def _stream(data_seed: int, name: str, split: str) -> np.random.Generator:
     """An independent random stream per (seed, dataset, split): val never depends on n_train."""
+    import numpy as np
+
     code = int.from_bytes(hashlib.sha256(f"{name}/{split}".encode()).digest()[:4], "little")
     return np.random.default_rng([data_seed, code])
 
@@ -278,6 +290,8 @@ def pretrain_tokens(
     n: int, block_size: int, seed: int, params: MarkovParams = DEFAULT_PARAMS
 ) -> np.ndarray:
     """Source-process blocks for pretraining, each starting with a random task token."""
+    import numpy as np
+
     rng = _stream(seed, "pretrain", "train")
     x, _ = sample([world(params)["source"]], np.zeros(n, dtype=np.int64), block_size, rng, params)
     x[:, 0] = rng.choice(np.array(START_TOKEN_IDS), size=n)
