@@ -145,7 +145,7 @@ def test_budgeted_study_stores_probe_and_budget_and_reports_them(tmp_path):
     config["train"]["steps"] = 4
     study = vs(config)
     outcome = run_study(study)
-    assert outcome.statuses == {"done": 2 + 7 * 2}
+    assert outcome.statuses == {"done": 1 + 7 * 2}  # zero-shot once per study, 7 x 2 seeds
     with Store(tmp_path / "out", create=False, writer=False) as store:
         sid = store.study()["study_id"]
         stored = store.probe(sid)
