@@ -52,9 +52,8 @@ def _verdict(t: PairedTest | None) -> str:
     return f"significant (Holm p = {fmt.pvalue(t.p_holm)})"
 
 
-def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
-    """The Results section: sentences carrying the table's numbers and CIs."""
-    paras: list[Para] = []
+def _best_placement_text(s: Summary) -> Para:
+    """The Results section's first sentence: the lowest loss, its cost and its gain."""
     best = min(s.placements, key=lambda p: p.loss.mean)
     first = [
         U(best.placement),
@@ -78,7 +77,12 @@ def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
                 f"({fmt.loss(s.floor)})"
             )
         first.append(".")
-    paras.append(Para(first))
+    return Para(first)
+
+
+def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
+    """The Results section: sentences carrying the table's numbers and CIs."""
+    paras: list[Para] = [_best_placement_text(s)]
     ref = s.get(s.reference) if s.reference else None
     if ref is not None:
         items: list[list[str]] = []
