@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loraplace.heatmap import draw_heatmap
 from loraplace.probe.scores import SCORES, ProbeResult
-from loraplace.report.heatmap import draw_heatmap
 
 
 def heatmap(result: ProbeResult, path: Path, *, scores: list[str] | None = None) -> Path:

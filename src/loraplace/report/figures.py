@@ -15,9 +15,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from loraplace.analysis import Front, Importance, Summary  # noqa: E402
+from loraplace.heatmap import draw_heatmap  # noqa: E402
 from loraplace.report import fmt  # noqa: E402
 from loraplace.report.escape import U, mpl  # noqa: E402
-from loraplace.report.heatmap import draw_heatmap  # noqa: E402
 
 DPI = 300
 _AXIS = {

@@ -1,4 +1,5 @@
-"""The one layer x role heatmap: the report's importance figure and the probe's panels."""
+"""The one layer x role heatmap, drawn for the report's importance figure and the probe's
+panels (a module of its own, so that probe and report need not import each other)."""
 
 from __future__ import annotations
 
