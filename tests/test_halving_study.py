@@ -8,7 +8,7 @@ from run_fixtures import tiny_study
 
 from loraplace.analysis.aggregate import summarize
 from loraplace.analysis.load import load_study
-from loraplace.analysis.selection import select_settings
+from loraplace.analysis.selection import headline_view, select_settings
 from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
 from loraplace.store import Store
 from loraplace.study import validate_study
@@ -103,7 +103,10 @@ def test_pruned_runs_keep_partial_curves_and_never_enter_means(straight):
     for p in summary.placements:  # every mean is over the two done seeds of one setting
         assert p.loss.n == 2
         assert all(r.status == "done" for r in p.runs)
-    chosen = {s.placement: s.chosen.label for s in select_settings(data)}
+    selected = select_settings(data)
+    headline = summarize(headline_view(data, selected, None))  # what the report's tables read
+    assert {r.run_id for r in headline.excluded} == {r.run_id for r in pruned}
+    chosen = {s.placement: s.chosen.label for s in selected}
     done = {r.placement_base: r.placement for r in data.runs if r.status == "done"}
     assert chosen == {b: lb for b, lb in done.items() if b != "zero-shot"}
     assert not list((out / "checkpoints").glob("*.pt"))  # finished and pruned: none left

@@ -121,6 +121,8 @@ def headline_view(study: StudyData, selections: list[Selection], task: str | Non
             runs.append(_as_test(r, chosen[r.placement]))
         elif r.kind not in TRAINED_KINDS:
             runs.append(_as_test(r, None))
+        elif r.status == "pruned":  # successive halving's losers: listed, never averaged
+            runs.append(r)
     return dataclasses.replace(study, runs=runs)
 
 
