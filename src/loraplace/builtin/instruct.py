@@ -7,9 +7,9 @@ answers, in the model's own vocabulary (see docs/instruct.md).
 - ``instruct-map`` (a fixed token mapping): ``<trn> n1 n2 n3 x`` -> `` f(x)``, where ``f``
   is one fixed random permutation of the 64 content tokens and ``n1..n3`` are noise. The
   answer depends only on the last token, through a table: a job for the MLP.
-- ``instruct-copy`` (copy at a new offset): ``<cpy> x1 .. x8 <copy>`` -> `` x1 x2 x3 x4``.
-  In pretraining a marker copied the 4 tokens right before it; here it copies the 4 before
-  those: where to look changes, a job for attention (the markov-copy shift, as a task).
+- ``instruct-copy`` (copy at a new offset): ``<cpy> x1 .. x8 <copy>`` -> `` x1``. In
+  pretraining a marker started a copy of the token 4 back; here the answer is 8 back:
+  where to look changes, a job for attention (the markov-copy shift, as a task).
 
 Each is a JSON Lines file generated from a fixed seed into the loraplace cache on first
 use, then read like any user's prompt-completion file.
@@ -77,8 +77,9 @@ def map_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
 
 
 def copy_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
-    """``<cpy> x1 .. x8 <copy>`` -> `` x1 x2 x3 x4``: the tokens 8 back, where the base
-    model learnt (source process) to copy the 4 right before a marker."""
+    """``<cpy> x1 .. x8 <copy>`` -> `` x1``: the token 8 back, where the base model learnt
+    (source process) to copy the one 4 back. One answer token: with four, exact match
+    stayed at 0 % for every placement at the default budget while loss still moved."""
     import numpy as np
 
     rng = np.random.default_rng([seed, 4])
@@ -86,7 +87,7 @@ def copy_examples(n: int = N_EXAMPLES, seed: int = SEED) -> list[dict]:
     for _ in range(n):
         xs = [_C[i] for i in rng.integers(len(_C), size=N_COPY)]
         prompt = " ".join([markov.CPY, *xs, markov.COPY])
-        rows.append({"prompt": prompt, "completion": " " + " ".join(xs[:4])})
+        rows.append({"prompt": prompt, "completion": f" {xs[0]}"})
     return rows
 
 
