@@ -54,11 +54,7 @@ def _register(argv: list[str] | None = None) -> None:
     verb = _verb(sys.argv[1:] if argv is None else argv)
     module = _VERB_MODULE.get(verb or "")
     for name in [module] if module else _COMMAND_MODULES:
-        try:
-            importlib.import_module(f"loraplace.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"loraplace.cli.{name}":
-                raise
+        importlib.import_module(f"loraplace.cli.{name}")
 
 
 def _click_class(exc: BaseException) -> set[str]:
