@@ -34,6 +34,7 @@ VARIANTS = [  # (label, precision, quantize, grad checkpointing)
 
 
 def study_config(out: Path, device: str, precision: str, quantize, ckpt: bool, steps: int):
+    """The one spec every variant runs (the smoke run's few steps also cap the eval)."""
     return {
         "name": "gpu-check",
         "model": "tiny-markov",
@@ -55,7 +56,7 @@ def study_config(out: Path, device: str, precision: str, quantize, ckpt: bool, s
             "device": device,
             "grad_checkpointing": ckpt,
         },
-        "eval": {"every": 0, "batch_size": 64},
+        "eval": {"every": 0, "batch_size": 64, "max_blocks": 64 if steps < 50 else None},
         "out": str(out),
     }
 
@@ -137,6 +138,7 @@ def main() -> int:
             print(f"[gpu_check] {label} on {device} ...", flush=True)
             try:
                 rows.append(run_variant(root, label, device, precision, quantize, ckpt, steps))
+                print(f"[gpu_check]   {json.dumps(rows[-1], default=str)}", flush=True)
             except Exception as exc:  # report the variant as failed; keep checking the rest
                 rows.append(
                     {
