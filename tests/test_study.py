@@ -16,7 +16,8 @@ def test_default_study_validates_to_the_documented_settings():
     t = s.train_settings()
     assert (s.model, s.dataset, s.ranks, s.seeds) == ("tiny-markov", "markov-mix", [8], [0, 1, 2])
     assert s.placements == ["seed-full", "seed-attention", "seed-ffn", "attention"]
-    assert (t.steps, t.batch_size, t.block_size, t.lr, t.eval_every) == (250, 16, 128, 2e-3, 50)
+    assert (t.steps, t.batch_size, t.block_size, t.lr, t.eval_every) == (120, 16, 128, 2e-3, 40)
+    assert t.warmup_steps == 10
     assert s.out_dir.as_posix() == "runs/default"
 
 
