@@ -12,6 +12,7 @@ from loraplace.analysis.selection import headline_view, select_settings
 from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
 from loraplace.store import Store
 from loraplace.study import validate_study
+from loraplace.summary import run_end_rows
 
 torch.set_num_threads(1)
 LRS = [1e-3, 1e-2, 3e-2]
@@ -110,6 +111,12 @@ def test_pruned_runs_keep_partial_curves_and_never_enter_means(straight):
     done = {r.placement_base: r.placement for r in data.runs if r.status == "done"}
     assert chosen == {b: lb for b, lb in done.items() if b != "zero-shot"}
     assert not list((out / "checkpoints").glob("*.pt"))  # finished and pruned: none left
+    with Store(out, create=False, writer=False) as store:  # the run-end table says so too
+        rows = {r.placement: r for r in run_end_rows(store, store.study()["study_id"])}
+    assert sorted((r.done, r.pruned) for r in rows.values() if r.kind == "lora") == [
+        *[(0, 2)] * 4,  # two losing settings per placement, both seeds pruned
+        *[(2, 0)] * 2,  # one surviving setting per placement, both seeds done
+    ]
 
 
 def test_resume_mid_rung_trains_no_step_twice_and_ends_the_same(tmp_path, straight):

@@ -27,6 +27,7 @@ class PlacementRow:
     diverged: int = 0
     failed: int = 0
     flagged: int = 0  # worse than zero-shot: kept out of the mean
+    pruned: int = 0  # stopped at a successive-halving rung: kept out of the mean
     pending: int = 0  # pending, running or interrupted
     eval_loss: float | None = None  # mean over done seeds, nats/token
     ci95: float | None = None  # half-width of the 95 % t-interval; None with one seed
@@ -82,6 +83,7 @@ def run_end_rows(store: Store, study_id: str) -> list[PlacementRow]:
                 diverged=sum(r["status"] == "diverged" for r in rs),
                 failed=sum(r["status"] == "failed" for r in rs),
                 flagged=sum(r["status"] == "flagged" for r in rs),
+                pruned=sum(r["status"] == "pruned" for r in rs),
                 pending=sum(r["status"] in ("pending", "running", "interrupted") for r in rs),
                 eval_loss=mean_loss,
                 ci95=t_ci95(losses),
@@ -124,6 +126,8 @@ def render_table(rows: list[PlacementRow], title: str | None = None):
             seeds += f" ({r.failed} failed)"
         if r.flagged:
             seeds += f" ({r.flagged} worse than zero-shot)"
+        if r.pruned:
+            seeds += f" ({r.pruned} pruned)"
         loss = "—"
         if r.eval_loss is not None:
             loss = f"{r.eval_loss:.4f}" + (f" ± {r.ci95:.4f}" if r.ci95 is not None else "")
