@@ -318,3 +318,36 @@ def test_split_by_document_of_one_document_is_one_line(tmp_path, capsys):
     assert run_cli(["run", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "is one document: a split by document needs at least two" in err and "\n" not in err
+
+
+def test_a_retain_set_of_instruction_data_is_scored_on_its_completions(tmp_path, tok):
+    from transformers import AutoModelForCausalLM
+
+    from loraplace.store import Store
+    from loraplace.train.evaluate import evaluate
+
+    retain = write_rows(
+        tmp_path / "retain.jsonl", [{"prompt": "a dog", "completion": " eats ."}] * 10
+    )
+    config = tiny_study(
+        tmp_path,
+        dataset=str(write_rows(tmp_path / "train.jsonl", PC * 8)),
+        retain=str(retain),
+        placements=["seed-ffn"],
+        seeds=[0],
+    )
+    config["train"].update(steps=2)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli(["run", str(path)]) == 0
+    with Store(tmp_path / "out", create=False, writer=False) as store:
+        runs = store.runs(store.study()["study_id"])
+        metrics = store.metrics()
+    zero = metrics[runs[0]["run_id"]]
+    # By hand: the base model on the retain file's val example, its completion scored.
+    b = load_blocks(str(retain), tok, 16)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny-gpt2").eval()
+    expected = evaluate(model, b.val, scored=b.scored("val"))
+    assert expected.tokens == 3  # "eats", "." and EOS
+    assert zero["retain_loss"] == pytest.approx(expected.loss, rel=1e-5)
+    assert "retain_loss" in metrics[runs[1]["run_id"]]
