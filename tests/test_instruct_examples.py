@@ -115,3 +115,12 @@ def test_example_studies_run_tiny_and_report_accuracy(tmp_path, monkeypatch, cap
     assert run_cli(["report", str(tmp_path / "out"), "--metric", "accuracy"]) == 0
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert report.index("## Task accuracy") < report.index("## Results")
+
+
+def test_data_info_on_a_builtin_instruction_dataset(capsys):
+    assert run_cli(["data", "info", "instruct-map", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    # 2,000 examples of 7 tokens; each scores its answer and EOS; 10 % held out.
+    assert (info["documents"], info["tokens"], info["scored_tokens"]) == (2000, 14000, 4000)
+    assert (info["train_blocks"], info["val_blocks"], info["block_size"]) == (1800, 200, 7)
+    assert (info["tokenizer_of"], info["format"]) == ("tiny-markov", "prompt-completion")

@@ -89,8 +89,11 @@ def info(
         "fingerprint": blocks.fingerprint,
     }
     if tokenizer is not None:
-        summary["tokenizer_of"] = model or DEFAULT_TEXT_MODEL
-    for key in ("python_version", "content_sha256", "generator"):
+        from loraplace.data import registered_dataset
+
+        registered = registered_dataset(name)
+        summary["tokenizer_of"] = model or (registered.model if registered else DEFAULT_TEXT_MODEL)
+    for key in ("python_version", "content_sha256", "generator", "format", "scored_tokens"):
         if key in blocks.info:
             summary[key] = blocks.info[key]
     if as_json:
@@ -106,7 +109,7 @@ def info(
     table.add_row(
         "floor (nats/token)", "unknown" if blocks.floor is None else f"{blocks.floor:.4f}"
     )
-    for key in ("tokenizer_of", "python_version", "generator"):
+    for key in ("tokenizer_of", "python_version", "generator", "format", "scored_tokens"):
         if key in summary:
             table.add_row(key.replace("_", " "), escape(str(summary[key])))
     table.add_row("fingerprint", blocks.fingerprint[:16])
