@@ -66,7 +66,7 @@ def run_variant(root: Path, label: str, device: str, precision, quantize, ckpt, 
     from loraplace.store import Store
     from loraplace.study import validate_study
 
-    out = root / label.replace("+", "-") / device
+    out = root / label.replace("+", "-").replace(" ", "-") / device
     study = validate_study(study_config(out, device, precision, quantize, ckpt, steps))
     t0 = time.perf_counter()
     outcome = run_study(study)
@@ -131,7 +131,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         root = Path(tmp)
-        ref = run_variant(root, "fp32", "cpu", "fp32", None, False, steps)
+        ref = run_variant(root, "cpu reference", "cpu", "fp32", None, False, steps)
         ref["variant"] = "fp32 (CPU reference)"
         rows.append(ref)
         for label, precision, quantize, ckpt in VARIANTS:
