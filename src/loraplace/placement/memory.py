@@ -21,6 +21,7 @@ activations live at a time: that case is estimated from the plain trace.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -195,7 +196,11 @@ def estimate_memory(
     trainable = run_trainable_params(rp, model, lora_bias=lora_bias, modules_to_save=mts)
     for p in model.parameters():
         p.requires_grad_(False)
-    net = get_peft_model(model, lora_config(rp.modules, lora_bias=lora_bias, modules_to_save=mts))
+    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        warnings.filterwarnings("ignore", ".*tie_word_embeddings=True", UserWarning)
+        config_ = lora_config(rp.modules, lora_bias=lora_bias, modules_to_save=mts)
+        net = get_peft_model(model, config_)
     micro = batch_size // grad_accum
     train_peak = peak_bytes(net, micro, block_size, train=True)
     if grad_checkpointing and rp.n_layers:  # saved activations shrink to layer inputs + one layer
