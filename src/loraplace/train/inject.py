@@ -10,7 +10,8 @@ modules are put back by name.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -58,6 +59,42 @@ def attach(model: torch.nn.Module, spec: RunSpec) -> tuple[torch.nn.Module, Call
             model.set_submodule(name, module)
 
     return net, detach
+
+
+@contextmanager
+def adapted(model: torch.nn.Module, spec: RunSpec, *, fused_kernels: bool = True) -> Iterator:
+    """The network a run trains, over ``model``; on exit ``model`` is exactly as it came.
+
+    Seeds the adapter init and dropout, makes the run's parameters trainable (adapters, or
+    every weight for "full"), snapshots the base weights when training edits them, and
+    turns on checkpointing and fused kernels; all of it is undone on exit, error or not.
+    """
+    from loraplace.train.kernels import fuse_activations
+
+    torch.manual_seed(spec.seed)  # adapter init and dropout
+    for p in model.parameters():
+        p.requires_grad_(spec.kind == "full")
+    pristine = None
+    # Full fine-tuning edits the base weights, and so do PiSSA/OLoRA inits (they move the
+    # principal part of each adapted weight into the adapter): keep a copy to restore.
+    if spec.kind == "full" or spec.init_lora_weights not in (True, False, "gaussian"):
+        pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    net, detach = model, (lambda: None)
+    if spec.kind == "lora":  # adapters, lora_bias and modules_to_save copies
+        net, detach = attach(model, spec)
+    stop_checkpointing = checkpointing(model, spec.train.grad_checkpointing)
+    restore_kernels = fuse_activations(model) if fused_kernels else (lambda: None)
+    try:
+        yield net
+    finally:
+        restore_kernels()
+        stop_checkpointing()
+        detach()
+        if pristine is not None:
+            model.load_state_dict(pristine)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
 
 
 def checkpointing(model: torch.nn.Module, on: bool) -> Callable[[], None]:

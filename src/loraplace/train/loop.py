@@ -8,7 +8,6 @@ the seed fixes the adapter init, dropout and the order of batches.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -21,19 +20,15 @@ from loraplace.quantize import count_params
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
 from loraplace.train.divergence import Diverged, LossWatch, worse_than_zero_shot
-from loraplace.train.evaluate import (
-    EvalResult,
-    autocast_context,
-    evaluate,
-    token_nll,
-)
+from loraplace.train.evaluate import EvalResult, autocast_context, evaluate
+from loraplace.train.forward import Forward, forward_for
 from loraplace.train.heldout import test_metrics
-from loraplace.train.inject import attach, checkpointing
+from loraplace.train.inject import adapted
 from loraplace.train.kernels import fuse_activations
 from loraplace.train.manifest import build_manifest
 from loraplace.train.memory import MemoryMeter
 from loraplace.train.pause import Pause, Paused
-from loraplace.train.prefix_cache import PrefixCache, runner_for
+from loraplace.train.prefix_cache import PrefixCache
 
 # on_step(step, steps, loss, tokens_per_s): called after every optimizer step.
 StepCallback = Callable[[int, int, float, float], None]
@@ -75,6 +70,16 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
         pos += batch_size
 
 
+def _eval_kw(t: TrainSettings, device: torch.device, precision: str) -> dict:
+    """The evaluation settings every eval of a run shares."""
+    return dict(
+        batch_size=t.eval_batch_size,
+        device=device,
+        precision=precision,
+        max_blocks=t.max_eval_blocks,
+    )
+
+
 def _eval_val(model: torch.nn.Module, blocks: Blocks | None, kw: dict) -> EvalResult | None:
     """Eval loss on a Blocks' val rows over their scored tokens (None without blocks)."""
     if blocks is None:
@@ -91,13 +96,7 @@ def evaluate_base(
 ) -> Baseline:
     """Zero-shot eval of the base model on the val blocks (and the retain and test sets)."""
     device = measure.resolve_device(t.device)
-    precision = measure.resolve_precision(t.precision, device)
-    kw = dict(
-        batch_size=t.eval_batch_size,
-        device=device,
-        precision=precision,
-        max_blocks=t.max_eval_blocks,
-    )
+    kw = _eval_kw(t, device, measure.resolve_precision(t.precision, device))
     restore_kernels = fuse_activations(model)  # the same kernels as the runs use
     try:
         val = _eval_val(model, blocks, kw)
@@ -109,6 +108,19 @@ def evaluate_base(
 
 
 DATA_INFO_KEYS = ("format", "loss_on", "split", "val_fraction", "scored_tokens", "dropped_tokens")
+
+Curves = dict[str, list[tuple[int, float]]]
+
+
+class _Evaluator:
+    """Evaluations of the adapted network on a split's val rows, through the run's forward."""
+
+    def __init__(self, net: torch.nn.Module, forward: Forward, kw: dict):
+        self.net, self.forward, self.kw = net, forward, kw
+
+    def __call__(self, split: str, b: Blocks) -> EvalResult:
+        nll = self.forward.eval_nll(split, b.val)
+        return evaluate(self.net, b.val, **self.kw, nll_fn=nll, scored=b.scored("val"))
 
 
 def train_run(
@@ -160,219 +172,275 @@ def train_run(
     base_params = count_params(model)  # tied weights once; 4-bit weights at their real size
     meter = MemoryMeter(device)  # this run's own memory, not the process's
     meter.start()
-
-    torch.manual_seed(spec.seed)  # adapter init and dropout
-    for p in model.parameters():
-        p.requires_grad_(spec.kind == "full")
-    pristine = None
-    # Full fine-tuning edits the base weights, and so do PiSSA/OLoRA inits (they move the
-    # principal part of each adapted weight into the adapter): keep a copy to restore.
-    if spec.kind == "full" or spec.init_lora_weights not in (True, False, "gaussian"):
-        pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    net, detach = model, (lambda: None)
-    if spec.kind == "lora":  # adapters, lora_bias and modules_to_save copies
-        net, detach = attach(model, spec)
-    stop_checkpointing = checkpointing(model, t.grad_checkpointing)
-    adapter = None
-
-    curves: dict[str, list[tuple[int, float]]] = {"train_loss": [], "eval_loss": [], "lr": []}
+    curves: Curves = {"train_loss": [], "eval_loss": [(0, baseline.val.loss)], "lr": []}
     metrics: dict[str, float] = {}
-    diverged: Diverged | None = None
-    paused: Paused | None = None
-    prefix = None
-    restore_kernels = fuse_activations(model) if fused_kernels else (lambda: None)
+    stopped: Diverged | Paused | None = None
+    forward, adapter = None, None
     try:
-        if spec.kind == "lora":  # layers below the first adapter run once per block
-            prefix = runner_for(
-                model,
-                precision=precision,
-                cache=prefix_cache,
-                model_fingerprint=spec.fingerprints.get("model", ""),
+        with adapted(model, spec, fused_kernels=fused_kernels) as net:
+            forward = forward_for(model, net, spec, blocks.train, precision, prefix_cache)
+            evals = _Evaluator(net, forward, _eval_kw(t, device, precision))
+            params = _param_counts(net, base_params)
+            steps = total_steps(t, blocks.train.shape[0])
+            train_time = _optimize(net, spec, blocks, forward, evals, curves, steps, on_step, pause)
+            final, retain_eval, metrics = _final_evals(
+                net, spec, baseline, evals, curves, steps, blocks, retain, test, tokenizer
             )
-        val_nll = retain_nll = None
-        if prefix is not None:
-            val_nll = functools.partial(prefix.token_nll, "val", blocks.val)
-            if retain is not None:
-                retain_nll = functools.partial(prefix.token_nll, "retain", retain.val)
-        trainable = [p for p in net.parameters() if p.requires_grad]
-        n_trainable = sum(p.numel() for p in trainable)
-        n_all = count_params(net)
-        steps = total_steps(t, blocks.train.shape[0])
-        tokens_per_step = t.batch_size * t.block_size
-        train_time = 0.0
-        eval_kw = dict(
-            batch_size=t.eval_batch_size,
-            device=device,
-            precision=precision,
-            max_blocks=t.max_eval_blocks,
-        )
-        train_scored, val_scored = blocks.scored("train"), blocks.scored("val")
-        curves["eval_loss"].append((0, baseline.val.loss))
+            memory = meter.stop()
+            metrics.update(_run_metrics(final, baseline, t, steps, train_time, params, memory))
+            metrics.update(_held_out_metrics(spec, baseline, evals, blocks, retain_eval, test))
+            if steps and metrics["tokens_per_s"] > 0:
+                metrics["mfu"] = _mfu(net, spec, metrics["tokens_per_s"], peak_flops, device)
+            if keep_adapter and spec.kind == "lora":
+                from loraplace.train.save import capture
 
-        if steps:
-            # AdamW over the adapter (or, for "full", all) parameters only.
-            opt = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
-            net.train()
-            watch = LossWatch(t)  # non-finite, spiking or rising loss: see divergence.py
-            start = 0
-            if pause is not None:  # continue a run stopped at a rung, where it stopped
-                start, train_time = pause.resume(net, opt, curves, watch)
-            for step, idx in enumerate(
-                batches(blocks.train.shape[0], t.batch_size, steps, spec.seed)
-            ):
-                if step < start:
-                    continue  # trained before the stop: its batch is drawn and skipped
-                if pause is not None and step == pause.stop_at:
-                    ev = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll, scored=val_scored)
-                    if curves["eval_loss"][-1][0] != step:
-                        curves["eval_loss"].append((step, ev.loss))
-                    pause.save(net, opt, curves, watch, step=step, train_time=train_time)
-                    raise Paused(step, ev.loss)
-                t0 = time.perf_counter()
-                lr = lr_at(step, t, steps)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                loss_value = 0.0
-                # grad_accum equal micro-batches. Raw text: every position is scored, so the
-                # mean of their means is the batch's token-weighted mean. Instruction data:
-                # each micro-batch's scored sum over the whole batch's scored count.
-                n_scored = None if train_scored is None else train_scored[idx].sum().clamp(min=1)
-                for micro in idx.chunk(t.grad_accum):
-                    x = blocks.train[micro].to(device, non_blocking=True)
-                    with autocast_context(device, precision):
-                        if prefix is not None:
-                            nll = prefix.token_nll("train", blocks.train, micro, x)
-                        else:
-                            nll = token_nll(net, x)
-                    if n_scored is None:
-                        loss = nll.mean() / t.grad_accum
-                    else:
-                        loss = (nll * train_scored[micro].to(nll.device)).sum() / n_scored
-                    loss.backward()
-                    loss_value += loss.item()
-                watch.check(step + 1, loss_value)
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                measure.sync(device)
-                train_time += time.perf_counter() - t0
-                done = step + 1
-                curves["train_loss"].append((done, loss_value))
-                curves["lr"].append((done, lr))
-                if on_step is not None:
-                    on_step(done, steps, loss_value, done * tokens_per_step / train_time)
-                if t.eval_every and done % t.eval_every == 0 and done < steps:
-                    ev = evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll, scored=val_scored)
-                    curves["eval_loss"].append((done, ev.loss))
+                adapter = capture(net)
+    except (Diverged, Paused) as exc:
+        stopped = exc
+    cached = forward.cached_layers if forward is not None else 0
+    manifest = _manifest(spec, model, blocks, device, precision, cached, meter.label())
+    return _result(spec, stopped, metrics, curves, manifest, adapter)
 
-        # Final evaluation: every val token (up to max_eval_blocks), token-weighted.
-        final = (
-            evaluate(net, blocks.val, **eval_kw, nll_fn=val_nll, scored=val_scored)
-            if steps
-            else baseline.val
-        )
-        if not math.isfinite(final.loss):
-            raise Diverged(steps, final.loss)
-        if steps:
-            curves["eval_loss"].append((steps, final.loss))
-        retain_eval = None
-        if retain is not None:
-            retain_eval = (
-                evaluate(net, retain.val, **eval_kw, nll_fn=retain_nll, scored=retain.scored("val"))
-                if steps
-                else baseline.retain
-            )
 
-        if spec.eval_tasks:  # accuracy beside loss, on the same val (and test) examples
-            from loraplace.train.tasks import spec_task_metrics
+def _optimize(
+    net: torch.nn.Module,
+    spec: RunSpec,
+    blocks: Blocks,
+    forward: Forward,
+    evals: _Evaluator,
+    curves: Curves,
+    steps: int,
+    on_step: StepCallback | None,
+    pause: Pause | None,
+) -> float:
+    """The training loop proper: AdamW over the trainable parameters; returns its seconds."""
+    if not steps:
+        return 0.0
+    t, device = spec.train, evals.kw["device"]
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
+    net.train()
+    watch = LossWatch(t)  # non-finite, spiking or rising loss: see divergence.py
+    start, train_time = 0, 0.0
+    if pause is not None:  # continue a run stopped at a rung, where it stopped
+        start, train_time = pause.resume(net, opt, curves, watch)
+    for step, idx in enumerate(batches(blocks.train.shape[0], t.batch_size, steps, spec.seed)):
+        if step < start:
+            continue  # trained before the stop: its batch is drawn and skipped
+        if pause is not None and step == pause.stop_at:
+            ev = evals("val", blocks)
+            if curves["eval_loss"][-1][0] != step:
+                curves["eval_loss"].append((step, ev.loss))
+            pause.save(net, opt, curves, watch, step=step, train_time=train_time)
+            raise Paused(step, ev.loss)
+        t0 = time.perf_counter()
+        lr = lr_at(step, t, steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = _backward(forward, blocks, idx, t, device, evals.kw["precision"])
+        watch.check(step + 1, loss)
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, t.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        measure.sync(device)
+        train_time += time.perf_counter() - t0
+        done = step + 1
+        curves["train_loss"].append((done, loss))
+        curves["lr"].append((done, lr))
+        if on_step is not None:
+            on_step(done, steps, loss, done * t.batch_size * t.block_size / train_time)
+        if t.eval_every and done % t.eval_every == 0 and done < steps:
+            curves["eval_loss"].append((done, evals("val", blocks).loss))
+    return train_time
 
-            metrics.update(spec_task_metrics(net, tokenizer, spec, blocks, test, device))
-        train_tokens = steps * tokens_per_step
-        tokens_per_s = train_tokens / train_time if train_time > 0 else 0.0
-        metrics.update(
-            eval_loss=final.loss,
-            eval_ppl=math.exp(final.loss),
-            eval_tokens=final.tokens,
-            mean_batch_ppl=final.mean_batch_ppl,
-            zero_shot_loss=baseline.val.loss,
-            trainable_params=n_trainable,
-            total_params=base_params,
-            trainable_pct=100.0 * n_trainable / n_all,
-            train_time_s=train_time,
-            eval_time_s=final.time_s,
-            tokens_per_s=tokens_per_s,
-            **meter.stop(),
-            steps=steps,
-            train_tokens=train_tokens,
-        )
-        floor = oracle_floor(blocks, t.max_eval_blocks)
-        if floor is not None:
-            metrics["floor"] = floor
-        test_nll = (
-            functools.partial(prefix.token_nll, "test", test.val) if prefix and test else None
-        )
-        metrics.update(test_metrics(net, test, baseline.test, eval_kw, test_nll))
-        if retain_eval is not None and baseline.retain is not None:
-            metrics["retain_loss"] = retain_eval.loss
-            metrics["retain_zero_shot_loss"] = baseline.retain.loss
-        if steps and tokens_per_s > 0:
-            peak = peak_flops or measure.measured_peak_flops(device.type, precision)
-            fpt = measure.flops_per_token(net, t.block_size, full=spec.kind == "full")
-            metrics["mfu"] = fpt * tokens_per_s / peak
-        if keep_adapter and spec.kind == "lora":
-            from loraplace.train.save import capture
 
-            adapter = capture(net)
-    except Diverged as exc:
-        diverged = exc
-    except Paused as exc:
-        paused = exc
-    finally:
-        # Give the caller its base model back exactly as it came.
-        restore_kernels()
-        stop_checkpointing()
-        detach()
-        if pristine is not None:
-            model.load_state_dict(pristine)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.eval()
+def _backward(
+    forward: Forward,
+    blocks: Blocks,
+    idx: torch.Tensor,
+    t: TrainSettings,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """Backpropagate one batch's loss over its grad_accum micro-batches; returns the loss.
 
-    manifest = build_manifest(
-        device=device,
-        precision=precision,
-        fingerprints=spec.fingerprints,
-        extra={
-            "run_id": spec.run_id,
-            "kind": spec.kind,
-            "placement": spec.placement_name,
-            # the architecture family, for the report's Methods (the store holds no config)
-            "model_type": getattr(getattr(model, "config", None), "model_type", None),
-            # how the data was read, masked and split, for the Methods (data/load.py, sft.py)
-            "data_info": {k: blocks.info.get(k) for k in DATA_INFO_KEYS if k in blocks.info},
-            # layers served from the frozen-prefix cache (0 = plain forward passes)
-            "prefix_layers_cached": prefix.k if prefix is not None else 0,
-            "peak_mem_measure": meter.label(),
-            **scale_settings(spec),
-        },
+    Raw text: every position is scored, so the mean of the micro-batches' means is the
+    batch's token-weighted mean. Instruction data: each micro-batch's scored sum over the
+    whole batch's scored count.
+    """
+    train_scored = blocks.scored("train")
+    n_scored = None if train_scored is None else train_scored[idx].sum().clamp(min=1)
+    loss_value = 0.0
+    for micro in idx.chunk(t.grad_accum):
+        x = blocks.train[micro].to(device, non_blocking=True)
+        with autocast_context(device, precision):
+            nll = forward.train_nll(micro, x)
+        if n_scored is None:
+            loss = nll.mean() / t.grad_accum
+        else:
+            loss = (nll * train_scored[micro].to(nll.device)).sum() / n_scored
+        loss.backward()
+        loss_value += loss.item()
+    return loss_value
+
+
+def _final_evals(
+    net: torch.nn.Module,
+    spec: RunSpec,
+    baseline: Baseline,
+    evals: _Evaluator,
+    curves: Curves,
+    steps: int,
+    blocks: Blocks,
+    retain: Blocks | None,
+    test: Blocks | None,
+    tokenizer,
+) -> tuple[EvalResult, EvalResult | None, dict[str, float]]:
+    """(final val eval, retain eval, task metrics) of the trained network."""
+    # Final evaluation: every val token (up to max_eval_blocks), token-weighted.
+    final = evals("val", blocks) if steps else baseline.val
+    if not math.isfinite(final.loss):
+        raise Diverged(steps, final.loss)
+    if steps:
+        curves["eval_loss"].append((steps, final.loss))
+    retain_eval = None
+    if retain is not None:
+        retain_eval = evals("retain", retain) if steps else baseline.retain
+    tasks: dict[str, float] = {}
+    if spec.eval_tasks:  # accuracy beside loss, on the same val (and test) examples
+        from loraplace.train.tasks import spec_task_metrics
+
+        device = evals.kw["device"]
+        tasks = spec_task_metrics(net, tokenizer, spec, blocks, test, device)
+    return final, retain_eval, tasks
+
+
+def _run_metrics(
+    final: EvalResult,
+    baseline: Baseline,
+    t: TrainSettings,
+    steps: int,
+    train_time: float,
+    params: dict[str, float],
+    memory: dict[str, float],
+) -> dict[str, float]:
+    """A run's headline numbers: val loss beside zero-shot, size, time, memory, throughput."""
+    train_tokens = steps * t.batch_size * t.block_size
+    return dict(
+        eval_loss=final.loss,
+        eval_ppl=math.exp(final.loss),
+        eval_tokens=final.tokens,
+        mean_batch_ppl=final.mean_batch_ppl,
+        zero_shot_loss=baseline.val.loss,
+        **params,
+        train_time_s=train_time,
+        eval_time_s=final.time_s,
+        tokens_per_s=train_tokens / train_time if train_time > 0 else 0.0,
+        **memory,
+        steps=steps,
+        train_tokens=train_tokens,
     )
-    if paused is not None:  # a rung's numbers, under their own names: never an eval_loss
+
+
+def _held_out_metrics(
+    spec: RunSpec,
+    baseline: Baseline,
+    evals: _Evaluator,
+    blocks: Blocks,
+    retain_eval: EvalResult | None,
+    test: Blocks | None,
+) -> dict[str, float]:
+    """The oracle floor, the test split's numbers and the retain set's (forgetting)."""
+    out: dict[str, float] = {}
+    floor = oracle_floor(blocks, spec.train.max_eval_blocks)
+    if floor is not None:
+        out["floor"] = floor
+    test_nll = evals.forward.eval_nll("test", test.val) if test is not None else None
+    out.update(test_metrics(evals.net, test, baseline.test, evals.kw, test_nll))
+    if retain_eval is not None and baseline.retain is not None:
+        out["retain_loss"] = retain_eval.loss
+        out["retain_zero_shot_loss"] = baseline.retain.loss
+    return out
+
+
+def _param_counts(net: torch.nn.Module, base_params: int) -> dict[str, float]:
+    """Trainable parameters, beside the base model's (tied weights counted once)."""
+    n_trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return dict(
+        trainable_params=n_trainable,
+        total_params=base_params,
+        trainable_pct=100.0 * n_trainable / count_params(net),
+    )
+
+
+def _mfu(
+    net: torch.nn.Module,
+    spec: RunSpec,
+    tokens_per_s: float,
+    peak_flops: float | None,
+    device: torch.device,
+) -> float:
+    """Model FLOPs utilisation: the run's training FLOP/s over the device's peak."""
+    precision = measure.resolve_precision(spec.train.precision, device)
+    peak = peak_flops or measure.measured_peak_flops(device.type, precision)
+    fpt = measure.flops_per_token(net, spec.train.block_size, full=spec.kind == "full")
+    return fpt * tokens_per_s / peak
+
+
+def _manifest(
+    spec: RunSpec,
+    model: torch.nn.Module,
+    blocks: Blocks,
+    device: torch.device,
+    precision: str,
+    prefix_layers: int,
+    mem_label: str,
+) -> dict:
+    """How a run was made: environment, fingerprints, and what the report's Methods read."""
+    extra = {
+        "run_id": spec.run_id,
+        "kind": spec.kind,
+        "placement": spec.placement_name,
+        # the architecture family, for the report's Methods (the store holds no config)
+        "model_type": getattr(getattr(model, "config", None), "model_type", None),
+        # how the data was read, masked and split, for the Methods (data/load.py, sft.py)
+        "data_info": {k: blocks.info.get(k) for k in DATA_INFO_KEYS if k in blocks.info},
+        # layers served from the frozen-prefix cache (0 = plain forward passes)
+        "prefix_layers_cached": prefix_layers,
+        "peak_mem_measure": mem_label,
+        **scale_settings(spec),
+    }
+    return build_manifest(
+        device=device, precision=precision, fingerprints=spec.fingerprints, extra=extra
+    )
+
+
+def _result(
+    spec: RunSpec,
+    stopped: Diverged | Paused | None,
+    metrics: dict[str, float],
+    curves: Curves,
+    manifest: dict,
+    adapter,
+) -> RunResult:
+    """The stored result: done, flagged, diverged, or paused at a rung."""
+    if isinstance(stopped, Paused):  # a rung's numbers, under their own names: never eval_loss
         return RunResult(
             run_id=spec.run_id,
             status="paused",
-            metrics={"rung_eval_loss": paused.eval_loss, "rung_steps": paused.step},
+            metrics={"rung_eval_loss": stopped.eval_loss, "rung_steps": stopped.step},
             curves=curves,
             manifest=manifest,
         )
-    if diverged is not None:
+    if isinstance(stopped, Diverged):
         return RunResult(
             run_id=spec.run_id,
             status="diverged",
             curves=curves,
             manifest=manifest,
-            diverged_step=diverged.step,
-            error=f"diverged: {diverged}",
+            diverged_step=stopped.step,
+            error=f"diverged: {stopped}",
         )
     # Kept with its numbers, but out of every mean (see divergence.py).
     flag = worse_than_zero_shot(metrics["eval_loss"], metrics.get("zero_shot_loss"))
