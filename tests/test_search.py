@@ -102,6 +102,15 @@ def test_recommend_picks_the_best_measured_placement_within_budget(tmp_path, cap
     assert run_cli(["recommend", str(tmp_path / "out"), "--budget", str(small), "--json"]) == 0
     rec2 = json.loads(capsys.readouterr().out)
     assert rec2["trainable_params"] <= small
+    # an Axolotl export carries the study's data (a .txt corpus: every token scored)
+    argv = ["recommend", str(tmp_path / "out"), "-b", str(budget), "-f", "axolotl", "-o", str(out)]
+    assert run_cli(argv) == 0
+    doc = yaml.safe_load((out / "axolotl.yaml").read_text())
+    data = str((tmp_path / "grammar.txt").resolve())
+    assert doc["datasets"] == [
+        {"path": data, "ds_type": "text", "type": "completion", "field": "text"}
+    ]
+    assert "train_on_inputs" not in doc and doc["lora_target_modules"]
 
 
 def test_recommend_errors_are_one_line(tmp_path, capsys):

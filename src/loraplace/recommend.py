@@ -27,6 +27,8 @@ class Candidate:
     losses: list[float]
     run_ids: list[str]
     study_names: set[str] = field(default_factory=set)
+    # the runs' data: {dataset, text_field, data} (what an export's data side reads)
+    data_source: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -57,6 +59,7 @@ class Recommendation:
     n_seeds: int
     evidence: list[str]
     alternatives: list[dict[str, Any]] = field(default_factory=list)
+    data_source: dict[str, Any] = field(default_factory=dict)  # the measured runs' data
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +114,11 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
                 trainable_params=int(m.get("trainable_params", 0)),
                 losses=[],
                 run_ids=[],
+                data_source={
+                    "dataset": spec["dataset"],
+                    "text_field": spec.get("text_field", "text"),
+                    "data": spec.get("data") or {},
+                },
             )
         c.losses.append(m["eval_loss"])
         c.run_ids.append(r["run_id"])
@@ -211,6 +219,7 @@ def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommend
         n_seeds=len(best.losses),
         evidence=ev,
         alternatives=alts,
+        data_source=best.data_source,
     )
 
 

@@ -214,6 +214,10 @@ def export(
     source: Path = typer.Option(
         Path("runs"), "--from", help="with a run id: the study output dir (or a dir of them)"
     ),
+    data: str | None = typer.Option(
+        None, "--data", help="the study's data file: axolotl/llama-factory carry its dataset keys"
+    ),
+    loss_on: str = typer.Option("completion", "--loss-on", help="completion | all (data.loss_on)"),
 ) -> None:
     """Write the placement as a PEFT adapter_config.json or Axolotl / LLaMA-Factory YAML.
 
@@ -253,7 +257,15 @@ def export(
     arch = describe(meta_from_config(config), config)
     kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
     rp = resolve(placement, arch, **kw)
-    files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout)
+    side = None
+    if data is not None and fmt != "peft":
+        from loraplace.errors import UserError
+        from loraplace.placement.export_data import data_side
+
+        if loss_on not in ("completion", "all"):
+            raise UserError(f"--loss-on {loss_on!r}: use completion or all")
+        side = data_side(data, data={"loss_on": loss_on})
+    files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout, data=side)
     for path in write_export(files, out_dir):
         out.print(
             f"wrote {escape(str(path))} ({len(rp.modules)} modules, "

@@ -74,10 +74,17 @@ def recommend(
             paths = copy_saved(saved, out_dir)
         else:
             from loraplace.models import load_config
+            from loraplace.placement.export_data import local_data_side
             from loraplace.placement.verify import verified_export
 
+            src = rec.data_source or {"dataset": data}
+            side = local_data_side(
+                src.get("dataset"), text_field=src.get("text_field", "text"), data=src.get("data")
+            )
             # loaded back as the trainer reads it before anything is written
-            files, _ = verified_export(rp, fmt, load_config(rec.model), base_model=rec.model)
+            files, _ = verified_export(
+                rp, fmt, load_config(rec.model), base_model=rec.model, data=side
+            )
             paths = write_export(files, out_dir)
         for path in paths:
             (out.print if not as_json else (lambda *_: None))(f"wrote {escape(str(path))}")

@@ -12,6 +12,12 @@ from pathlib import Path
 import yaml
 
 from loraplace.errors import UserError
+from loraplace.placement.export_data import (
+    DataSide,
+    axolotl_data,
+    data_notes,
+    llama_factory_data,
+)
 from loraplace.placement.peft_config import lora_config_kwargs
 from loraplace.placement.resolve import ResolvedPlacement
 
@@ -30,9 +36,18 @@ def _uniform(rp: ResolvedPlacement, fmt: str) -> tuple[int, float]:
 
 
 def export_placement(
-    rp: ResolvedPlacement, fmt: str, *, base_model: str, dropout: float = 0.0
+    rp: ResolvedPlacement,
+    fmt: str,
+    *,
+    base_model: str,
+    dropout: float = 0.0,
+    data: DataSide | None = None,
 ) -> dict[str, str]:
-    """Render the placement; returns {file name: content}."""
+    """Render the placement; returns {file name: content}.
+
+    With ``data`` (the study's data file), the Axolotl and LLaMA-Factory files also carry
+    the dataset keys that reproduce the study's text and loss mask (export_data.py).
+    """
     if fmt == "peft":
         kw = lora_config_kwargs(
             rp.modules, dropout=dropout, use_rslora=rp.use_rslora, use_dora=rp.use_dora
@@ -48,6 +63,9 @@ def export_placement(
         f"# loraplace placement {rp.name!r}: {len(rp.modules)} modules, "
         f"{rp.trainable_params:,} trainable params\n"
     )
+    if data is not None:
+        header += f"# data: {data.path} ({data.format}, loss on {data.loss_on})\n"
+        header += "".join(f"# note: {n}\n" for n in data_notes(data, fmt))
     names = [m.name for m in rp.modules if m.kind != "param"]
     params = [m.name for m in rp.modules if m.kind == "param"]
     if fmt == "axolotl":
@@ -64,6 +82,8 @@ def export_placement(
         }
         if params:  # axolotl passes these to LoraConfig(target_parameters=...)
             doc["lora_target_parameters"] = params
+        if data is not None:
+            doc.update(axolotl_data(data))
         return {"axolotl.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
     if fmt == "llama-factory":
         r, a = _uniform(rp, fmt)
@@ -88,7 +108,14 @@ def export_placement(
             doc["freeze_vision_tower"] = False
         if "projector" in towers:
             doc["freeze_multi_modal_projector"] = False
-        return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
+        if data is None:
+            return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
+        keys, info = llama_factory_data(data)
+        doc.update(keys)
+        return {  # the YAML first: verify.py reads the first file as the trainer's config
+            "llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False),
+            "dataset_info.json": json.dumps(info, indent=2) + "\n",
+        }
     raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

@@ -162,12 +162,21 @@ def serving_warnings(rp: ResolvedPlacement) -> list[str]:
 
 
 def verified_export(
-    rp: ResolvedPlacement, fmt: str, model_config, *, base_model: str, dropout: float = 0.0
+    rp: ResolvedPlacement,
+    fmt: str,
+    model_config,
+    *,
+    base_model: str,
+    dropout: float = 0.0,
+    data=None,
 ) -> tuple[dict[str, str], list[str]]:
-    """Render, load back and compare; returns (files, serving warnings)."""
+    """Render, load back and compare; returns (files, serving warnings).
+
+    ``data``: an export_data.DataSide, whose dataset keys the trainer files then carry.
+    """
     from loraplace.placement.export import export_placement
 
-    files = export_placement(rp, fmt, base_model=base_model, dropout=dropout)
+    files = export_placement(rp, fmt, base_model=base_model, dropout=dropout, data=data)
     verify_export(rp, fmt, files, model_config)
     return files, serving_warnings(rp)
 
