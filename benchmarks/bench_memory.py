@@ -36,9 +36,9 @@ def worker(model_ref: str, placement: str, rank: int, batch: int, accum: int, ck
     from loraplace.assets import Assets
     from loraplace.builtin import BUILTIN_MODELS
     from loraplace.placement import resolve
-    from loraplace.placement.memory import estimate_memory
     from loraplace.runs import RunSpec, TrainSettings
     from loraplace.train import train_run
+    from loraplace.train.memory_estimate import estimate_memory
 
     torch.set_num_threads(2)
     import peft  # noqa: F401  imported before the run: library code is not the run's memory

@@ -10,8 +10,8 @@ import torch
 from run_fixtures import load_tiny
 
 from loraplace.placement import resolve
-from loraplace.placement.memory import estimate_memory, saved_activations, weight_bytes_of
 from loraplace.quantize import weight_bytes
+from loraplace.train.memory_estimate import estimate_memory, saved_activations, weight_bytes_of
 
 torch.set_num_threads(1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loraplace.runs import TrainSettings
+from loraplace.schedule import scheduled_lr
 from loraplace.train.loop import lr_at
-from loraplace.train.schedule import scheduled_lr
 
 
 @pytest.mark.parametrize(

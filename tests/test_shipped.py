@@ -54,7 +54,7 @@ def test_regenerating_reproduces_the_shipped_fingerprint(tmp_path):
     import torch
 
     from loraplace.builtin.pretrain import pretrain_tiny_markov
-    from loraplace.train.measure import cpu_has_native_bf16
+    from loraplace.device import cpu_has_native_bf16
 
     info = _shipped_info()
     threads = torch.get_num_threads()

@@ -18,8 +18,8 @@ import torch
 
 from loraplace.builtin import markov
 from loraplace.builtin.shipped import weights_fingerprint
-from loraplace.train.measure import cpu_has_native_bf16
-from loraplace.train.schedule import scheduled_lr
+from loraplace.device import cpu_has_native_bf16
+from loraplace.schedule import scheduled_lr
 
 VERSION = f"v{markov.GENERATOR_VERSION}"  # cache key: a generator change invalidates the model
 INFO_FILE = "loraplace_builtin.json"

@@ -219,7 +219,7 @@ def tiny_python_tokenizer():
 
 
 def _lr_at(step: int) -> float:
-    from loraplace.train.schedule import scheduled_lr
+    from loraplace.schedule import scheduled_lr
 
     return scheduled_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
 
@@ -234,7 +234,7 @@ def pretrain_tiny_python(out_dir: pathlib.Path, progress=None) -> dict:
 
     from loraplace.builtin.pretrain import eval_loss, pretrain_loop, unigram_loss
     from loraplace.data import load_blocks
-    from loraplace.train.measure import cpu_has_native_bf16
+    from loraplace.device import cpu_has_native_bf16
 
     start, cpu_start = time.perf_counter(), time.process_time()
     tokenizer = tiny_python_tokenizer()

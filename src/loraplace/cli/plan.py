@@ -169,8 +169,8 @@ def _memory(model: str, resolved: list, settings: dict, checkpointing: bool, qua
     """Training-memory estimates of the resolved placements (shapes only)."""
     from loraplace.errors import UserError
     from loraplace.models import load_config
-    from loraplace.placement.memory import estimate_memory
     from loraplace.runs import TrainSettings
+    from loraplace.train.memory_estimate import estimate_memory
 
     if quantize not in (None, "4bit", "8bit"):
         raise UserError(f"--quantize {quantize!r} is not 4bit or 8bit: use one of those")

@@ -52,7 +52,7 @@ def total_steps(t: TrainSettings, n_train: int) -> int:
 
 def lr_at(step: int, t: TrainSettings, steps: int) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then decay to 0."""
-    from loraplace.train.schedule import scheduled_lr
+    from loraplace.schedule import scheduled_lr
 
     return scheduled_lr(step, lr=t.lr, warmup=t.warmup_steps, steps=steps, schedule=t.schedule)
 

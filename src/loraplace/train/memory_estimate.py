@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from loraplace.placement.resolve import ResolvedPlacement
+from loraplace.train.evaluate import token_nll
 
 ADAM_STATES = 2  # exp_avg and exp_avg_sq, fp32, one each per trainable parameter
 FP32 = 4
@@ -137,8 +138,6 @@ def weight_bytes_of(model: nn.Module, quantize: str | None, dtype_bytes: int = F
 
 def peak_bytes(net: nn.Module, batch: int, block: int, *, train: bool) -> int:
     """Peak live bytes of one batch's loss (forward and backward when ``train``) on meta."""
-    from loraplace.train.evaluate import token_nll
-
     params = {p.untyped_storage()._cdata for p in net.parameters()}
     x = torch.zeros(batch, block, dtype=torch.long, device="meta")
     mode = LiveBytes(params)
@@ -151,8 +150,6 @@ def peak_bytes(net: nn.Module, batch: int, block: int, *, train: bool) -> int:
 
 def saved_activations(net: nn.Module, batch: int, block: int) -> int:
     """Bytes autograd saves for one batch's loss on meta (parameters excluded)."""
-    from loraplace.train.evaluate import token_nll
-
     params = {p.untyped_storage()._cdata for p in net.parameters()}
     saved: dict[int, int] = {}
 
