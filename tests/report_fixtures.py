@@ -108,8 +108,13 @@ def make_store(
     full: bool = False,
     batch_inflation: dict[str, float] | None = None,
     steps: int = 100,
+    budget: int | None = None,
+    probe: dict | None = None,
 ) -> Path:
-    """Write one study to ``path`` (a .db file) and return it."""
+    """Write one study to ``path`` (a .db file) and return it.
+
+    budget, probe: a budgeted study's budget and its stored probe (``ProbeResult.to_json``).
+    """
     placements = SEED_STUDY if placements is None else placements
     # c_attn+c_proj's batches vary more in length: its mean batch ppl is inflated more,
     # enough to rank it below c_fc although its loss is lower (the contradiction).
@@ -124,7 +129,13 @@ def make_store(
         "train": {"steps": steps, "lr": 2e-3},
     }
     study_id = f"study-{zlib.crc32(name.encode()):08x}"
+    if budget is not None:
+        config["budget"] = budget
     store.add_study(study_id, name, config, f"loraplace run {name}.yaml --out runs/{name}")
+    if budget is not None:
+        store.set_meta(f"budget:{study_id}", str(budget))
+    if probe is not None:
+        store.save_probe(study_id, probe)
     specs: list[tuple[RunSpec, list]] = []
     for seed in seeds:
         if zero_shot and seed == seeds[0]:  # one evaluation per study, as expand makes it

@@ -60,6 +60,31 @@ def test_report_imports_its_verb_only_and_no_torch(store, tmp_path):
     assert (tmp_path / "rep" / "report.md").is_file()
 
 
+def _probe_json() -> dict:
+    """A stored probe of the fixture model: two scores over every (layer, role) it adapts."""
+    from loraplace.probe.result import ProbeResult
+
+    keys = [(layer, role) for layer in (0, 1) for role in ("attn.qkv", "attn.o", "mlp.up")]
+    return ProbeResult(
+        scores={
+            "taylor": {k: 1.0 + i for i, k in enumerate(keys)},
+            "nfn": {k: 2.0 - 0.1 * i for i, k in enumerate(keys)},
+        },
+        modules={k: [f"h.{k[0]}.{k[1]}"] for k in keys},
+        weight_params={k: 64 * 64 for k in keys},
+        lora_params_per_rank={k: 128 for k in keys},
+        meta={"batches": 2, "tokens": 128},
+    ).to_json()
+
+
+def test_report_of_a_probe_and_a_budget_reads_them_without_torch(tmp_path):
+    store = make_store(tmp_path / "loraplace.db", budget=4096, probe=_probe_json())
+    got = _imports_of("report", str(store), "--out", str(tmp_path / "rep"))
+    assert got == {"rc": 0, "heavy": [], "cli": ["app", "report"]}
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Probes before training" in text and "## Equal budget" in text
+
+
 @pytest.mark.parametrize(
     "argv, verb",
     [([], None), (["--help"], None), (["run", "s.yaml"], "run"), (["data", "info", "x"], "data")],

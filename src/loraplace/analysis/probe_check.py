@@ -70,7 +70,7 @@ def probe_check(s: Summary) -> ProbeCheck | None:
     data = s.study.probe
     if not data:
         return None
-    from loraplace.probe.scores import SCORES, ProbeResult, ScoreInfo
+    from loraplace.probe.result import SCORES, ProbeResult, ScoreInfo
 
     probe = ProbeResult.from_json(data)
     layers: dict[str, set[int]] = {}

@@ -10,12 +10,13 @@ silent guess.
 from __future__ import annotations
 
 import re
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from loraplace.arch.layout import ArchInfo, ModuleInfo
 from loraplace.arch.roles import block_role, expert_role
+
+if TYPE_CHECKING:  # torch loads where a model is read, never when arch is imported
+    from torch import nn
 
 # Module-name parts that put a module in a tower other than the language model. The
 # projector is tested first: Qwen2-VL keeps its merger inside ``visual``.
@@ -69,6 +70,8 @@ def _dims(config, vision: bool = False) -> dict[str, int]:
 
 def _find_blocks(model: nn.Module, n_layers: int, tower: str) -> str | None:
     """Name of the ModuleList of one tower's blocks: its largest list of n_layers modules."""
+    from torch import nn
+
     best = None
     for name, mod in model.named_modules():
         if not isinstance(mod, nn.ModuleList) or len(mod) != n_layers or n_layers <= 0:
@@ -83,6 +86,8 @@ def _find_blocks(model: nn.Module, n_layers: int, tower: str) -> str | None:
 
 def _features(module: nn.Module) -> tuple[int, int, str] | None:
     """(in, out, kind) for an adaptable linear layer, else None."""
+    from torch import nn
+
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features, "linear"
     # transformers' Conv1D (GPT-2 family): weight is [in, out]; matched by name to avoid
@@ -132,6 +137,8 @@ def _outside_blocks_role(name: str, fin: int, fout: int, tower: str, d: int, voc
 
 def describe(model: nn.Module, config=None) -> ArchInfo:
     """Read a model's layout: every adaptable unit with its role, layer index and tower."""
+    from torch import nn
+
     config = config if config is not None else getattr(model, "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     vision = getattr(config, "vision_config", None)
@@ -189,6 +196,7 @@ def meta_from_config(config) -> nn.Module:
 
     Causal LMs first; vision-language models (LLaVA, Qwen2-VL) are image-text-to-text.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     with torch.device("meta"):

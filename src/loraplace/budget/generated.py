@@ -101,7 +101,7 @@ def parse_generated(entry: Any) -> GeneratedEntry | None:
         where = ".".join(str(x) for x in err["loc"]) or "entry"
         raise UserError(f"placement {entry!r}: {where}: {err['msg']}") from None
     if isinstance(parsed, AllocateEntry):
-        from loraplace.probe.scores import SCORES
+        from loraplace.probe.result import SCORES
 
         if parsed.allocate not in SCORES:
             raise UserError(

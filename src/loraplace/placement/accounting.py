@@ -9,11 +9,13 @@ shapes, so a model on the meta device is enough.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from loraplace.errors import UserError
 from loraplace.placement.resolve import AdaptedModule, ResolvedPlacement
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def lora_bias_params(modules: Iterable[AdaptedModule]) -> int:

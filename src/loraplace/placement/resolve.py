@@ -12,8 +12,6 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from torch import nn
-
 from loraplace.arch import EXPERT_ROLES, ArchInfo, ModuleInfo, describe
 from loraplace.errors import UserError
 from loraplace.placement.peft_limits import mamba_refused, rewritten_targets
@@ -129,6 +127,8 @@ def _leaf_path(name: str) -> str:
 def _arch_of(target) -> ArchInfo:
     if isinstance(target, ArchInfo):
         return target
+    from torch import nn  # lazily: placements are read and written without torch
+
     if isinstance(target, nn.Module):
         return describe(target)
     from loraplace.arch import meta_from_config

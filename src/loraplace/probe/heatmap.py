@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loraplace.heatmap import draw_heatmap
-from loraplace.probe.scores import SCORES, ProbeResult
+from loraplace.probe.result import SCORES, ProbeResult
 
 
 def heatmap(result: ProbeResult, path: Path, *, scores: list[str] | None = None) -> Path:
