@@ -64,10 +64,10 @@ def study_config(out: Path, args, prune: bool) -> dict:
 
 def selections(out: Path) -> tuple[dict[str, float], dict[str, dict[str, dict[int, float]]]]:
     """(placement -> selected lr, placement -> label -> seed -> validation loss) of a store."""
-    from loraplace.analysis.load import load_study
+    from loraplace.analysis.load import read_study_data
     from loraplace.analysis.selection import select_settings
 
-    data = load_study(out)
+    data = read_study_data(out)
     chosen = {s.placement: float(s.chosen.setting["lr"]) for s in select_settings(data)}
     losses: dict[str, dict[str, dict[int, float]]] = {}
     for r in data.runs:

@@ -17,8 +17,8 @@ from loraplace.analysis import (
     guidelines,
     holm,
     importance,
-    load_study,
     paired_tests,
+    read_study_data,
     summarize,
 )
 from loraplace.analysis.pareto import Point, pareto_front
@@ -33,7 +33,7 @@ def seed_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def summary(seed_store):
-    return summarize(load_study(seed_store))
+    return summarize(read_study_data(seed_store))
 
 
 def test_estimate_is_mean_and_t_interval():
@@ -117,12 +117,12 @@ def test_summary_matches_sqlite(seed_store, summary):
 
 
 def test_reference_override_and_unknown_reference(seed_store):
-    s = summarize(load_study(seed_store), reference="c_fc")
+    s = summarize(read_study_data(seed_store), reference="c_fc")
     assert s.reference == "c_fc"
     assert s.get("c_fc").speedup_vs_ref == 1.0
     assert s.get("c_attn+c_proj+c_fc").rel_loss_vs_ref < 0
     with pytest.raises(UserError, match='did you mean "c_fc"'):
-        summarize(load_study(seed_store), reference="c_fcc")
+        summarize(read_study_data(seed_store), reference="c_fcc")
 
 
 def test_tests_fronts_efficiency(summary):
@@ -154,7 +154,7 @@ def test_importance_recovers_planted_order(tmp_path):
     db = make_store(
         tmp_path / "imp.db", importance_placements(), seeds=(0, 1), diverged=None, forgetting=False
     )
-    imp = importance(summarize(load_study(db)))
+    imp = importance(summarize(read_study_data(db)))
     # planted role gains: mlp.up 0.34 > mlp.down 0.22 > attn.qkv 0.16 > attn.o 0.06
     assert [r.unit for r in imp.roles] == ["mlp.up", "mlp.down", "attn.qkv", "attn.o"]
     assert [r.rank_gain for r in imp.roles] == [1, 2, 3, 4]
@@ -184,7 +184,7 @@ def test_no_importance_without_nested_placements(tmp_path):
         zero_shot=False,
         diverged=None,
     )
-    s = summarize(load_study(db))
+    s = summarize(read_study_data(db))
     # zero-shot comes from the runs' zero_shot_loss, so single roles still rank
     assert s.zero_shot.source.startswith("zero_shot_loss")
     assert [r.unit for r in importance(s).roles] == ["mlp.up", "attn.qkv"]
@@ -206,12 +206,12 @@ def test_consistency_detects_reordering_and_bad_ppl(tmp_path, summary):
     con.execute("UPDATE metrics SET value = value * 1.1 WHERE name = 'eval_ppl'")
     con.commit()
     con.close()
-    bad = consistency(summarize(load_study(db)))
+    bad = consistency(summarize(read_study_data(db)))
     assert len(bad.mismatches) == 4
 
 
 def test_missing_store_and_study_are_user_errors(tmp_path, seed_store):
     with pytest.raises(UserError, match="no results store"):
-        load_study(tmp_path / "nowhere")
+        read_study_data(tmp_path / "nowhere")
     with pytest.raises(UserError, match="no study 'nope'"):
-        load_study(seed_store, "nope")
+        read_study_data(seed_store, "nope")

@@ -118,7 +118,7 @@ def test_generated_placement_needs_a_budget():
 @pytest.mark.slow
 def test_budgeted_study_stores_probe_and_budget_and_reports_them(tmp_path):
     """End to end on a tiny model: probe at plan time, allocation, random fill, report."""
-    from loraplace.analysis import load_study, summarize
+    from loraplace.analysis import read_study_data, summarize
     from loraplace.analysis.budgeted import budget_check
     from loraplace.analysis.probe_check import probe_check
     from loraplace.driver import run_study
@@ -153,7 +153,7 @@ def test_budgeted_study_stores_probe_and_budget_and_reports_them(tmp_path):
     assert stored["meta"]["batches"] == 2 and stored["meta"]["tokens"] == 2 * 4 * 16
     assert set(stored["scores"]) == {"taylor", "lora_grad", "nfn", "out_norm"}
 
-    s = summarize(load_study(tmp_path / "out"))
+    s = summarize(read_study_data(tmp_path / "out"))
     bc = budget_check(s)
     assert bc is not None and bc.budget == 512
     origin = {r.placement: r.origin for r in bc.rows}

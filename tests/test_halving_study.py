@@ -7,7 +7,7 @@ import torch
 from run_fixtures import tiny_study
 
 from loraplace.analysis.aggregate import summarize
-from loraplace.analysis.load import load_study
+from loraplace.analysis.load import read_study_data
 from loraplace.analysis.selection import headline_view, select_settings
 from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
 from loraplace.store import Store
@@ -91,7 +91,7 @@ def test_halving_prunes_two_of_three_settings_per_placement_at_the_first_rung(st
 
 def test_pruned_runs_keep_partial_curves_and_never_enter_means(straight):
     out, _ = straight
-    data = load_study(out)
+    data = read_study_data(out)
     pruned = [r for r in data.runs if r.status == "pruned"]
     assert len(pruned) == 8
     with Store(out, create=False, writer=False) as store:

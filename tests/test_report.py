@@ -350,9 +350,9 @@ def test_full_finetuning_is_the_default_reference_and_study_selection(tmp_path):
     db = tmp_path / "loraplace.db"
     make_store(db, seeds=(0, 1, 2), full=True, diverged=None)
     make_store(db, {"other": [("mlp.up", [0, 1, 2, 3])]}, seeds=(0,), name="later-study")
-    from loraplace.analysis import load_study
+    from loraplace.analysis import read_study_data
 
-    assert load_study(db).name == "later-study"  # the most recent study by default
+    assert read_study_data(db).name == "later-study"  # the most recent study by default
     res = build_report(db, tmp_path / "seed", study="tiny-seed-study")
     md = (res.out / "report.md").read_text()
     rows = {r["Placement"]: r for r in _md_table(md, _table_numbers(md, "Results per placement"))}

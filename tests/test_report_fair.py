@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from report_fixtures import manifest
 
-from loraplace.analysis import load_study
+from loraplace.analysis import read_study_data
 from loraplace.analysis.fair import compare, seed_plans, seed_warning
 from loraplace.report.build import build_report
 from loraplace.runs import RunResult, RunSpec, TrainSettings
@@ -151,7 +151,7 @@ def test_verdict_words_and_seed_planning(report):
 
 def test_seed_warning_names_the_pair_that_needs_more_seeds(report):
     out, _ = report
-    fair = compare(load_study(out.parent))
+    fair = compare(read_study_data(out.parent))
     assert seed_warning(fair) is None  # every pair is resolved with 3 seeds
     # A margin the attn - full difference sits just inside needs more seeds than 3.
     fair.margin = 0.0075

@@ -9,7 +9,7 @@ import pytest
 import torch
 from run_fixtures import tiny_study, write_text
 
-from loraplace.analysis import load_study, summarize
+from loraplace.analysis import read_study_data, summarize
 from loraplace.analysis.load import RunRecord, StudyData
 from loraplace.analysis.selection import (
     headline_view,
@@ -112,7 +112,7 @@ def test_ranking_flips_across_lr_points_and_tasks_are_selected_apart():
 
 
 def _selected(out: Path) -> dict[str, str]:
-    return {s.placement: s.chosen.label for s in select_settings(load_study(out))}
+    return {s.placement: s.chosen.label for s in select_settings(read_study_data(out))}
 
 
 @pytest.mark.slow
@@ -121,7 +121,7 @@ def test_a_study_whose_test_split_is_other_data_selects_the_same(tmp_path, monke
     cfg = tiny_study(tmp_path, select={"by": "eval_loss"}, seeds=[0, 1])
     cfg["train"] = {**cfg["train"], "lr": lrs}
     run_study(validate_study(cfg), assets=Assets())
-    first = load_study(tmp_path / "out")
+    first = read_study_data(tmp_path / "out")
     assert len([r for r in first.runs if r.kind == "lora"]) == 2 * 3 * 2
     assert all("test_loss" in r.metrics for r in first.runs)
 
@@ -137,7 +137,7 @@ def test_a_study_whose_test_split_is_other_data_selects_the_same(tmp_path, monke
 
     monkeypatch.setattr(Assets, "blocks", swapped)
     run_study(validate_study({**cfg, "out": str(tmp_path / "swapped")}), assets=Assets())
-    second = load_study(tmp_path / "swapped")
+    second = read_study_data(tmp_path / "swapped")
 
     assert _selected(tmp_path / "out") == _selected(tmp_path / "swapped")
     val = {(r.placement, r.seed): r.metrics["eval_loss"] for r in first.runs}

@@ -177,10 +177,10 @@ def _accuracy_store(path: Path) -> Path:
 def test_accuracy_aggregates_with_t_intervals_and_paired_tests(tmp_path):
     from scipy import stats
 
-    from loraplace.analysis import load_study, summarize
+    from loraplace.analysis import read_study_data, summarize
     from loraplace.analysis.tasks import best_tests, resolve_metric, task_metrics, task_rows
 
-    s = summarize(load_study(_accuracy_store(tmp_path / "a.db"), None), None)
+    s = summarize(read_study_data(_accuracy_store(tmp_path / "a.db"), None), None)
     assert task_metrics(s) == ["task:answer", "accuracy"]
     assert resolve_metric(s, "answer") == "task:answer" and resolve_metric(s, "loss") == "loss"
     rows = {r.placement: r for r in task_rows(s, ["task:answer"])}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from run_fixtures import tiny_study
 
-from loraplace.analysis import load_study
+from loraplace.analysis import read_study_data
 from loraplace.assets import Assets
 from loraplace.driver import run_study
 from loraplace.study import validate_study
@@ -30,7 +30,7 @@ def test_dora_and_pissa_runs(tmp_path):
     model, _ = assets.model(cfg["model"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     run_study(validate_study(cfg), assets=assets)
-    runs = {r.placement: r for r in load_study(tmp_path / "out").runs}
+    runs = {r.placement: r for r in read_study_data(tmp_path / "out").runs}
     assert set(runs) == {
         "seed-ffn@lora,init-true",
         "seed-ffn@lora,init-pissa",

@@ -1,6 +1,6 @@
 """Analysis of a study from the results store: seeds, tests, fronts, importance, consistency.
 
-Every function takes the plain records of ``load_study`` and knows nothing of plotting.
+Every function takes the plain records of ``read_study_data`` and knows nothing of plotting.
 """
 
 from loraplace.analysis.aggregate import (
@@ -15,7 +15,7 @@ from loraplace.analysis.agreement import KendallW, RankTable, kendall_w, rank_ta
 from loraplace.analysis.consistency import Consistency, consistency
 from loraplace.analysis.equivalence import Tost, Verdict, tost_paired, verdicts
 from loraplace.analysis.importance import Importance, importance
-from loraplace.analysis.load import RunRecord, StudyData, load_study
+from loraplace.analysis.load import RunRecord, StudyData, read_study_data
 from loraplace.analysis.pareto import Efficiency, Front, Guideline, efficiency, fronts, guidelines
 from loraplace.analysis.stats import PairedTest, holm, paired_tests
 
@@ -44,7 +44,7 @@ __all__ = [
     "holm",
     "importance",
     "kendall_w",
-    "load_study",
+    "read_study_data",
     "paired_tests",
     "rank_table",
     "summarize",

@@ -89,7 +89,7 @@ class StudyData:
         return list(seen)
 
 
-def load_study(path: str | Path, study: str | None = None) -> StudyData:
+def read_study_data(path: str | Path, study: str | None = None) -> StudyData:
     """Read a study (the most recent unless ``study`` names one) from a store or output dir."""
     store = Store(path, create=False, writer=False)
     try:

@@ -216,10 +216,10 @@ def run(
     wall = time.perf_counter() - t0
     print_results(console, study.out_dir, outcome.study_id)
     if study.analysis.margin:
-        from loraplace.analysis import load_study as load_results
+        from loraplace.analysis import read_study_data
         from loraplace.analysis.fair import compare, seed_warning
 
-        line = seed_warning(compare(load_results(study.out_dir, outcome.study_id)))
+        line = seed_warning(compare(read_study_data(study.out_dir, outcome.study_id)))
         if line:
             console.print(f"[yellow]warning[/]: {escape(line)}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))

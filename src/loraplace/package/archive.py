@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from loraplace.analysis import load_study
+from loraplace.analysis import read_study_data
 from loraplace.errors import UserError
 from loraplace.package import contents as pc
 from loraplace.report.manifest import file_manifest, results_hash
@@ -65,11 +65,11 @@ def build_packaged_report(root: Path, study: str, out: str = REPORT_DIR) -> Path
 
 
 def _stage(store: str | Path, study: str | None, stage: Path, archive: str) -> tuple[str, int]:
-    data = load_study(store, study)
+    data = read_study_data(store, study)
     (stage / "store").mkdir(parents=True)
     scrubbed = pc.copy_store(Path(data.store_path), stage / "store" / STORE_NAME)
     left_out = pc.copy_local_inputs(data, stage)
-    packed = load_study(stage / "store", data.study_id)
+    packed = read_study_data(stage / "store", data.study_id)
     (stage / "specs").mkdir()
     for r in packed.runs:
         pc.write_json(stage / "specs" / f"{r.run_id}.json", r.spec)
@@ -158,7 +158,7 @@ def make_package(
     store: str | Path, out: str | Path | None = None, *, study: str | None = None
 ) -> PackageResult:
     """Write the study's package; ``out`` defaults to ./<study>-package.tar.gz."""
-    name = load_study(store, study).name
+    name = read_study_data(store, study).name
     root = f"{package_name(name)}-package"
     target = Path(out) if out is not None else Path(f"{root}.tar.gz")
     if target.is_dir():

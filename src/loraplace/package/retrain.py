@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from loraplace.analysis import load_study
+from loraplace.analysis import read_study_data
 from loraplace.package.contents import INPUTS_DIR
 from loraplace.package.verify import Finding
 
@@ -141,7 +141,7 @@ def retrain_runs(
     """Re-train each chosen run in this process, one after another."""
     from loraplace.executors.local import LocalExecutor
 
-    data = load_study(root / "store", man["study_id"])
+    data = read_study_data(root / "store", man["study_id"])
     by_id = {r.run_id: r for r in data.runs}
     executor = LocalExecutor()
     fps = json.loads((root / "fingerprints.json").read_text())

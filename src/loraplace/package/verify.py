@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraplace.analysis import load_study
+from loraplace.analysis import read_study_data
 from loraplace.errors import UserError
 from loraplace.package.archive import MANIFEST, REPORT_DIR, build_packaged_report, extract
 from loraplace.report.manifest import file_manifest, results_hash
@@ -76,7 +76,7 @@ def _value_diffs(run_id: str, rec: dict[str, Any], now: dict[str, Any] | None) -
 
 def check_store(root: Path, man: dict[str, Any]) -> list[Finding]:
     try:
-        data = load_study(root / "store", man["study_id"])
+        data = read_study_data(root / "store", man["study_id"])
     except UserError as exc:
         return [Finding(False, "store", f"the packaged store cannot be read: {exc}")]
     now = {

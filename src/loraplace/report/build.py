@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraplace.analysis import load_study, summarize
+from loraplace.analysis import read_study_data, summarize
 from loraplace.analysis.fair import compare
 from loraplace.errors import UserError
 from loraplace.report import tables as tb
@@ -57,7 +57,7 @@ def build_report(
     from loraplace.analysis.tasks import resolve_metric
 
     t0 = time.perf_counter()
-    data = load_study(store, study)
+    data = read_study_data(store, study)
     fair = compare(data, reference)
     # The headline: the first task's chosen settings (on test when there is a test split).
     s = fair.tasks[0].summary if fair.tasks else summarize(data, reference)
