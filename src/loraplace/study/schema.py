@@ -53,11 +53,45 @@ class TaskConfig(BaseModel):
 
     model_config = _STRICT
     name: str  # the metric is stored as task:<name> (accuracy, 0..1)
-    kind: Literal["exact_match", "choice"] = "exact_match"
+    kind: Literal["exact_match", "choice", "lm-eval"] = "exact_match"
     max_new_tokens: int = Field(16, ge=1)  # generation length cap (exact_match)
     stop: list[str] = Field(default_factory=lambda: ["\n"])  # generation stops at these
     limit: int | None = Field(None, ge=1)  # score at most this many val examples
     batch_size: int = Field(64, ge=1)  # prompts per generate call
+    # kind lm-eval (the optional extra loraplace[eval]): an lm-evaluation-harness task,
+    # a directory of custom task YAMLs, the metric read from its results, and few-shot.
+    task: str | None = None
+    include_path: str | None = None
+    metric: str = "acc"
+    num_fewshot: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _lm_eval(self):
+        if self.kind != "lm-eval":
+            return self
+        if not self.task:
+            raise ValueError(f"lm-eval task {self.name!r} needs task: the harness's task name")
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise ValueError(
+                "kind lm-eval needs lm-evaluation-harness: pip install 'loraplace[eval]'"
+            )
+        return self
+
+
+# TaskConfig keys added after task studies were stored, at their defaults (left out of ids)
+TASK_ADDED: dict[str, Any] = {
+    "task": None,
+    "include_path": None,
+    "metric": "acc",
+    "num_fewshot": None,
+}
+
+
+def task_dict(task: TaskConfig) -> dict[str, Any]:
+    """A task's settings, without the later keys at their defaults (ids stay as they were)."""
+    return {k: v for k, v in task.model_dump().items() if k not in TASK_ADDED or v != TASK_ADDED[k]}
 
 
 class EvalConfig(BaseModel):
@@ -317,6 +351,8 @@ class Study(BaseModel):
                 cfg["train"].pop(key)
         if not cfg["eval"]["tasks"]:  # eval.tasks came later too
             del cfg["eval"]["tasks"]
+        else:
+            cfg["eval"]["tasks"] = [task_dict(t) for t in self.eval.tasks]
         if cfg["eval"]["dataset"] is None:  # and eval.dataset
             del cfg["eval"]["dataset"]
         blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
@@ -339,7 +375,7 @@ class Study(BaseModel):
 
     def eval_task_settings(self) -> tuple[dict[str, Any], ...]:
         """The ``eval.tasks`` metrics as a RunSpec's ``eval_tasks``."""
-        return tuple(t.model_dump() for t in self.eval.tasks)
+        return tuple(task_dict(t) for t in self.eval.tasks)
 
     def retain_dataset(self, dataset: str | None = None) -> str | None:
         """The retain set for ``dataset`` (default: the study's own)."""

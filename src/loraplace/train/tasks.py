@@ -30,11 +30,16 @@ class TaskSettings:
     """One task of ``eval.tasks``."""
 
     name: str
-    kind: Literal["exact_match", "choice"] = "exact_match"
+    kind: Literal["exact_match", "choice", "lm-eval"] = "exact_match"
     max_new_tokens: int = 16  # generation length cap (exact_match)
     stop: tuple[str, ...] = ("\n",)  # generation ends at the first of these (exact_match)
     limit: int | None = None  # score at most this many val examples; None = all
     batch_size: int = 64  # prompts per generate call (exact_match)
+    # lm-eval (train/lm_eval_task.py): the harness's task, custom task dir, metric, shots
+    task: str | None = None
+    include_path: str | None = None
+    metric: str = "acc"
+    num_fewshot: int | None = None
 
 
 def task_settings(tasks) -> list[TaskSettings]:
@@ -133,8 +138,9 @@ def spec_task_metrics(model, tokenizer, spec, blocks, test, device) -> dict[str,
     """A run's task metrics on its val examples, and as test_* on its test split (if any)."""
     tasks = task_settings(spec.eval_tasks)
     out = run_tasks(model, tokenizer, blocks.val_examples, tasks, device)
-    if test is not None:
-        held = run_tasks(model, tokenizer, test.val_examples, tasks, device)
+    own = [t for t in tasks if t.kind != "lm-eval"]  # an lm-eval task has its own data
+    if test is not None and own:
+        held = run_tasks(model, tokenizer, test.val_examples, own, device)
         out.update({f"test_{k}": v for k, v in held.items()})
     return out
 
@@ -145,13 +151,18 @@ def run_tasks(
     """{task:<name>: accuracy, ..., accuracy: their mean} on the val examples."""
     if not tasks:
         return {}
-    if not examples:
+    if not examples and any(t.kind != "lm-eval" for t in tasks):
         raise UserError("eval.tasks need instruction data (prompt-completion or messages)")
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
     try:
         for task in tasks:
+            if task.kind == "lm-eval":
+                from loraplace.train.lm_eval_task import lm_eval_score
+
+                out[TASK_PREFIX + task.name] = lm_eval_score(model, tokenizer, task, device)
+                continue
             chosen = examples[: task.limit] if task.limit else examples
             if task.kind == "choice" and not all(ex["choices"] for ex in chosen):
                 raise UserError(
