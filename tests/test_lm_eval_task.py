@@ -102,3 +102,35 @@ def test_task_keys_at_their_defaults_keep_study_ids(tmp_path):
         {"name": "a", "kind": "exact_match", "max_new_tokens": 16, "stop": ["\n"]}
         | {"limit": None, "batch_size": 64},
     )
+
+
+def test_a_study_stores_the_lm_eval_score_per_run(tmp_path):
+    _lm_eval()
+    import yaml
+
+    from loraplace.cli import run_cli
+    from loraplace.store import Store
+
+    docs = [
+        {"question": f"{s} {v}", "choices": OBJECTS[:3], "gold": 0}
+        for s, v in zip(SUBJECTS, VERBS, strict=True)
+    ]
+    cfg = tiny_study(tmp_path, out=str(tmp_path / "out"), seeds=[0])
+    task = {
+        "name": "mc",
+        "kind": "lm-eval",
+        "task": "tiny_mc",
+        "include_path": str(_task_dir(tmp_path, docs)),
+    }
+    cfg["eval"] = {"tasks": [task]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert run_cli(["run", str(path)]) == 0
+    with Store(tmp_path / "out") as store:
+        runs = [r for r in store.runs() if r["status"] == "done"]
+        metrics = store.metrics()
+    assert len(runs) == 3  # zero-shot + 2 placements x 1 seed
+    for r in runs:
+        m = metrics[r["run_id"]]
+        assert m["task:mc"] * 6 == round(m["task:mc"] * 6) and m["accuracy"] == m["task:mc"]
+        assert "test_task:mc" not in m

@@ -144,7 +144,8 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
     if study.eval.dataset:  # the separate validation file is part of every run's identity
         blocks = assets.blocks(study.eval.dataset, **{**kw, "test_fraction": 0.0})
         out["eval"] = blocks.fingerprint
-    if study.eval.tasks and blocks.val_examples is None:  # tasks read the val examples
+    own = [t for t in study.eval.tasks if t.kind != "lm-eval"]  # lm-eval reads its own data
+    if own and blocks.val_examples is None:  # the other kinds read the val examples
         raise UserError(
             f"eval.tasks need instruction data (prompt-completion or messages), but "
             f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
