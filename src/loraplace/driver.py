@@ -212,71 +212,84 @@ def run_study(
 
     store = Store(study.out_dir)
     try:
-        sid = study.study_id
-        store.add_study(sid, study.name, study.model_dump(mode="json"), command)
-        store.add_runs(sid, plan.specs)
-        if plan.probe is not None:
-            store.save_probe(sid, plan.probe)
-        if plan.budget is not None:
-            store.set_meta(f"budget:{sid}", str(plan.budget))
-        status = {r["run_id"]: r["status"] for r in store.runs(sid)}
+        todo, skipped = _register(store, study, plan, command)
         halving = study.select is not None and study.select.prune == "halving"
-        finished = (*FINISHED, "pruned") if halving else FINISHED
-        todo = [s for s in plan.specs if status.get(s.run_id) not in finished]
-        skipped = len(plan.specs) - len(todo)
         if executor is None:
             peak = study.peak_tflops * 1e12 if study.peak_tflops else None
             executor = LocalExecutor(assets, peak_flops=peak, keep_adapters=study.save != "none")
         if halving:
             executor = _halving(study, plan.specs, store, executor)
-
-        by_id = {s.run_id: s for s in todo}
-        in_flight: set[str] = set()
-        ran = 0
-
-        class _Progress:  # the executor's progress events; run_started is a store write
-            def run_started(self, spec: RunSpec) -> None:
-                store.mark_running(spec.run_id)
-                in_flight.add(spec.run_id)
-                display.run_started(spec)
-
-            def step(self, spec, step, steps, loss, tokens_per_s) -> None:
-                display.step(spec, step, steps, loss, tokens_per_s)
-
-        def on_result(result: RunResult) -> None:
-            nonlocal ran
-            store.save_result(result)  # one transaction: status, metrics, curves, manifest
-            in_flight.discard(result.run_id)
-            _save_adapter(study, store, sid, by_id[result.run_id], result)
-            for sink in sinks:  # copies only: the store above is the source of truth
-                sink.log(by_id[result.run_id], result)
-            ran += 1
-            display.run_finished(by_id[result.run_id], result)
-
+        rec = _Recorder(study, store, todo, sinks, display)
         display.start(plan, todo, skipped)
         try:
-            executor.run(todo, on_result, _Progress())
+            executor.run(todo, rec.result, rec)
         except KeyboardInterrupt as exc:
             reason = getattr(exc, "reason", "Ctrl-C")
-            for rid in in_flight:
+            for rid in rec.in_flight:
                 store.mark(rid, "interrupted", f"stopped by {reason}")
             raise StudyInterrupted(
-                f"interrupted by {reason}: {len(in_flight)} run(s) marked interrupted"
+                f"interrupted by {reason}: {len(rec.in_flight)} run(s) marked interrupted"
             ) from None
         finally:
             display.stop()
             for sink in sinks:
                 sink.close()
         return StudyOutcome(
-            study_id=sid,
+            study_id=study.study_id,
             store_path=str(store.path),
             total=len(plan.specs),
             skipped=skipped,
-            ran=ran,
-            statuses=store.status_counts(sid),
+            ran=rec.ran,
+            statuses=store.status_counts(study.study_id),
         )
     finally:
         store.close()
+
+
+def _register(
+    store: Store, study: Study, plan: StudyPlan, command: str
+) -> tuple[list[RunSpec], int]:
+    """Write the study, its runs, probe and budget; returns (runs still to do, skipped)."""
+    sid = study.study_id
+    store.add_study(sid, study.name, study.model_dump(mode="json"), command)
+    store.add_runs(sid, plan.specs)
+    if plan.probe is not None:
+        store.save_probe(sid, plan.probe)
+    if plan.budget is not None:
+        store.set_meta(f"budget:{sid}", str(plan.budget))
+    status = {r["run_id"]: r["status"] for r in store.runs(sid)}
+    halving = study.select is not None and study.select.prune == "halving"
+    finished = (*FINISHED, "pruned") if halving else FINISHED
+    todo = [s for s in plan.specs if status.get(s.run_id) not in finished]
+    return todo, len(plan.specs) - len(todo)
+
+
+class _Recorder:
+    """The executor's progress events and results, into the store (the single writer)."""
+
+    def __init__(self, study: Study, store: Store, todo: list[RunSpec], sinks, display):
+        self.study, self.store, self.sinks, self.display = study, store, sinks, display
+        self.by_id = {s.run_id: s for s in todo}
+        self.in_flight: set[str] = set()
+        self.ran = 0
+
+    def run_started(self, spec: RunSpec) -> None:  # a store write, before the run trains
+        self.store.mark_running(spec.run_id)
+        self.in_flight.add(spec.run_id)
+        self.display.run_started(spec)
+
+    def step(self, spec, step, steps, loss, tokens_per_s) -> None:
+        self.display.step(spec, step, steps, loss, tokens_per_s)
+
+    def result(self, result: RunResult) -> None:
+        spec = self.by_id[result.run_id]
+        self.store.save_result(result)  # one transaction: status, metrics, curves, manifest
+        self.in_flight.discard(result.run_id)
+        _save_adapter(self.study, self.store, self.study.study_id, spec, result)
+        for sink in self.sinks:  # copies only: the store above is the source of truth
+            sink.log(spec, result)
+        self.ran += 1
+        self.display.run_finished(spec, result)
 
 
 def _check_halving(study: Study, executor: Executor | None) -> None:
