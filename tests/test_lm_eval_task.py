@@ -134,3 +134,71 @@ def test_a_study_stores_the_lm_eval_score_per_run(tmp_path):
         m = metrics[r["run_id"]]
         assert m["task:mc"] * 6 == round(m["task:mc"] * 6) and m["accuracy"] == m["task:mc"]
         assert "test_task:mc" not in m
+
+
+def test_retain_tasks_give_learning_against_forgetting(tmp_path):
+    _lm_eval()
+    import csv
+
+    import yaml
+
+    from loraplace.cli import run_cli
+    from loraplace.store import Store
+
+    learn = [
+        {"question": f"{s} {v}", "choices": OBJECTS[:3], "gold": 0}
+        for s, v in zip(SUBJECTS, VERBS, strict=True)
+    ]
+    keep = [{**d, "gold": 1} for d in learn]
+    (tmp_path / "keep").mkdir()
+    _task_dir(tmp_path / "keep", keep)
+    (tmp_path / "keep" / "tiny_mc.yaml").write_text(
+        (tmp_path / "keep" / "tiny_mc.yaml").read_text().replace("task: tiny_mc", "task: tiny_keep")
+    )
+    cfg = tiny_study(tmp_path, out=str(tmp_path / "out"))
+    cfg["eval"] = {
+        "tasks": [
+            {
+                "name": "mc",
+                "kind": "lm-eval",
+                "task": "tiny_mc",
+                "include_path": str(_task_dir(tmp_path, learn)),
+            },
+            {
+                "name": "keep",
+                "kind": "lm-eval",
+                "task": "tiny_keep",
+                "include_path": str(tmp_path / "keep"),
+                "retain": True,
+            },
+        ]
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert run_cli(["run", str(path)]) == 0
+    with Store(tmp_path / "out") as store:
+        runs = {r["run_id"]: r for r in store.runs() if r["status"] == "done"}
+        metrics = store.metrics()
+    zs = next(metrics[i] for i, r in runs.items() if r["kind"] == "zero-shot")
+    assert zs["accuracy"] == zs["task:mc"] and zs["retain_accuracy"] == zs["retain:keep"]
+    assert "retain:keep" not in [k for k in zs if k.startswith("task:")]
+    assert run_cli(["report", str(tmp_path / "out"), "--metric", "accuracy"]) == 0
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "Learning against forgetting on tasks" in report
+    rows = list(
+        csv.DictReader((tmp_path / "out" / "report" / "tables" / "task_forgetting.csv").open())
+    )
+    for row in rows:  # each placement's mean gain and drop over its 2 seeds, by hand
+        mine = [metrics[i] for i, r in runs.items() if r["placement"] == row["placement"]]
+        gain = sum(m["accuracy"] - zs["accuracy"] for m in mine) / len(mine)
+        drop = sum(zs["retain_accuracy"] - m["retain_accuracy"] for m in mine) / len(mine)
+        assert float(row["learning_mean"]) == pytest.approx(gain)
+        assert float(row["forgetting_mean"]) == pytest.approx(drop)
+    assert sorted(r["placement"] for r in rows) == ["seed-ffn", "seed-full"]
+
+
+def test_a_retain_task_reads_its_own_data(tmp_path):
+    cfg = tiny_study(tmp_path)
+    cfg["eval"] = {"tasks": [{"name": "a", "kind": "choice", "retain": True}]}
+    with pytest.raises(UserError, match="retain task 'a' must read its own data: use kind lm-eval"):
+        validate_study(cfg, "s.yaml")

@@ -17,6 +17,7 @@ from loraplace.errors import UserError, closest
 
 TASK_PREFIX = "task:"
 ACCURACY = "accuracy"
+RETAIN_ACCURACY = "retain_accuracy"  # the mean of a run's retain tasks (retain:<name>)
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,40 @@ def best_tests(rows: list[TaskRow], metric: str) -> tuple[str | None, list[BestT
         for r, t, p in zip(others, tests, adjusted, strict=True)
     ]
     return best.placement, out
+
+
+@dataclass(frozen=True)
+class TradeRow:
+    """One placement's learning against its forgetting, on task scores, over seeds."""
+
+    placement: str
+    learning: Estimate | None  # the chosen metric minus zero-shot's (positive: learned)
+    forgetting: Estimate | None  # zero-shot's retain accuracy minus the run's (positive: lost)
+
+
+def trade_rows(s: Summary, metric: str) -> list[TradeRow]:
+    """Per placement, the gain on ``metric`` and the loss on the retain tasks, both against
+    the zero-shot model; empty without retain tasks or a zero-shot run."""
+    zs = [r for r in s.study.runs if r.kind == "zero-shot" and r.done]
+    if not any(RETAIN_ACCURACY in r.metrics for r in zs):
+        return []
+
+    def zero(name: str) -> float | None:
+        values = [r.metrics[name] for r in zs if name in r.metrics]
+        return sum(values) / len(values) if values else None
+
+    z_learn, z_keep = zero(metric), zero(RETAIN_ACCURACY)
+    rows = []
+    for p in s.placements:
+        learn = [
+            r.metrics[metric] - z_learn
+            for r in p.runs
+            if z_learn is not None and metric in r.metrics
+        ]
+        lost = [
+            z_keep - r.metrics[RETAIN_ACCURACY]
+            for r in p.runs
+            if z_keep is not None and RETAIN_ACCURACY in r.metrics
+        ]
+        rows.append(TradeRow(p.placement, estimate(learn), estimate(lost)))
+    return rows

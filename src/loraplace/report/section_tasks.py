@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from loraplace.analysis import Summary
-from loraplace.analysis.tasks import ACCURACY, TASK_PREFIX, best_tests, task_metrics, task_rows
+from loraplace.analysis.tasks import (
+    ACCURACY,
+    TASK_PREFIX,
+    best_tests,
+    task_metrics,
+    task_rows,
+    trade_rows,
+)
 from loraplace.report import fmt
 from loraplace.report.escape import U
 from loraplace.report.render import Document, Heading, Para, TableBlock
@@ -69,6 +76,51 @@ def best_table(s: Summary, names: list[str], metric: str) -> tuple[str | None, T
     return best, Table("accuracy_tests", title, cols, rows, raw)
 
 
+def trade_table(s: Summary, metric: str) -> Table | None:
+    """Learning against forgetting on task scores (None without retain tasks)."""
+    trades = trade_rows(s, metric)
+    if not trades:
+        return None
+    rows, raw = [], []
+    for t in trades:
+        n = max((e.n for e in (t.learning, t.forgetting) if e is not None), default=0)
+        rows.append(
+            [
+                U(t.placement),
+                seeds_cell(n),
+                _ci(t.learning, fmt.pct_ci),
+                _ci(t.forgetting, fmt.pct_ci),
+            ]
+        )
+        raw.append(
+            {
+                "placement": t.placement,
+                "seeds": n,
+                **_raw(t.learning, "learning"),
+                **_raw(t.forgetting, "forgetting"),
+            }
+        )
+    return Table(
+        "task_forgetting",
+        "Learning against forgetting on tasks (points), mean ± 95 % CI over seeds",
+        [
+            "Placement",
+            "Seeds",
+            f"Learning: {_label(metric)} gain",
+            "Forgetting: retain accuracy drop",
+        ],
+        rows,
+        raw,
+        notes=[
+            [
+                "Both against the zero-shot model: learning is the gain on the chosen metric, "
+                "forgetting the drop in the mean score of the retain tasks (eval.tasks with "
+                "retain: true). Higher learning and lower forgetting are better."
+            ]
+        ],
+    )
+
+
 def add_task_section(
     doc: Document, table: Callable[[Table], TableBlock], s: Summary, metric: str
 ) -> None:
@@ -93,6 +145,9 @@ def add_task_section(
             )
         )
     doc.add(table(accuracy_table(s, names)))
+    trades = trade_table(s, metric)
+    if trades is not None:
+        doc.add(table(trades))
     if tests_table.rows:
         doc.add(table(tests_table))
     else:

@@ -64,9 +64,17 @@ class TaskConfig(BaseModel):
     include_path: str | None = None
     metric: str = "acc"
     num_fewshot: int | None = Field(None, ge=0)
+    # A retain task measures what training should not lose (stored as retain:<name>, kept
+    # out of accuracy): the report sets its drop from zero-shot against the learning.
+    retain: bool = False
 
     @model_validator(mode="after")
     def _lm_eval(self):
+        if self.retain and self.kind != "lm-eval":
+            raise ValueError(
+                f"retain task {self.name!r} must read its own data: use kind lm-eval "
+                "(exact_match and choice read the study's val examples)"
+            )
         if self.kind != "lm-eval":
             return self
         if not self.task:
@@ -86,6 +94,7 @@ TASK_ADDED: dict[str, Any] = {
     "include_path": None,
     "metric": "acc",
     "num_fewshot": None,
+    "retain": False,
 }
 
 

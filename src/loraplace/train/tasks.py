@@ -23,6 +23,8 @@ from loraplace.errors import UserError
 
 TASK_PREFIX = "task:"  # metric name of a task's accuracy: task:<name>
 ACCURACY = "accuracy"  # the mean accuracy over a run's tasks: report --metric accuracy
+RETAIN_PREFIX = "retain:"  # a retain task's score: retain:<name>
+RETAIN_ACCURACY = "retain_accuracy"  # the mean over a run's retain tasks
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class TaskSettings:
     include_path: str | None = None
     metric: str = "acc"
     num_fewshot: int | None = None
+    retain: bool = False  # a forgetting measure: stored as retain:<name>, not in accuracy
 
 
 def task_settings(tasks) -> list[TaskSettings]:
@@ -161,7 +164,8 @@ def run_tasks(
             if task.kind == "lm-eval":
                 from loraplace.train.lm_eval_task import lm_eval_score
 
-                out[TASK_PREFIX + task.name] = lm_eval_score(model, tokenizer, task, device)
+                prefix = RETAIN_PREFIX if task.retain else TASK_PREFIX
+                out[prefix + task.name] = lm_eval_score(model, tokenizer, task, device)
                 continue
             chosen = examples[: task.limit] if task.limit else examples
             if task.kind == "choice" and not all(ex["choices"] for ex in chosen):
@@ -172,5 +176,8 @@ def run_tasks(
     finally:
         if was_training:
             model.train()
-    out[ACCURACY] = sum(out.values()) / len(out)
+    for prefix, mean in ((TASK_PREFIX, ACCURACY), (RETAIN_PREFIX, RETAIN_ACCURACY)):
+        values = [v for k, v in out.items() if k.startswith(prefix)]
+        if values:
+            out[mean] = sum(values) / len(values)
     return out
