@@ -151,11 +151,13 @@ def spec_task_metrics(model, tokenizer, spec, blocks, test, device) -> dict[str,
 def run_tasks(
     model, tokenizer, examples: list[dict] | None, tasks: list[TaskSettings], device
 ) -> dict[str, float]:
-    """{task:<name>: accuracy, ..., accuracy: their mean} on the val examples."""
+    """{task:<name>: accuracy, ..., accuracy: their mean} on the val examples; retain
+    tasks as retain:<name> and retain_accuracy (lm-eval tasks read their own data)."""
     if not tasks:
         return {}
     if not examples and any(t.kind != "lm-eval" for t in tasks):
         raise UserError("eval.tasks need instruction data (prompt-completion or messages)")
+    examples = examples or []
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
