@@ -21,8 +21,15 @@ def mamba_refused(family: str, name: str) -> bool:
     return family in MAMBA_FAMILIES and name.rsplit(".", 1)[-1] in MAMBA_REFUSED
 
 
+# Dense families that transformers has no checkpoint conversion for (its table, checked by
+# tests/test_arch_config_json.py): they skip importing it, which imports torch (seconds).
+NO_CONVERSION = frozenset({"llama", "mistral"})
+
+
 def rewritten_targets(family: str, names: list[str]) -> list[str]:
     """The module names PEFT's v4 -> v5 MoE conversion would move to fused experts."""
+    if family in NO_CONVERSION:
+        return []
     try:
         from transformers.conversion_mapping import (
             _MODEL_TO_CONVERSION_PATTERN,
