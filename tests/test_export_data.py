@@ -186,3 +186,30 @@ def test_export_cli_writes_dataset_info(tmp_path, capsys):
     assert run_cli([*argv, "--data", str(tmp_path / "none.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs a local data file" in err[0]
+
+
+def test_export_cli_reads_the_studys_data_settings(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "2+2=", "answer": " 4"}) + "\n")
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "model": "tiny-markov",
+                "dataset": str(qa),
+                "placements": ["attention"],
+                "data": {
+                    "fields": {"prompt": "question", "completion": "answer"},
+                    "loss_on": "all",
+                },
+            }
+        )
+    )
+    out = tmp_path / "out"
+    argv = ["export", str(CONFIGS / "jamba"), "all-linear", "-f", "axolotl", "-o", str(out)]
+    assert run_cli([*argv, "--study", str(study)]) == 0
+    doc = yaml.safe_load((out / "axolotl.yaml").read_text())
+    assert doc["datasets"][0]["type"]["field_instruction"] == "question"
+    assert doc["datasets"][0]["type"]["field_output"] == "answer"
+    assert doc["train_on_inputs"] is True

@@ -225,6 +225,9 @@ def export(
         None, "--data", help="the study's data file: axolotl/llama-factory carry its dataset keys"
     ),
     loss_on: str = typer.Option("completion", "--loss-on", help="completion | all (data.loss_on)"),
+    study: Path | None = typer.Option(
+        None, "--study", help="a study YAML: its data file, fields, mask and chat template"
+    ),
 ) -> None:
     """Write the placement as a PEFT adapter_config.json or Axolotl / LLaMA-Factory YAML.
 
@@ -264,14 +267,7 @@ def export(
     arch = describe(meta_from_config(config), config)
     kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
     rp = resolve(placement, arch, **kw)
-    side = None
-    if data is not None and fmt != "peft":
-        from loraplace.errors import UserError
-        from loraplace.placement.export_data import data_side
-
-        if loss_on not in ("completion", "all"):
-            raise UserError(f"--loss-on {loss_on!r}: use completion or all")
-        side = data_side(data, data={"loss_on": loss_on})
+    side = _export_data_side(data, study, loss_on) if fmt != "peft" else None
     files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout, data=side)
     for path in write_export(files, out_dir):
         out.print(
@@ -283,3 +279,20 @@ def export(
         err.print(f"[yellow]serving[/]: {escape(w)}")
     for w in rp.warnings:
         err.print(f"[yellow]warning[/]: {escape(w)}")
+
+
+def _export_data_side(data: str | None, study: Path | None, loss_on: str):
+    """The data side an Axolotl / LLaMA-Factory export carries: from the study's settings,
+    or a plain data file with --loss-on; None without either."""
+    from loraplace.errors import UserError
+    from loraplace.placement.export_data import data_side
+
+    if loss_on not in ("completion", "all"):
+        raise UserError(f"--loss-on {loss_on!r}: use completion or all")
+    if study is not None:  # the study's own data settings, as its runs read them
+        from loraplace.study.load import load_study
+
+        s = load_study(study)
+        task = s.tasks[0]
+        return data_side(task.dataset, text_field=task.text_field, data=s.data_settings())
+    return None if data is None else data_side(data, data={"loss_on": loss_on})
