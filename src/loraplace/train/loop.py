@@ -99,7 +99,7 @@ def evaluate_base(
     kw = _eval_kw(t, device, measure.resolve_precision(t.precision, device))
     restore_kernels = fuse_activations(model)  # the same kernels as the runs use
     try:
-        val = _eval_val(model, blocks, kw)
+        val = evaluate(model, blocks.val, **kw, scored=blocks.scored("val"))
         ret = _eval_val(model, retain, kw)
         tst = _eval_val(model, test, kw)
     finally:
@@ -276,7 +276,7 @@ def _backward(
         x = blocks.train[micro].to(device, non_blocking=True)
         with autocast_context(device, precision):
             nll = forward.train_nll(micro, x)
-        if n_scored is None:
+        if train_scored is None or n_scored is None:  # raw text (both None together)
             loss = nll.mean() / t.grad_accum
         else:
             loss = (nll * train_scored[micro].to(nll.device)).sum() / n_scored
