@@ -7,7 +7,7 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from loraplace.arch import describe, meta_from_config
-from loraplace.budget import allocate, allocate_report, match_budget, match_budget_report
+from loraplace.budget import allocate, allocation, budget_match, match_budget
 from loraplace.budget.matching import parse_budget
 from loraplace.errors import UserError
 from loraplace.placement import lora_config, parse_placement, resolve
@@ -74,7 +74,7 @@ def test_parse_budget_rejects(medium, bad):
 def test_seed_placements_at_the_seed_ffn_budget(
     medium, placement, per_role, rank, role_rank, achieved
 ):
-    m = match_budget_report(placement, medium, SEED_FFN_BUDGET, per_role=per_role)
+    m = budget_match(placement, medium, SEED_FFN_BUDGET, per_role=per_role)
     assert (m.spec.rank, m.spec.role_rank, m.achieved) == (rank, role_rank, achieved)
     assert m.deviation == achieved - SEED_FFN_BUDGET <= 0
     spec, rp = match_budget(placement, medium, SEED_FFN_BUDGET, per_role=per_role)
@@ -168,7 +168,7 @@ def _scores(arch, hot_role: str, hot: float = 10.0) -> dict:
 def test_allocation_respects_the_budget_exactly(medium, budget, per_param):
     n = parse_budget(budget, medium)
     scores = _scores(medium, "attn.o")
-    a = allocate_report(scores, medium, budget, score_per_param=per_param)
+    a = allocation(scores, medium, budget, score_per_param=per_param)
     assert a.achieved <= n
     # the resolved spec counts exactly what the allocation chose
     expected = sum(
@@ -191,7 +191,7 @@ def test_allocation_respects_the_budget_exactly(medium, budget, per_param):
 
 
 def test_allocation_follows_the_scores(medium):
-    a = allocate_report(_scores(medium, "attn.o", hot=100.0), medium, "seed-ffn@r16")
+    a = allocation(_scores(medium, "attn.o", hot=100.0), medium, "seed-ffn@r16")
     # the hot role is taken in every layer, at the top of the ladder, before anything else
     assert all(a.ranks.get((layer, "attn.o")) == 16 for layer in range(24))
     assert {k[1] for k, r in a.ranks.items() if r == 16} == {"attn.o"}
@@ -223,7 +223,7 @@ def test_allocated_spec_trains_plans_and_exports():
 
 def test_allocation_skips_zero_scores_and_explains_errors(medium):
     scores = {(0, "attn.o"): 1.0, (1, "attn.o"): 0.0}
-    a = allocate_report(scores, medium, "1M")
+    a = allocation(scores, medium, "1M")
     assert a.ranks == {(0, "attn.o"): 16} and a.skipped == [(1, "attn.o")]
     with pytest.raises(UserError, match="fits no module"):
         allocate(scores, medium, 100)

@@ -227,12 +227,12 @@ def recommend_from_probe(
     model: str, data: str, budget: int | str, *, score: str = "taylor", seed: int = 0
 ) -> Recommendation:
     """A placement allocated from importance probes: a proposal, not a measurement."""
-    from loraplace.budget import allocate_report, parse_budget
+    from loraplace.budget import allocation, parse_budget
     from loraplace.probe import probe
 
     cap = parse_budget(budget, _meta(model))
     result = probe(model, data, seed=seed)
-    alloc = allocate_report(result.importance(score), _meta(model), cap)
+    alloc = allocation(result.importance(score), _meta(model), cap)
     rp = alloc.resolved
     return Recommendation(
         source="probe",

@@ -1,11 +1,11 @@
 """Budgets: equal-budget rank matching and allocation of (layer, role, rank) from scores."""
 
-from loraplace.budget.allocate import Allocation, allocate, allocate_report
+from loraplace.budget.allocate import Allocation, allocate, allocation
 from loraplace.budget.matching import (
     BudgetMatch,
+    budget_match,
     match_all,
     match_budget,
-    match_budget_report,
     parse_budget,
 )
 
@@ -13,9 +13,9 @@ __all__ = [
     "Allocation",
     "BudgetMatch",
     "allocate",
-    "allocate_report",
+    "allocation",
     "match_all",
     "match_budget",
-    "match_budget_report",
+    "budget_match",
     "parse_budget",
 ]

@@ -127,7 +127,7 @@ def allocate(
         score_per_param: rank steps by value gained per adapter parameter (knapsack
             density); False ranks them by value alone, whatever they cost.
     """
-    return allocate_report(
+    return allocation(
         scores,
         target,
         budget,
@@ -139,7 +139,7 @@ def allocate(
     ).spec
 
 
-def allocate_report(
+def allocation(
     scores: dict[Key, float],
     target,
     budget: int | str,

@@ -134,11 +134,11 @@ def match_budget(
     The spec's own ``rank`` is replaced; a spec with role/layer/module rank overrides is
     refused, since those ranks would not move with the budget.
     """
-    m = match_budget_report(spec, target, budget, per_role=per_role, max_rank=max_rank)
+    m = budget_match(spec, target, budget, per_role=per_role, max_rank=max_rank)
     return m.spec, m.resolved
 
 
-def match_budget_report(
+def budget_match(
     spec: str | dict | PlacementSpec,
     target,
     budget: int | str,
@@ -206,4 +206,4 @@ def match_all(
     """Every placement matched to one budget (the study's ``budget:`` key)."""
     arch = _arch_of(target)
     n = parse_budget(budget, arch)
-    return [match_budget_report(s, arch, n, per_role=per_role) for s in specs]
+    return [budget_match(s, arch, n, per_role=per_role) for s in specs]

@@ -86,9 +86,9 @@ def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warni
             if generated:
                 achieved = resolve(spec, target).trainable_params
             else:
-                from loraplace.budget import match_budget_report
+                from loraplace.budget import budget_match
 
-                match = match_budget_report(spec, target, budget, per_role=study.budget_per_role)
+                match = budget_match(spec, target, budget, per_role=study.budget_per_role)
                 spec, achieved = match.spec, match.achieved
             warnings.append(
                 f"{spec.label()}: budget {budget:,} -> {achieved:,} trainable params "
