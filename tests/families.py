@@ -1,6 +1,14 @@
 """Tiny configs of every model family loraplace knows, shared by the placement tests."""
 
+import warnings
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
@@ -79,3 +87,19 @@ FAMILIES = {
         eos_token_id=0,
     ),
 }
+
+
+SAVED_CONFIGS = Path(__file__).parent / "configs"  # config.json of the newer families
+
+
+def peft_model_of_saved_config(family: str, lora: LoraConfig) -> PeftModel:
+    """A seeded tiny model of tests/configs/<family> (causal LM, else image-text) under PEFT."""
+    config = AutoConfig.from_pretrained(SAVED_CONFIGS / family)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PEFT's notes on fused experts and towers
+        try:
+            model = AutoModelForCausalLM.from_config(config)
+        except ValueError:
+            model = AutoModelForImageTextToText.from_config(config)
+        return get_peft_model(model, lora)

@@ -1,13 +1,11 @@
 """`loraplace audit` on adapters saved by PEFT itself, broken on purpose."""
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
-import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+from families import peft_model_of_saved_config
+from peft import LoraConfig
 
 from loraplace.audit import audit
 from loraplace.cli import run_cli
@@ -17,17 +15,9 @@ CONFIGS = Path(__file__).parent / "configs"
 
 def _save(tmp_path, family, **lora) -> tuple[Path, int]:
     """A PEFT adapter of a tiny model built from tests/configs/<family>; (dir, PEFT count)."""
-    config = AutoConfig.from_pretrained(CONFIGS / family)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model = AutoModelForCausalLM.from_config(config)
-        except ValueError:
-            model = AutoModelForImageTextToText.from_config(config)
-        peft_model = get_peft_model(model, LoraConfig(**lora))
-        out = tmp_path / family
-        peft_model.save_pretrained(out)
+    peft_model = peft_model_of_saved_config(family, LoraConfig(**lora))
+    out = tmp_path / family
+    peft_model.save_pretrained(out)
     count = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     return out, count
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from families import peft_model_of_saved_config
 from peft import get_peft_model
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from loraplace.arch import describe, meta_from_config
 from loraplace.errors import UserError
@@ -31,15 +32,7 @@ def _arch(family):
 
 
 def _peft_count(family, rp) -> int:
-    config = _config(family)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model = AutoModelForCausalLM.from_config(config)
-        except ValueError:
-            model = AutoModelForImageTextToText.from_config(config)
-        peft_model = get_peft_model(model, lora_config(rp.modules))
+    peft_model = peft_model_of_saved_config(family, lora_config(rp.modules))
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
