@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:  # rich is imported only when a status line is drawn
+    from rich.status import Status
 
 EVERY_S = 5.0  # seconds between plain progress lines when stderr is not a terminal
 
@@ -38,7 +41,7 @@ class Heartbeat:
         self.terminal = terminal if terminal is not None else bool(isatty and isatty())
         self.start = time.perf_counter()
         self._last_line = self.start
-        self._status = None
+        self._status: Status | None = None
 
     def __enter__(self) -> Heartbeat:
         self.start = self._last_line = time.perf_counter()

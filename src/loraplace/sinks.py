@@ -105,8 +105,8 @@ class MLflowSink:
 def open_sinks(config: dict[str, str | None], study_name: str) -> list[Sink]:
     """The sinks a study asks for (``{"mlflow": uri, "tensorboard": dir}``)."""
     sinks: list[Sink] = []
-    if config.get("tensorboard"):
-        sinks.append(TensorBoardSink(config["tensorboard"]))
-    if config.get("mlflow"):
-        sinks.append(MLflowSink(config["mlflow"], study_name))
+    if log_dir := config.get("tensorboard"):
+        sinks.append(TensorBoardSink(log_dir))
+    if uri := config.get("mlflow"):
+        sinks.append(MLflowSink(uri, study_name))
     return sinks

@@ -93,11 +93,11 @@ class Guideline:
 
 def guidelines(summary: Summary, tests: list[PairedTest]) -> list[Guideline]:
     """One tier per point of the params and time fronts, with the test against the tier below."""
-    out = []
+    out: list[Guideline] = []
     for axis, front in fronts(summary).items():
         if axis == "forgetting":
             continue
-        prev = None
+        prev: str | None = None
         for pt in front.front:
             step = find_test(tests, prev, pt.placement) if prev else None
             out.append(Guideline(axis, pt.x, pt.placement, pt.y, step))

@@ -162,15 +162,15 @@ def sample(
     rows = np.arange(n_blocks)
     log_p, log_q = np.log(params.p_copy or 1.0), np.log1p(-params.p_copy)
 
-    x = np.zeros((n_blocks, length), dtype=np.int64)
+    x: np.ndarray = np.zeros((n_blocks, length), dtype=np.int64)
     x[:, 0] = np.array([p.task_id for p in processes])[which]
-    nll = np.zeros((n_blocks, length - 1), dtype=np.float64)
+    nll: np.ndarray = np.zeros((n_blocks, length - 1), dtype=np.float64)
     last_marker = np.full(n_blocks, -(10**9))
     for t in range(1, length):
         # Draw both uniforms every step for every block: the stream stays aligned whatever
         # each block does, so a block's tokens never depend on the other blocks.
         u_marker, u_next = rng.random(n_blocks), rng.random(n_blocks)
-        since = t - last_marker
+        since: np.ndarray = t - last_marker
         copying = since <= params.copy_len
         eligible = ~copying & (t - params.window >= 1) & (last_marker < t - params.window)
         marker = eligible & (u_marker < params.p_copy)

@@ -213,7 +213,8 @@ def pretrain_tiny_markov(out_dir: Path, progress=None) -> dict:
 
     # The markov-source val split, from its own random stream: never seen in pretraining.
     val_blocks = markov.markov_blocks("markov-source", BLOCK_SIZE, n_train=1, n_val=N_VAL)
-    floor = float(val_blocks.floor)
+    floor = val_blocks.floor
+    assert floor is not None  # markov blocks always carry their oracle NLL
     loss_model = eval_loss(model, val_blocks.val, bf16=False)
     loss_unigram = unigram_loss(data, val_blocks.val.numpy())
     summary = {

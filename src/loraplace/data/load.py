@@ -138,13 +138,13 @@ def load_blocks(
         val_fraction,
         {"split": "document"} if by_doc else None,  # blocks: the key as before
     )
-    blocks = cache.load_cached(key, dataset)
-    if blocks is None:
-        blocks = _build(
+    built = cache.load_cached(key, dataset)
+    if built is None:
+        built = _build(
             dataset, source, tokenizer, block_size, split_seed, val_fraction, key, by_doc
         )
-        cache.store(blocks)
-    return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
+        cache.store(built)
+    return _cap_train(_carve_test(built, test_fraction, holdout), n_train)
 
 
 def _build(

@@ -145,10 +145,11 @@ def _decode_utf8(path: pathlib.Path, data: bytes) -> str:
     return text.removeprefix("\ufeff")  # a BOM is not text
 
 
-def _missing_field(path: pathlib.Path, text_field: str, fields) -> UserError:
+def _missing_field(source: pathlib.Path | str, text_field: str, fields) -> UserError:
+    """source: a file, or a Hugging Face dataset id."""
     names = ", ".join(str(f) for f in fields) or "none"
     return UserError(
-        f"{path} has no text field {text_field!r} (fields: {names}): set text_field to one of "
+        f"{source} has no text field {text_field!r} (fields: {names}): set text_field to one of "
         "them, or give instruction data (prompt+completion, instruction+output or messages; "
         "data.fields renames columns)"
     )

@@ -77,7 +77,8 @@ def environment_lock() -> str:
     """Every installed distribution as name==version, sorted (a pip constraints file)."""
     seen: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        meta = dist.metadata  # typeshed's PackageMetadata has no .get before Python 3.12
+        name = meta["Name"] if "Name" in meta else None
         if name:
             seen.setdefault(name.lower(), f"{name}=={dist.version}")
     header = f"# python {platform.python_version()} on {platform.machine()}\n"

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from loraplace.analysis import read_study_data
 from loraplace.package.contents import INPUTS_DIR
@@ -54,6 +54,10 @@ def tolerance(stored: dict[str, Any], now: dict[str, Any]) -> tuple[float, str]:
     return (SAME_CPU, desc) if a["device"] == "cpu" else (SAME_GPU, desc)
 
 
+@overload
+def localize(ref: str, root: Path) -> str: ...
+@overload
+def localize(ref: None, root: Path) -> None: ...
 def localize(ref: str | None, root: Path) -> str | None:
     """A packaged model/data reference as this machine can open it."""
     if ref is None:

@@ -21,6 +21,7 @@ from typing import Any
 from loraplace.analysis import read_study_data
 from loraplace.errors import UserError
 from loraplace.package.archive import MANIFEST, REPORT_DIR, build_packaged_report, extract
+from loraplace.package.contents import digest
 from loraplace.report.manifest import file_manifest, results_hash
 
 REBUILT_DIR = "report-rebuilt"
@@ -79,15 +80,7 @@ def check_store(root: Path, man: dict[str, Any]) -> list[Finding]:
         data = read_study_data(root / "store", man["study_id"])
     except UserError as exc:
         return [Finding(False, "store", f"the packaged store cannot be read: {exc}")]
-    now = {
-        r.run_id: {
-            "placement": r.placement,
-            "seed": r.seed,
-            "status": r.status,
-            "metrics": r.metrics,
-        }
-        for r in data.runs
-    }
+    now = digest(data)  # what packaging recorded, taken again from the packaged store
     diffs = [d for rid, rec in man["runs"].items() for d in _value_diffs(rid, rec, now.get(rid))]
     diffs += [
         f"run {rid}: in the store but not in {MANIFEST}" for rid in now if rid not in man["runs"]

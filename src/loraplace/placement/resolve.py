@@ -7,7 +7,6 @@ disagree. Accounting needs shapes only: a LoRA adapter on a (in -> out) layer ad
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -429,8 +428,9 @@ def _paths_of(ms: list[ModuleInfo], role: str) -> str:
 def _ranges(xs: list[int]) -> str:
     if not xs:
         return ""
-    out, start, prev = [], xs[0], xs[0]
-    for x in xs[1:] + [math.inf]:
+    out: list[str] = []
+    start = prev = xs[0]
+    for x in [*xs[1:], xs[-1] + 2]:  # the sentinel is never prev + 1: it closes the last run
         if x != prev + 1:
             out.append(f"{start}-{prev}" if start != prev else f"{start}")
             start = x

@@ -207,6 +207,8 @@ def budget_params(study: Study, target: Any) -> int:
     """The study's budget in trainable parameters on ``target`` (it must have one)."""
     from loraplace.budget import parse_budget
 
+    if study.budget is None:
+        raise ValueError("budget_params needs a study with a budget")
     return parse_budget(study.budget, target)
 
 

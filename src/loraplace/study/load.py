@@ -125,7 +125,7 @@ def _check_tasks(study: Study, source: str) -> None:
         )
     if not study.datasets:
         raise UserError(f"{source}: datasets is empty: give at least one dataset")
-    names = [t.name for t in study.tasks]
+    names = [t.name for t in study.tasks if t.name is not None]  # with datasets, all are named
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UserError(
