@@ -13,7 +13,7 @@ import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -35,17 +35,25 @@ def _fields_of(cls, skip: set[str]) -> dict[str, Any]:
     }
 
 
-_train_defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+_train_defaults: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
 # The ``train:`` section mirrors TrainSettings field for field, so the two never drift;
 # lr may also be a list (a grid: see study/grid.py).
-TrainConfig = create_model(
-    "TrainConfig",
-    __config__=_STRICT,
-    **{
-        **_fields_of(TrainSettings, set(_EVAL_FIELDS.values())),
-        "lr": (float | list[float], _train_defaults["lr"]),
-    },
-)
+if TYPE_CHECKING:
+
+    class TrainConfig(BaseModel):
+        """What mypy sees of the model built below: fields made at runtime are typed Any."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    TrainConfig = create_model(
+        "TrainConfig",
+        __config__=_STRICT,
+        **{
+            **_fields_of(TrainSettings, set(_EVAL_FIELDS.values())),
+            "lr": (float | list[float], _train_defaults["lr"]),
+        },
+    )
 
 
 class TaskConfig(BaseModel):
@@ -224,6 +232,10 @@ class AnalysisConfig(BaseModel):
 InitLoraWeights = bool | Literal["gaussian", "pissa", "olora"]
 
 
+def _default_placements() -> list[str | dict[str, Any]]:
+    return ["seed-full", "seed-attention", "seed-ffn"]
+
+
 class Study(BaseModel):
     """A placement study: what to compare, on what, with which settings."""
 
@@ -243,9 +255,7 @@ class Study(BaseModel):
     # target_modules / layers / rank ...; "name" labels the run). With a budget, also
     # {name, allocate: SCORE} (allocated from the probe) and {name, random: N, seed}
     # (N random placements of the budget): see loraplace.budget.generated.
-    placements: list[str | dict[str, Any]] = Field(
-        default_factory=lambda: ["seed-full", "seed-attention", "seed-ffn"]
-    )
+    placements: list[str | dict[str, Any]] = Field(default_factory=_default_placements)
     # Several named tasks in one study: dataset references, or {name, dataset,
     # text_field}; the runs cross placements x tasks x seeds. Replaces ``dataset``.
     datasets: list[str | DatasetEntry] | None = None
@@ -264,7 +274,7 @@ class Study(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     zero_shot: bool = True  # the base model without adapters, evaluated once
     full_finetune: bool = False  # also fine-tune every weight (a costly baseline)
-    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[valid-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     out: str | None = None  # output directory; default runs/<name>
