@@ -167,6 +167,27 @@ def test_a_worker_whose_model_files_differ_from_the_drivers_fails_the_run(execut
     assert f"(fingerprint {spec.fingerprints['model']} != {'0' * 16})" in result.error
 
 
+@pytest.mark.parametrize("what", ["retain", "test"])
+def test_a_worker_checks_the_retain_and_test_fingerprints_too(what, tmp_path):
+    """In-process (no cluster): the worker's check before a run, on the splits beside data."""
+    from run_fixtures import write_text
+
+    from loraplace.executors.ray_executor import RunWorker
+
+    retain = write_text(tmp_path / "retain.txt", seed=1)
+    cfg = tiny_study(tmp_path, name="fp", retain=str(retain))
+    cfg["train"]["test_fraction"] = 0.2
+    spec = plan_study(validate_study(cfg), Assets()).specs[0]
+    assert set(spec.fingerprints) == {"model", "data", "retain", "test"}
+    worker = RunWorker()
+    assert worker._fingerprint_mismatch(spec) is None
+    bad = dataclasses.replace(spec, fingerprints={**spec.fingerprints, what: "0" * 16})
+    error = worker._fingerprint_mismatch(bad)
+    ref = str(retain) if what == "retain" else spec.dataset
+    assert error is not None and error.startswith(f"the {what} {ref!r} on worker host")
+    assert f"(fingerprint {spec.fingerprints[what]} != {'0' * 16})" in error
+
+
 def _wait_for(pattern: str, gate: Path, n: int = 1, timeout: float = 60) -> list[Path]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -49,7 +49,8 @@ def _refresh_ray_auth_config() -> None:
     # Ray caches RAY_AUTH_MODE in its C++ config when it is imported; a change to the
     # environment is seen only after this refresh (Ray's own _enable_token_auth does it).
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        # Ray's _raylet.pyi stub lists only the id classes; the compiled module has these.
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
     except ImportError:  # a Ray without token authentication: nothing to refresh
         return
 
@@ -100,7 +101,7 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool
     if local:  # a private cluster starts faster without the dashboard's processes
         kw["include_dashboard"] = False
     kw.update(init_kwargs)
-    if not local and address != "auto":
+    if address is not None and address not in ("local", "auto"):
         _check_reachable(address)
     with ephemeral_token_auth() if local else nullcontext():
         auth_error = getattr(ray.exceptions, "AuthenticationError", ())
@@ -193,13 +194,13 @@ class RunWorker:
             if "data" in spec.fingerprints:
                 found["data"] = lambda: assets.spec_blocks(spec).fingerprint
             if "retain" in spec.fingerprints and spec.retain_dataset:
-                found["retain"] = lambda: assets.retain_blocks(spec).fingerprint
-            if "test" in spec.fingerprints:
-                found["test"] = lambda: assets.test_blocks(spec).fingerprint
+                found["retain"] = lambda: assets.spec_blocks(spec, spec.retain_dataset).fingerprint
+            if "test" in spec.fingerprints and spec.train.test_fraction > 0:
+                found["test"] = lambda: assets.spec_blocks(spec, holdout="test").fingerprint
             for what, compute in found.items():
                 here, wanted = compute(), spec.fingerprints[what]
                 if here != wanted:
-                    ref = spec.model if what == "model" else spec.dataset
+                    ref: str | None = spec.model if what == "model" else spec.dataset
                     if what == "retain":
                         ref = spec.retain_dataset
                     return (
