@@ -222,6 +222,27 @@ def test_stats_consistency_efficiency_tables_equal_store(built):
         )
 
 
+def test_forgetting_and_efficiency_sentences_name_the_placements_the_store_says(built):
+    """The extremes of forgetting, and the most reduction per M params and per second."""
+    db, out, _ = built
+    md = re.sub(r"\\(.)", r"\1", (out / "report.md").read_text())
+    data = {p: list(v.values()) for p, v in _store_numbers(db).items() if p != "zero-shot"}
+
+    def mean(p: str, f) -> float:
+        return float(np.mean([f(r) for r in data[p]]))
+
+    forget = {p: mean(p, lambda r: r["retain_loss"] - r["retain_zero_shot_loss"]) for p in data}
+    lo, hi = min(forget, key=forget.__getitem__), max(forget, key=forget.__getitem__)
+    assert lo != hi
+    assert f"ranges from {forget[lo]:+.4f} nats ({lo}) to {forget[hi]:+.4f} nats ({hi})." in md
+    red = {p: mean(p, lambda r: r["zero_shot_loss"] - r["eval_loss"]) for p in data}
+    per_m = {p: red[p] / (data[p][0]["trainable_params"] / 1e6) for p in data}
+    per_s = {p: red[p] / mean(p, lambda r: r["train_time_s"]) for p in data}
+    best_m, best_s = max(per_m, key=per_m.__getitem__), max(per_s, key=per_s.__getitem__)
+    assert f"Most loss reduction per million trainable parameters: {best_m} (" in md
+    assert f"Most per training second: {best_s} (" in md
+
+
 def test_every_number_in_the_prose_is_in_a_table(built):
     """Sentences and captions only repeat numbers the (checked) tables hold, or small counts."""
     _, out, _ = built

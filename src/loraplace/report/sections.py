@@ -80,9 +80,9 @@ def _best_placement_text(s: Summary) -> Para:
     return Para(first)
 
 
-def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
+def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para | Bullets]:
     """The Results section: sentences carrying the table's numbers and CIs."""
-    paras: list[Para] = [_best_placement_text(s)]
+    paras: list[Para | Bullets] = [_best_placement_text(s)]
     ref = s.get(s.reference) if s.reference else None
     if ref is not None:
         items: list[list[str]] = []
@@ -110,21 +110,20 @@ def _results_paragraphs(s: Summary, tests: list[PairedTest]) -> list[Para]:
             )
         lead.append(":")
         paras.append(Para(lead))
-        paras.append(Bullets(items))  # type: ignore[arg-type]
+        paras.append(Bullets(items))
     if s.has_forgetting:
-        fs = [p for p in s.placements if p.forgetting is not None]
-        lo = min(fs, key=lambda p: p.forgetting.mean)  # type: ignore[union-attr]
-        hi = max(fs, key=lambda p: p.forgetting.mean)  # type: ignore[union-attr]
+        fs = [(p.placement, p.forgetting.mean) for p in s.placements if p.forgetting is not None]
+        lo, lo_mean = min(fs, key=lambda f: f[1])
+        hi, hi_mean = max(fs, key=lambda f: f[1])
         paras.append(
             Para(
                 [
                     "Forgetting (retain loss increase on the base distribution) ranges from "
-                    f"{fmt.signed_loss(lo.forgetting.mean)} nats (",
-                    U(lo.placement),
-                    ") to "  # type: ignore[union-attr]
-                    f"{fmt.signed_loss(hi.forgetting.mean)} nats (",
-                    U(hi.placement),
-                    ").",  # type: ignore[union-attr]
+                    f"{fmt.signed_loss(lo_mean)} nats (",
+                    U(lo),
+                    f") to {fmt.signed_loss(hi_mean)} nats (",
+                    U(hi),
+                    ").",
                 ]
             )
         )
@@ -232,8 +231,8 @@ def _preamble(r: _Report) -> None:
     cons = consistency(s)
     every_run = fair.study.runs if fair is not None else study.runs
     counts: dict[str, int] = {}
-    for r in every_run:
-        counts[r.status] = counts.get(r.status, 0) + 1
+    for run in every_run:
+        counts[run.status] = counts.get(run.status, 0) + 1
     status = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     doc.add(
         Para(
@@ -370,14 +369,15 @@ def _tradeoff(r: _Report) -> None:
     doc.add(Heading(2, ["Efficiency–performance trade-off"]))
     figure(figs.tradeoff_figure(s, fr, fig_dir))
     if effs:
+        # `or 0.0` only for mypy: the None values are filtered out before max sees them.
         best_m = max(
             (e for e in effs if e.per_mparam is not None),
-            key=lambda e: e.per_mparam,  # type: ignore[arg-type, return-value]
+            key=lambda e: e.per_mparam or 0.0,
             default=None,
         )
         best_t = max(
             (e for e in effs if e.per_second is not None),
-            key=lambda e: e.per_second,  # type: ignore[arg-type, return-value]
+            key=lambda e: e.per_second or 0.0,
             default=None,
         )
         parts: list[str] = []
