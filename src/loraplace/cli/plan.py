@@ -112,8 +112,10 @@ def plan(
     from loraplace.placement import resolve
 
     arch = _arch(model, trust_remote_code)
-    kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
-    resolved = [resolve(p, arch, **kw) for p in placements]
+    resolved = [
+        resolve(p, arch, rank=rank, alpha=alpha, layers=layers, experts=experts, tower=tower)
+        for p in placements
+    ]
     estimates = None
     if memory:
         settings = dict(batch_size=batch_size, block_size=block_size, grad_accum=grad_accum)
@@ -265,8 +267,9 @@ def export(
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     config = load_config(model)
     arch = describe(meta_from_config(config), config)
-    kw = {"rank": rank, "alpha": alpha, "layers": layers, "experts": experts, "tower": tower}
-    rp = resolve(placement, arch, **kw)
+    rp = resolve(
+        placement, arch, rank=rank, alpha=alpha, layers=layers, experts=experts, tower=tower
+    )
     side = _export_data_side(data, study, loss_on) if fmt != "peft" else None
     files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout, data=side)
     for path in write_export(files, out_dir):
