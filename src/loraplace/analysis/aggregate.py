@@ -34,7 +34,7 @@ class Estimate:
         return self.mean + (self.ci or 0.0)
 
 
-def estimate(values: Iterable[float]) -> Estimate | None:
+def estimate(values: Iterable[float | None]) -> Estimate | None:
     """Mean and 95 % t-interval half-width of ``values``; None when there are none."""
     vals = tuple(float(v) for v in values if v is not None and math.isfinite(v))
     if not vals:
@@ -138,6 +138,15 @@ class Summary:
         return any(p.forgetting is not None for p in self.placements)
 
 
+def _loss_estimate(losses: Iterable[float]) -> Estimate:
+    """estimate() of done runs' losses, never None: there is at least one, and a run whose
+    final loss is not finite is stored as diverged, not done."""
+    est = estimate(losses)
+    if est is None:
+        raise ValueError("no finite loss to aggregate")
+    return est
+
+
 def _first(runs: list[RunRecord], name: str) -> float | None:
     vals = [r.metrics[name] for r in runs if name in r.metrics]
     return float(np.mean(vals)) if vals else None
@@ -150,7 +159,7 @@ def _zero_shot(study: StudyData) -> ZeroShot | None:
     if zs_runs:
         by_seed = {r.seed: r.metrics["eval_loss"] for r in zs_runs}
         return ZeroShot(
-            loss=estimate(by_seed.values()),  # type: ignore[arg-type]
+            loss=_loss_estimate(by_seed.values()),
             by_seed=by_seed,
             source="zero-shot runs",
             floor=_first(zs_runs, "floor"),
@@ -158,15 +167,15 @@ def _zero_shot(study: StudyData) -> ZeroShot | None:
         )
     # No baseline run: the trained runs measured the base model on the same eval tokens.
     trained = [r for r in study.runs if r.kind in TRAINED_KINDS and r.done]
-    by_seed: dict[int, list[float]] = {}
+    measured: dict[int, list[float]] = {}
     for r in trained:
         if "zero_shot_loss" in r.metrics:
-            by_seed.setdefault(r.seed, []).append(r.metrics["zero_shot_loss"])
-    if not by_seed:
+            measured.setdefault(r.seed, []).append(r.metrics["zero_shot_loss"])
+    if not measured:
         return None
-    per_seed = {s: float(np.mean(v)) for s, v in by_seed.items()}
+    per_seed = {s: float(np.mean(v)) for s, v in measured.items()}
     return ZeroShot(
-        loss=estimate(per_seed.values()),  # type: ignore[arg-type]
+        loss=_loss_estimate(per_seed.values()),
         by_seed=per_seed,
         source="zero_shot_loss metric of the trained runs",
         floor=_first(trained, "floor"),
@@ -201,12 +210,12 @@ def _forgetting(run: RunRecord, zs: ZeroShot | None) -> float | None:
 
 def default_reference(placements: list[PlacementSummary]) -> str | None:
     """The placement with the most trainable parameters (ties: the first in study order)."""
-    best = None
+    best, most = None, 0.0
     for p in placements:
         if p.trainable_params is None:
             continue
-        if best is None or p.trainable_params > best.trainable_params:
-            best = p
+        if best is None or p.trainable_params > most:
+            best, most = p, p.trainable_params
     return best.placement if best else (placements[0].placement if placements else None)
 
 
@@ -228,7 +237,7 @@ def summarize(study: StudyData, reference: str | None = None) -> Summary:
                 placement=name,
                 kind=done[0].kind,
                 runs=done,
-                loss=estimate(r.metrics["eval_loss"] for r in done),  # type: ignore[arg-type]
+                loss=_loss_estimate(r.metrics["eval_loss"] for r in done),
                 trainable_params=_first(done, "trainable_params"),
                 total_params=_first(done, "total_params"),
                 trainable_pct=_first(done, "trainable_pct"),
