@@ -285,3 +285,18 @@ def test_t_confidence_interval(values, half_width):
     from loraplace.summary import t_ci95
 
     assert t_ci95(values) == (pytest.approx(half_width) if half_width is not None else None)
+
+
+def test_an_allocate_study_without_a_probe_section_probes_with_the_defaults(tmp_path):
+    """``allocate`` implies the probe: ProbeConfig's defaults, 4 batches of 8 blocks, seed 0."""
+    from run_fixtures import load_tiny
+
+    from loraplace.driver import _probe
+
+    model, blocks = load_tiny(tmp_path)
+    cfg = tiny_study(tmp_path, placements=[{"name": "alloc", "allocate": "taylor"}], budget=512)
+    study = validate_study(cfg)
+    assert study.probe is None and study.wants_probe
+    meta = _probe(study, model, blocks.train).meta
+    assert (meta["batches"], meta["batch_size"], meta["seed"]) == (4, 8, 0)
+    assert meta["tokens"] == 4 * 8 * 16 and meta["block_size"] == 16

@@ -10,6 +10,7 @@ from loraplace.analysis.aggregate import summarize
 from loraplace.analysis.load import read_study_data
 from loraplace.analysis.selection import headline_view, select_settings
 from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
+from loraplace.errors import UserError
 from loraplace.store import Store
 from loraplace.study import validate_study
 from loraplace.summary import run_end_rows
@@ -139,6 +140,19 @@ def test_resume_mid_rung_trains_no_step_twice_and_ends_the_same(tmp_path, straig
     for key, (_, status, m) in a.items():
         if status == "done":
             assert b[key][2]["eval_loss"] == m["eval_loss"]  # the same numbers, bit for bit
+
+
+def test_halving_by_epochs_is_a_user_error_before_anything_is_written(tmp_path):
+    """Rungs are step counts: a study that sets train.epochs cannot be halved."""
+    cfg = tiny_study(tmp_path, out=str(tmp_path / "e"))
+    cfg["train"].update(lr=LRS, epochs=1, warmup_steps=1)
+    cfg["select"] = {"prune": "halving", "rungs": 2, "reduction": 3}
+    with pytest.raises(UserError) as exc:
+        run_study(validate_study(cfg), display=_Steps())
+    assert str(exc.value) == (
+        "prune: halving places rungs by steps: set train.steps, not train.epochs"
+    )
+    assert not (tmp_path / "e").exists()
 
 
 def _by_label(out) -> dict[tuple, tuple]:
