@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
+from loraplace.analysis.dist import t_ppf
 from loraplace.analysis.load import TRAINED_KINDS, RunRecord, StudyData
 from loraplace.errors import UserError, closest
 
@@ -44,7 +44,7 @@ def estimate(values: Iterable[float | None]) -> Estimate | None:
     if n < 2:
         return Estimate(mean, None, n, vals)
     sem = float(np.std(vals, ddof=1)) / math.sqrt(n)
-    ci = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sem
+    ci = t_ppf(0.5 + CONFIDENCE / 2, n - 1) * sem
     return Estimate(mean, ci, n, vals)
 
 

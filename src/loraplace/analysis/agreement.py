@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
+
+from loraplace.analysis.dist import chi2_sf
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ def rank_table(scores: dict[str, dict[str, float]]) -> RankTable:
 
     Only placements scored on every task are ranked, in first-seen order.
     """
+    from scipy.stats import rankdata  # 0.4 s to import: only multi-task reports pay it
+
     tasks = tuple(scores)
     placements = tuple(
         p
@@ -55,7 +58,7 @@ def rank_table(scores: dict[str, dict[str, float]]) -> RankTable:
         if all(p in scores[t] for t in tasks)
     )
     ranks = tuple(
-        tuple(float(r) for r in sps.rankdata([scores[t][p] for p in placements])) for t in tasks
+        tuple(float(r) for r in rankdata([scores[t][p] for p in placements])) for t in tasks
     )
     return RankTable(tasks, placements, ranks)
 
@@ -90,4 +93,4 @@ def kendall_w(ranks: list[list[float]] | tuple[tuple[float, ...], ...]) -> Kenda
         return None
     w = 12.0 * s / denom
     chi2 = m * (n - 1) * w
-    return KendallW(w, chi2, n - 1, float(sps.chi2.sf(chi2, n - 1)), m, n)
+    return KendallW(w, chi2, n - 1, chi2_sf(chi2, n - 1), m, n)

@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 from loraplace.analysis.aggregate import Summary
+from loraplace.analysis.dist import t_cdf, t_sf
 from loraplace.analysis.stats import ALPHA, PairedTest, holm, paired_tests_by_seed
 
 EQUIVALENT = "equivalent within ±{margin:g}"
@@ -49,7 +49,7 @@ def _tost(diff: float, se: float, df: float, margin: float) -> Tost | None:
         return None
     t_lo = (diff + margin) / se
     t_hi = (diff - margin) / se
-    return Tost(diff, margin, df, t_lo, float(sps.t.sf(t_lo, df)), t_hi, float(sps.t.cdf(t_hi, df)))
+    return Tost(diff, margin, df, t_lo, t_sf(t_lo, df), t_hi, t_cdf(t_hi, df))
 
 
 def tost_paired(a: list[float], b: list[float], margin: float) -> Tost | None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats as sps
-
+from loraplace.analysis.dist import nct_cdf, nct_sf, norm_ppf, t_ppf
 from loraplace.analysis.stats import ALPHA
 
 POWER = 0.8
@@ -25,8 +24,8 @@ def power_difference(n: int, diff: float, sd: float, alpha: float = ALPHA) -> fl
         return 0.0
     df = n - 1
     nc = abs(diff) / sd * math.sqrt(n)
-    crit = float(sps.t.ppf(1 - alpha / 2, df))
-    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    crit = t_ppf(1 - alpha / 2, df)
+    return nct_sf(crit, df, nc) + nct_cdf(-crit, df, nc)
 
 
 def power_equivalence(
@@ -37,9 +36,9 @@ def power_equivalence(
         return 0.0
     df = n - 1
     se = sd / math.sqrt(n)
-    crit = float(sps.t.ppf(1 - alpha, df))
-    fail_lower = float(sps.nct.cdf(crit, df, (diff + margin) / se))
-    fail_upper = float(sps.nct.sf(-crit, df, (diff - margin) / se))
+    crit = t_ppf(1 - alpha, df)
+    fail_lower = nct_cdf(crit, df, (diff + margin) / se)
+    fail_upper = nct_sf(-crit, df, (diff - margin) / se)
     return max(0.0, 1.0 - fail_lower - fail_upper)
 
 
@@ -56,7 +55,7 @@ def _smallest_n(power_at, target: float, start: int) -> int | None:
 
 def _normal_n(effect: float, z_alpha: float, power: float) -> int:
     """The normal-approximation sample size for a standardized ``effect``, rounded down."""
-    z = z_alpha + float(sps.norm.ppf(power))
+    z = z_alpha + norm_ppf(power)
     return int(min(MAX_SEEDS, (z / effect) ** 2))
 
 
@@ -71,7 +70,7 @@ def seeds_for_difference(
         return 2 if diff != 0 else None
     if diff == 0:
         return None
-    start = _normal_n(abs(diff) / sd, float(sps.norm.ppf(1 - alpha / 2)), power)
+    start = _normal_n(abs(diff) / sd, norm_ppf(1 - alpha / 2), power)
     return _smallest_n(lambda n: power_difference(n, diff, sd, alpha), power, start)
 
 
@@ -84,5 +83,5 @@ def seeds_for_margin(
     if sd <= 0:
         return 2
     # One one-sided test's sample size: a lower bound, since TOST needs both to pass.
-    start = _normal_n((margin - abs(diff)) / sd, float(sps.norm.ppf(1 - alpha)), power)
+    start = _normal_n((margin - abs(diff)) / sd, norm_ppf(1 - alpha), power)
     return _smallest_n(lambda n: power_equivalence(n, margin, sd, diff, alpha), power, start)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy import stats
 
 from loraplace.analysis.aggregate import Estimate, Summary, estimate
+from loraplace.analysis.dist import ttest_rel
 
 ALPHA = 0.05
 
@@ -66,9 +66,9 @@ def paired_test(a: str, a_by_seed: dict[int, float], b: str, b_by_seed: dict[int
     diffs = [a_by_seed[s] - b_by_seed[s] for s in seeds]
     t = p = None
     if len(seeds) >= 2 and float(np.std(diffs, ddof=1)) > 0:
-        res = stats.ttest_rel([a_by_seed[s] for s in seeds], [b_by_seed[s] for s in seeds])
-        if math.isfinite(res.pvalue):
-            t, p = float(res.statistic), float(res.pvalue)
+        t_, p_ = ttest_rel([a_by_seed[s] for s in seeds], [b_by_seed[s] for s in seeds])
+        if math.isfinite(p_):
+            t, p = t_, p_
     return PairedTest(a, b, seeds, estimate(diffs), t, p)
 
 
