@@ -357,17 +357,17 @@ def check_output_dir(study: Study) -> None:
 def _check_writable(path: Path) -> None:
     """The output directory can be made and written (tried in its nearest existing parent).
 
-    The probe file is removed at once: a study that fails here leaves nothing behind.
+    The test file is removed at once: a study that fails here leaves nothing behind.
     """
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"output directory {path}: {existing} is a file: choose another --out DIR")
-    probe = existing / f".loraplace-write-{os.getpid()}"
+    marker = existing / f".loraplace-write-{os.getpid()}"
     try:
-        probe.touch()
-        probe.unlink()
+        marker.touch()
+        marker.unlink()
     except OSError as exc:
         raise UserError(
             f"output directory {path} cannot be written ({exc.strerror} in {existing}): "

@@ -64,14 +64,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         result: list[bool] = []
 
-        def probe() -> None:  # in a thread: a DNS lookup has no timeout of its own
+        def connect() -> None:  # in a thread: a DNS lookup has no timeout of its own
             try:
                 socket.create_connection((host, port), timeout=timeout).close()
                 result.append(True)
             except OSError:
                 result.append(False)
 
-        thread = threading.Thread(target=probe, daemon=True)
+        thread = threading.Thread(target=connect, daemon=True)
         thread.start()
         thread.join(timeout + 1.0)
         _hub_ok = bool(result and result[0])

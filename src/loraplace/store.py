@@ -183,9 +183,9 @@ def _writable_dir(directory: Path, create: bool) -> None:
     try:
         if create:
             directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".loraplace-write-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        marker = directory / f".loraplace-write-{os.getpid()}"
+        marker.touch()
+        marker.unlink()
     except OSError as exc:
         raise UserError(
             f"cannot write the results store in {directory} ({exc.strerror}): "

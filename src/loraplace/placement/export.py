@@ -49,16 +49,9 @@ def export_placement(
     the dataset keys that reproduce the study's text and loss mask (export_data.py).
     """
     if fmt == "peft":
-        kw = lora_config_kwargs(
-            rp.modules, dropout=dropout, use_rslora=rp.use_rslora, use_dora=rp.use_dora
-        )
-        from peft import LoraConfig
-
-        cfg = LoraConfig(base_model_name_or_path=base_model, **kw).to_dict()
-        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
-        return {
-            "adapter_config.json": json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n"
-        }
+        return _peft(rp, base_model, dropout)
+    if fmt not in ("axolotl", "llama-factory"):
+        raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     header = (
         f"# loraplace placement {rp.name!r}: {len(rp.modules)} modules, "
         f"{rp.trainable_params:,} trainable params\n"
@@ -66,57 +59,84 @@ def export_placement(
     if data is not None:
         header += f"# data: {data.path} ({data.format}, loss on {data.loss_on})\n"
         header += "".join(f"# note: {n}\n" for n in data_notes(data, fmt))
-    names = [m.name for m in rp.modules if m.kind != "param"]
-    params = [m.name for m in rp.modules if m.kind == "param"]
     if fmt == "axolotl":
-        r, a = _uniform(rp, fmt)
-        doc = {
-            "base_model": base_model,
-            "adapter": "lora",
-            "lora_r": r,
-            "lora_alpha": _number(a),
-            "lora_dropout": dropout,
-            "lora_target_modules": names,
-            "lora_target_linear": False,
-            "peft_use_rslora": rp.use_rslora,
-        }
-        if params:  # axolotl passes these to LoraConfig(target_parameters=...)
-            doc["lora_target_parameters"] = params
-        if data is not None:
-            doc.update(axolotl_data(data))
-        return {"axolotl.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
-    if fmt == "llama-factory":
-        r, a = _uniform(rp, fmt)
-        if params:
-            raise UserError(
-                f"LLaMA-Factory's lora_target names modules, and placement {rp.name!r} adapts "
-                f"fused expert tensors ({params[0]}) that need PEFT's target_parameters: "
-                "export with --format peft or axolotl"
-            )
-        towers = {m.tower for m in rp.modules}
-        doc = {
-            "model_name_or_path": base_model,
-            "finetuning_type": "lora",
-            "lora_rank": r,
-            "lora_alpha": _number(a),
-            "lora_dropout": dropout,
-            "lora_target": ",".join(names),
-            "use_rslora": rp.use_rslora,
-        }
-        # LLaMA-Factory drops targets in a frozen tower, and both are frozen by default
-        if "vision" in towers:
-            doc["freeze_vision_tower"] = False
-        if "projector" in towers:
-            doc["freeze_multi_modal_projector"] = False
-        if data is None:
-            return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
-        keys, info = llama_factory_data(data)
-        doc.update(keys)
-        return {  # the YAML first: verify.py reads the first file as the trainer's config
-            "llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False),
-            "dataset_info.json": json.dumps(info, indent=2) + "\n",
-        }
-    raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+        return _axolotl(rp, header, base_model, dropout, data)
+    return _llama_factory(rp, header, base_model, dropout, data)
+
+
+def _peft(rp: ResolvedPlacement, base_model: str, dropout: float) -> dict[str, str]:
+    kw = lora_config_kwargs(
+        rp.modules, dropout=dropout, use_rslora=rp.use_rslora, use_dora=rp.use_dora
+    )
+    from peft import LoraConfig
+
+    cfg = LoraConfig(base_model_name_or_path=base_model, **kw).to_dict()
+    cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+    return {"adapter_config.json": json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n"}
+
+
+def _targets(rp: ResolvedPlacement) -> tuple[list[str], list[str]]:
+    """(module names, parameter names): what LoRA wraps, and the fused expert tensors."""
+    names = [m.name for m in rp.modules if m.kind != "param"]
+    return names, [m.name for m in rp.modules if m.kind == "param"]
+
+
+def _axolotl(
+    rp: ResolvedPlacement, header: str, base_model: str, dropout: float, data: DataSide | None
+) -> dict[str, str]:
+    r, a = _uniform(rp, "axolotl")
+    names, params = _targets(rp)
+    doc = {
+        "base_model": base_model,
+        "adapter": "lora",
+        "lora_r": r,
+        "lora_alpha": _number(a),
+        "lora_dropout": dropout,
+        "lora_target_modules": names,
+        "lora_target_linear": False,
+        "peft_use_rslora": rp.use_rslora,
+    }
+    if params:  # axolotl passes these to LoraConfig(target_parameters=...)
+        doc["lora_target_parameters"] = params
+    if data is not None:
+        doc.update(axolotl_data(data))
+    return {"axolotl.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
+
+
+def _llama_factory(
+    rp: ResolvedPlacement, header: str, base_model: str, dropout: float, data: DataSide | None
+) -> dict[str, str]:
+    r, a = _uniform(rp, "llama-factory")
+    names, params = _targets(rp)
+    if params:
+        raise UserError(
+            f"LLaMA-Factory's lora_target names modules, and placement {rp.name!r} adapts "
+            f"fused expert tensors ({params[0]}) that need PEFT's target_parameters: "
+            "export with --format peft or axolotl"
+        )
+    towers = {m.tower for m in rp.modules}
+    doc = {
+        "model_name_or_path": base_model,
+        "finetuning_type": "lora",
+        "lora_rank": r,
+        "lora_alpha": _number(a),
+        "lora_dropout": dropout,
+        "lora_target": ",".join(names),
+        "use_rslora": rp.use_rslora,
+    }
+    # LLaMA-Factory drops targets in a frozen tower, and both are frozen by default
+    if "vision" in towers:
+        doc["freeze_vision_tower"] = False
+    if "projector" in towers:
+        doc["freeze_multi_modal_projector"] = False
+    if data is None:
+        return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
+    keys, info = llama_factory_data(data)
+    doc.update(keys)
+    return {  # the YAML first: verify.py reads the first file as the trainer's config
+        "llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False),
+        "dataset_info.json": json.dumps(info, indent=2) + "\n",
+    }
 
 
 def _number(x: float) -> int | float:
