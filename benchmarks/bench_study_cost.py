@@ -106,14 +106,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from loraplace.assets import Assets
-    from loraplace.driver import plan_study, run_study
+    from loraplace.driver import prepare_study, run_study
     from loraplace.study import validate_study
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-study-cost-"))
     full = validate_study(study_config(root / "full", args, prune=False))
     pruned = validate_study(study_config(root / "pruned", args, prune=True))
     assets = Assets()
-    plan_study(full, assets)  # load the model and data once, outside both timings
+    prepare_study(full, assets)  # load the model and data once, outside both timings
     print(
         f"{len(LRS)} lrs x {len(PLACEMENTS)} placements x {len(SEEDS)} seeds, "
         f"{args.steps} steps x {args.batch_size} x 128 tokens, {args.threads} thread(s)",

@@ -24,14 +24,14 @@ from run_fixtures import tiny_study
 
 from loraplace.assets import Assets
 from loraplace.cli import run_cli
-from loraplace.driver import StudyInterrupted, plan_study, run_study
+from loraplace.driver import StudyInterrupted, prepare_study, run_study
 from loraplace.errors import UserError
 from loraplace.executors.local import LocalExecutor
 from loraplace.executors.ray_executor import (
     RayExecutor,
     _check_reachable,
-    plan_workers,
     ray_session,
+    worker_shape,
 )
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.store import Store
@@ -132,7 +132,7 @@ DETERMINISTIC = (
 def test_ray_gives_the_same_metrics_as_in_process(executor, tmp_path):
     study = _study(tmp_path, "same")
     assets = Assets()
-    specs = plan_study(study, assets).specs
+    specs = prepare_study(study, assets).specs
     assert len(specs) == 4
     t0 = time.perf_counter()
     local = _collect(LocalExecutor(assets), specs)
@@ -158,7 +158,7 @@ def test_ray_gives_the_same_metrics_as_in_process(executor, tmp_path):
 
 
 def test_a_worker_whose_model_files_differ_from_the_drivers_fails_the_run(executor, tmp_path):
-    (spec,) = plan_study(_study(tmp_path, "same"), Assets()).specs[:1]
+    (spec,) = prepare_study(_study(tmp_path, "same"), Assets()).specs[:1]
     assert set(spec.fingerprints) == {"model", "data"}
     bad = dataclasses.replace(spec, fingerprints={**spec.fingerprints, "model": "0" * 16})
     (result,) = _collect(executor, [bad]).values()
@@ -177,7 +177,7 @@ def test_a_worker_checks_the_retain_and_test_fingerprints_too(what, tmp_path):
     retain = write_text(tmp_path / "retain.txt", seed=1)
     cfg = tiny_study(tmp_path, name="fp", retain=str(retain))
     cfg["train"]["test_fraction"] = 0.2
-    spec = plan_study(validate_study(cfg), Assets()).specs[0]
+    spec = prepare_study(validate_study(cfg), Assets()).specs[0]
     assert set(spec.fingerprints) == {"model", "data", "retain", "test"}
     worker = RunWorker()
     assert worker._fingerprint_mismatch(spec) is None
@@ -239,7 +239,7 @@ def test_a_run_whose_worker_dies_more_than_max_retries_times_comes_back_failed(
     cluster, executor, tmp_path
 ):
     gate = cluster
-    specs = plan_study(_study(tmp_path, "doomed"), Assets()).specs[:1]
+    specs = prepare_study(_study(tmp_path, "doomed"), Assets()).specs[:1]
 
     def kill() -> None:
         first = _wait_for("doomed.*", gate)[0]
@@ -356,7 +356,7 @@ def _spec(device: str = "cpu") -> RunSpec:
     ],
 )
 def test_plan_workers(device, resources, cpus, gpus, expected):
-    shape = plan_workers(
+    shape = worker_shape(
         [_spec(device)] * 5, resources, num_cpus_per_run=cpus, num_gpus_per_run=gpus
     )
     assert (shape.num_cpus, shape.num_gpus, shape.workers) == expected
@@ -370,9 +370,9 @@ def test_plan_workers(device, resources, cpus, gpus, expected):
         ("cuda", {"CPU": 8, "GPU": 1}, 1, 2, "lower the resources per run"),
     ],
 )
-def test_plan_workers_rejects_what_the_cluster_cannot_run(device, resources, cpus, gpus, message):
+def test_worker_shape_rejects_what_the_cluster_cannot_run(device, resources, cpus, gpus, message):
     with pytest.raises(UserError, match=message):
-        plan_workers([_spec(device)], resources, num_cpus_per_run=cpus, num_gpus_per_run=gpus)
+        worker_shape([_spec(device)], resources, num_cpus_per_run=cpus, num_gpus_per_run=gpus)
 
 
 def test_without_ray_the_executor_says_how_to_install_it(monkeypatch):

@@ -42,7 +42,7 @@ class StopRequested(KeyboardInterrupt):
 
 
 @dataclass
-class StudyPlan:
+class PreparedStudy:
     """A study resolved into its runs, ready to register."""
 
     study: Study
@@ -65,7 +65,7 @@ class StudyOutcome:
 class StudyDisplay:
     """What the driver tells a display; every method is optional (a no-op here)."""
 
-    def start(self, plan: StudyPlan, todo: list[RunSpec], skipped: int) -> None:
+    def start(self, prepared: PreparedStudy, todo: list[RunSpec], skipped: int) -> None:
         pass
 
     def run_started(self, spec: RunSpec) -> None:
@@ -81,7 +81,7 @@ class StudyDisplay:
         pass
 
 
-def plan_study(study: Study, assets: Assets) -> StudyPlan:
+def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
     """Load the model and data, fingerprint them and resolve every placement.
 
     Raises UserError for a missing model or dataset and for a placement matching nothing.
@@ -114,7 +114,7 @@ def plan_study(study: Study, assets: Assets) -> StudyPlan:
             continue
         seen[s.run_id] = s.placement_name
         unique.append(s)
-    return StudyPlan(
+    return PreparedStudy(
         study=study,
         specs=unique,
         warnings=bound_warnings(study) + warnings,
@@ -204,7 +204,7 @@ def run_study(
     assets = assets or Assets()
     display = display or StudyDisplay()
     check_output_dir(study)
-    plan = plan_study(study, assets)  # every user error surfaces here, before any write
+    prepared = prepare_study(study, assets)  # every user error surfaces here, before any write
     if study.select is not None and study.select.prune == "halving":
         _check_halving(study, executor)
     sinks = open_sinks(study.sinks.model_dump(), study.name)
@@ -212,15 +212,15 @@ def run_study(
 
     store = Store(study.out_dir)
     try:
-        todo, skipped = _register(store, study, plan, command)
+        todo, skipped = _register(store, study, prepared, command)
         halving = study.select is not None and study.select.prune == "halving"
         if executor is None:
             peak = study.peak_tflops * 1e12 if study.peak_tflops else None
             executor = LocalExecutor(assets, peak_flops=peak, keep_adapters=study.save != "none")
         if halving:
-            executor = _halving(study, plan.specs, store, executor)
+            executor = _halving(study, prepared.specs, store, executor)
         rec = _Recorder(study, store, todo, sinks, display)
-        display.start(plan, todo, skipped)
+        display.start(prepared, todo, skipped)
         try:
             executor.run(todo, rec.result, rec)
         except KeyboardInterrupt as exc:
@@ -237,7 +237,7 @@ def run_study(
         return StudyOutcome(
             study_id=study.study_id,
             store_path=str(store.path),
-            total=len(plan.specs),
+            total=len(prepared.specs),
             skipped=skipped,
             ran=rec.ran,
             statuses=store.status_counts(study.study_id),
@@ -247,21 +247,21 @@ def run_study(
 
 
 def _register(
-    store: Store, study: Study, plan: StudyPlan, command: str
+    store: Store, study: Study, prepared: PreparedStudy, command: str
 ) -> tuple[list[RunSpec], int]:
     """Write the study, its runs, probe and budget; returns (runs still to do, skipped)."""
     sid = study.study_id
     store.add_study(sid, study.name, study.model_dump(mode="json"), command)
-    store.add_runs(sid, plan.specs)
-    if plan.probe is not None:
-        store.save_probe(sid, plan.probe)
-    if plan.budget is not None:
-        store.set_meta(f"budget:{sid}", str(plan.budget))
+    store.add_runs(sid, prepared.specs)
+    if prepared.probe is not None:
+        store.save_probe(sid, prepared.probe)
+    if prepared.budget is not None:
+        store.set_meta(f"budget:{sid}", str(prepared.budget))
     status = {r["run_id"]: r["status"] for r in store.runs(sid)}
     halving = study.select is not None and study.select.prune == "halving"
     finished = (*FINISHED, "pruned") if halving else FINISHED
-    todo = [s for s in plan.specs if status.get(s.run_id) not in finished]
-    return todo, len(plan.specs) - len(todo)
+    todo = [s for s in prepared.specs if status.get(s.run_id) not in finished]
+    return todo, len(prepared.specs) - len(todo)
 
 
 class _Recorder:

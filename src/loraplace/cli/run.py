@@ -23,10 +23,10 @@ from rich.table import Table
 
 from loraplace.cli.app import app
 from loraplace.driver import (
+    PreparedStudy,
     StopRequested,
     StudyDisplay,
     StudyInterrupted,
-    StudyPlan,
     run_study,
 )
 from loraplace.errors import UserError
@@ -48,15 +48,15 @@ class RichDisplay(StudyDisplay):
         self.n_todo = 0
         self._last = 0.0
 
-    def start(self, plan: StudyPlan, todo: list[RunSpec], skipped: int) -> None:
-        study = plan.study
+    def start(self, prepared: PreparedStudy, todo: list[RunSpec], skipped: int) -> None:
+        study = prepared.study
         self.n_todo = len(todo)
         self.console.print(
             f"study [bold]{escape(study.name)}[/] ({study.study_id}): {escape(str(study.model))} "
-            f"on {escape(', '.join(t.dataset for t in study.tasks))}, {len(plan.specs)} runs, "
+            f"on {escape(', '.join(t.dataset for t in study.tasks))}, {len(prepared.specs)} runs, "
             f"{skipped} already finished -> {escape(str(study.out_dir / STORE_NAME))}"
         )
-        for w in plan.warnings:
+        for w in prepared.warnings:
             self.console.print(f"[yellow]warning[/]: {escape(str(w))}")
         if not todo:
             return

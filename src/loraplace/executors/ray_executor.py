@@ -268,7 +268,7 @@ def wants_gpu(specs: Sequence[RunSpec]) -> bool:
     return any(s.train.device == "auto" or s.train.device.startswith("cuda") for s in specs)
 
 
-def plan_workers(
+def worker_shape(
     specs: Sequence[RunSpec],
     resources: dict[str, float],
     *,
@@ -417,7 +417,7 @@ class RayExecutor:
         if not self._connected:
             self._session.enter_context(ray_session(self.address, **self.init_kwargs))
             self._connected = True
-        shape = plan_workers(
+        shape = worker_shape(
             specs,
             ray.cluster_resources(),
             num_cpus_per_run=self.num_cpus_per_run,
