@@ -131,6 +131,16 @@ def plan(
     kinds = arch.layer_kinds()
     if len(set(kinds.values())) > 1 or "ssm" in "".join(kinds.values()):  # a hybrid
         out.print("layers: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))
+    out.print(_summary_table(resolved))
+    if estimates is not None:
+        _print_memory(resolved, estimates)
+    for rp in resolved:
+        out.print(_role_table(rp))
+        for w in rp.warnings:
+            out.print(f"[yellow]warning[/] ({escape(rp.name)}): {escape(w)}")
+
+
+def _summary_table(resolved: list) -> Table:
     summary = Table(title="placements")
     for col in ("placement", "modules", "trainable params", "% of total", "warnings"):
         summary.add_column(col, justify="right" if col != "placement" else "left")
@@ -142,36 +152,33 @@ def plan(
             f"{rp.trainable_pct:.2f} %",
             str(len(rp.warnings)),
         )
-    out.print(summary)
-    if estimates is not None:
-        _print_memory(resolved, estimates)
-    for rp in resolved:
-        t = Table(title=f"{escape(rp.name)}: adapted modules by role")
-        for col in ("role", "paths", "modules", "layers", "ranks", "params"):
-            t.add_column(col, justify="right" if col in ("modules", "params") else "left")
-        ranks: dict[str, set[int]] = {}
-        for m in rp.modules:
-            ranks.setdefault(m.role, set()).add(m.rank)
-        for m in rp.modules:
-            if m.tower != "language":
-                ranks.setdefault(f"{m.tower}:{m.role}", set()).add(m.rank)
-        from loraplace.arch import ROLES
+    return summary
 
-        by_role = sorted(rp.by_role().items(), key=lambda kv: ROLES.index(kv[0].split(":")[-1]))
-        for role, v in by_role:
-            from loraplace.placement.resolve import _ranges
 
-            t.add_row(
-                role,
-                escape(", ".join(sorted(v["paths"]))),
-                str(v["modules"]),
-                _ranges(sorted(v["layers"])) or "-",
-                ",".join(str(r) for r in sorted(ranks[role])),
-                f"{v['params']:,}",
-            )
-        out.print(t)
-        for w in rp.warnings:
-            out.print(f"[yellow]warning[/] ({escape(rp.name)}): {escape(w)}")
+def _role_table(rp) -> Table:
+    """One placement's adapted modules, a row per role (towers other than language apart)."""
+    from loraplace.arch import ROLES
+    from loraplace.placement.resolve import _ranges
+
+    t = Table(title=f"{escape(rp.name)}: adapted modules by role")
+    for col in ("role", "paths", "modules", "layers", "ranks", "params"):
+        t.add_column(col, justify="right" if col in ("modules", "params") else "left")
+    ranks: dict[str, set[int]] = {}
+    for m in rp.modules:
+        ranks.setdefault(m.role, set()).add(m.rank)
+        if m.tower != "language":
+            ranks.setdefault(f"{m.tower}:{m.role}", set()).add(m.rank)
+    by_role = sorted(rp.by_role().items(), key=lambda kv: ROLES.index(kv[0].split(":")[-1]))
+    for role, v in by_role:
+        t.add_row(
+            role,
+            escape(", ".join(sorted(v["paths"]))),
+            str(v["modules"]),
+            _ranges(sorted(v["layers"])) or "-",
+            ",".join(str(r) for r in sorted(ranks[role])),
+            f"{v['params']:,}",
+        )
+    return t
 
 
 def _memory(model: str, resolved: list, settings: dict, checkpointing: bool, quantize):
