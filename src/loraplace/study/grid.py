@@ -33,7 +33,7 @@ def _as_list(v: Any) -> list:
 def grid_axes(study: Study) -> dict[str, list]:
     """Every axis with its values, in study order (a single value is a list of one)."""
     return {
-        "lr": _as_list(study.train.lr),  # type: ignore[attr-defined]  # a created model
+        "lr": _as_list(study.train.lr),
         "rank": study.ranks,
         "alpha": _as_list(study.alpha),
         "use_dora": _as_list(study.use_dora),
