@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from transformers import GPT2Config
@@ -21,7 +23,13 @@ def test_default_study_validates_to_the_documented_settings():
     assert s.out_dir.as_posix() == "runs/default"
 
 
-def test_example_default_study_file_is_the_builtin_default():
+def test_example_default_study_file_is_the_packaged_default():
+    """One file: the example links to the packaged YAML that ``loraplace run`` reads."""
+    from importlib.resources import files
+
+    packaged = files("loraplace") / "default_study.yaml"
+    assert Path("examples/default_study.yaml").read_bytes() == packaged.read_bytes()
+    assert default_study_config() == yaml.safe_load(packaged.read_text())
     with open("examples/default_study.yaml") as f:
         from_file = validate_study(yaml.safe_load(f))
     assert from_file.study_id == validate_study(default_study_config()).study_id
