@@ -83,3 +83,30 @@ def test_no_import_cycle_among_packages():
     cycle = find_cycle(graph)
     where = [graph[a][b] for a, b in zip(cycle, cycle[1:], strict=False)] if cycle else []
     assert cycle is None, f"import cycle {' -> '.join(cycle or [])} at {where}"
+
+
+def sql_outside_store(src: Path = SRC) -> list[str]:
+    """Files other than store.py that call ``execute``/``executescript`` or open sqlite3."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name == "store.py" and path.parent == src:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            if name in ("execute", "executescript") or (
+                name == "connect" and "sqlite" in ast.unparse(node.func)
+            ):
+                found.append(f"{path.relative_to(src)}:{node.lineno}")
+    return found
+
+
+def test_only_the_store_speaks_sql():
+    assert sql_outside_store() == []
+
+
+def test_sql_outside_store_finds_a_planted_query(tmp_path):
+    (tmp_path / "store.py").write_text("")
+    (tmp_path / "x.py").write_text("import sqlite3\nc = sqlite3.connect('a')\nc.execute('X')\n")
+    assert sql_outside_store(tmp_path) == ["x.py:2", "x.py:3"]

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,39 @@ def _writable_dir(directory: Path, create: bool) -> None:
             f"cannot write the results store in {directory} ({exc.strerror}): "
             "choose a writable directory with --out DIR"
         ) from None
+
+
+# (table, key column, text columns) that can hold paths: command lines, specs, tracebacks.
+PATH_TEXT_COLUMNS = [
+    ("studies", "study_id", ("command", "config_json")),
+    ("runs", "run_id", ("spec_json", "error")),
+    ("manifests", "run_id", ("manifest_json",)),
+]
+
+
+def rewritten_copy(src: Path, dst: Path, rewrite: Callable[[str], str]) -> int:
+    """A single-file copy of the store at ``src`` with ``rewrite`` applied to the text of
+    PATH_TEXT_COLUMNS; returns the values changed. It is vacuumed, so the old text does not
+    survive in freed pages, and read through a read-only Store (the source is not touched)."""
+    with Store(src, create=False, writer=False) as source:
+        target = sqlite3.connect(dst)
+        try:
+            source.conn.backup(target)  # consistent even while a writer holds the WAL
+            changed = 0
+            for table, key, cols in PATH_TEXT_COLUMNS:
+                for col in cols:
+                    for k, value in target.execute(f"SELECT {key}, {col} FROM {table}"):
+                        if isinstance(value, str) and rewrite(value) != value:
+                            target.execute(
+                                f"UPDATE {table} SET {col}=? WHERE {key}=?", (rewrite(value), k)
+                            )
+                            changed += 1
+            target.commit()
+            target.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+            target.execute("VACUUM")
+        finally:
+            target.close()
+    return changed
 
 
 class Store:

@@ -12,22 +12,16 @@ from __future__ import annotations
 import json
 import platform
 import re
-import sqlite3
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loraplace.analysis import StudyData
 from loraplace.report.manifest import distinct
+from loraplace.store import rewritten_copy
 
 # An absolute POSIX path of two or more components, not inside a URL or a relative path.
 _ABS_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"<>|:]+/)+([^\s/'\"<>|:,;)]*)")
-# (table, key column, text columns) of the store that can hold paths
-_TEXT_COLUMNS = [
-    ("studies", "study_id", ("command", "config_json")),
-    ("runs", "run_id", ("spec_json", "error")),
-    ("manifests", "run_id", ("manifest_json",)),
-]
 
 
 def scrub(text: str) -> str:
@@ -37,27 +31,7 @@ def scrub(text: str) -> str:
 
 def copy_store(src: Path, dst: Path) -> int:
     """A single-file, scrubbed and vacuumed copy of the store; returns the values rewritten."""
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    target = sqlite3.connect(dst)
-    try:
-        source.backup(target)  # consistent even while a writer holds the WAL
-        changed = 0
-        for table, key, cols in _TEXT_COLUMNS:
-            for col in cols:
-                rows = target.execute(f"SELECT {key}, {col} FROM {table}").fetchall()
-                for k, value in rows:
-                    if isinstance(value, str) and scrub(value) != value:
-                        target.execute(
-                            f"UPDATE {table} SET {col}=? WHERE {key}=?", (scrub(value), k)
-                        )
-                        changed += 1
-        target.commit()
-        target.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
-        target.execute("VACUUM")
-    finally:
-        source.close()
-        target.close()
-    return changed
+    return rewritten_copy(src, dst, scrub)
 
 
 def digest(study: StudyData) -> dict[str, Any]:
