@@ -11,7 +11,7 @@ from run_fixtures import load_tiny
 
 from loraplace.placement import resolve
 from loraplace.quantize import weight_bytes
-from loraplace.train.memory_estimate import estimate_memory, saved_activations, weight_bytes_of
+from loraplace.train.memory_estimate import estimate_memory, peak_bytes, weight_bytes_of
 
 torch.set_num_threads(1)
 
@@ -55,42 +55,83 @@ def test_quantized_weights_are_the_packed_linear_layers_plus_the_rest(tiny):
     assert weight_bytes_of(meta, "8bit") == weight_bytes(linear, "8bit") + 4 * rest
 
 
-def test_meta_trace_saves_what_the_real_forward_saves(tiny):
-    """The activation count on meta tensors equals the one on the loaded CPU model."""
+@pytest.mark.parametrize(
+    "dora, ckpt, train, exact",
+    [
+        (False, False, True, True),
+        (False, False, False, True),
+        (False, True, True, True),  # recomputation in the backward pass, traced
+        (True, False, True, False),  # DoRA's weight norm: CPU and meta kernels differ
+        (True, False, False, True),
+        (True, True, True, True),
+    ],
+)
+def test_meta_peak_equals_the_peak_on_real_tensors(tiny, dora, ckpt, train, exact):
+    """The traced peak on meta tensors equals the same step's peak on the loaded CPU model."""
     from peft import get_peft_model
 
     from loraplace.models import meta_model
     from loraplace.placement import lora_config
+    from loraplace.train.inject import checkpointing
 
-    model, blocks = tiny
-    rp = resolve("seed-ffn", model, rank=2)
+    model, _ = tiny
+    rp = resolve("seed-full", model, rank=2, use_dora=dora)
     # Eager attention (the built-ins'): on meta tensors sdpa takes its math path, while on
-    # a CPU or GPU it runs a fused kernel that saves less (no T x T probabilities).
+    # a CPU or GPU it runs a fused kernel that keeps other tensors.
     model.config._attn_implementation = "eager"
     meta = meta_model(model.config)
     meta.config.pad_token_id = None
-    real = get_peft_model(model, lora_config(rp.modules))
-    try:
-        params = {p.untyped_storage().data_ptr() for p in real.parameters()}
-        saved: dict[int, int] = {}
-
-        def pack(t):
-            st = t.untyped_storage()
-            if st.data_ptr() not in params:
-                saved[st.data_ptr()] = st.nbytes()
-            return t
-
-        from loraplace.train.evaluate import token_nll
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            token_nll(real, blocks.train[:8]).mean()
-    finally:
-        real.unload()
-        model.config._attn_implementation = "sdpa"
     for p in meta.parameters():
         p.requires_grad_(False)
-    traced = saved_activations(get_peft_model(meta, lora_config(rp.modules)), batch=8, block=16)
-    assert traced == sum(saved.values()) > 0
+    peaks = []
+    for m, device in ((meta, "meta"), (model, "cpu")):
+        net = get_peft_model(m, lora_config(rp.modules, use_dora=dora))
+        stop = checkpointing(m, ckpt)
+        try:
+            net.train(train)
+            peaks.append(peak_bytes(net, 8, 16, train=train, device=device))
+        finally:
+            stop()
+            net.unload()
+    model.config._attn_implementation = "sdpa"
+    model.eval()
+    if exact:
+        assert peaks[0] == peaks[1] > 0
+    else:
+        assert peaks[0] == pytest.approx(peaks[1], rel=0.02)
+
+
+def test_estimate_traces_the_models_attention_and_no_kv_cache(tiny):
+    """A config copy keeps its attention kernel; the loss's forward asks for no KV cache."""
+    from peft import get_peft_model
+
+    from loraplace.placement import lora_config
+    from loraplace.train.evaluate import token_nll
+
+    model, blocks = tiny
+    rp = resolve("seed-full", model, rank=2)
+    model.config._attn_implementation = "eager"
+    try:
+        eager = estimate_memory(model.config, rp, batch_size=8, block_size=16, eval_batch_size=8)
+    finally:
+        model.config._attn_implementation = "sdpa"
+    sdpa = estimate_memory(model.config, rp, batch_size=8, block_size=16, eval_batch_size=8)
+    # eager keeps each layer's 8 x 2 x 16 x 16 fp32 attention probabilities (and its mask)
+    assert eager.eval_peak > sdpa.eval_peak + 8 * 2 * 16 * 16 * 4
+    seen = {}
+
+    def record(module, args, kwargs):
+        seen.update(use_cache=kwargs.get("use_cache"))
+
+    net = get_peft_model(model, lora_config(rp.modules))
+    hook = model.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            token_nll(net, blocks.val[:2])
+    finally:
+        hook.remove()
+        net.unload()
+    assert seen == {"use_cache": False}
 
 
 def test_plan_memory_cli(tmp_path, capsys, tiny):

@@ -39,28 +39,34 @@ def autocast_context(device: torch.device, precision: str):
     return nullcontext()
 
 
-def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
-    """Whether the model (under a PEFT wrapper, if any) accepts ``logits_to_keep``."""
+def _forward_takes(model: torch.nn.Module) -> frozenset[str]:
+    """Which of ``logits_to_keep`` / ``use_cache`` the model's forward (under PEFT) accepts."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cls = type(base)
-    if cls not in _KEEP:
-        _KEEP[cls] = "logits_to_keep" in inspect.signature(cls.forward).parameters
-    return _KEEP[cls]
+    if cls not in _TAKES:
+        params = inspect.signature(cls.forward).parameters
+        _TAKES[cls] = frozenset(k for k in ("logits_to_keep", "use_cache") if k in params)
+    return _TAKES[cls]
 
 
-_KEEP: dict[type, bool] = {}
+_TAKES: dict[type, frozenset[str]] = {}
 
 
 def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-token NLL (nats, fp32) of the next token at every position but the last: [B, L-1]."""
-    if _takes_logits_to_keep(model):
+    takes = _forward_takes(model)
+    # No KV cache: nothing reads it, and a config's use_cache=True would otherwise keep
+    # every layer's keys and values alive to the end of the forward pass (a quarter of
+    # GPT-2's eval-batch peak; see train/memory_estimate.py).
+    kw = {"use_cache": False} if "use_cache" in takes else {}
+    if "logits_to_keep" in takes:
         # No lm_head for the last position (it predicts nothing scored), and contiguous
         # logits: slicing full logits would copy the largest tensor of the step, twice
         # more in the backward pass.
         keep = torch.arange(x.shape[1] - 1, device=x.device)
-        logits = model(input_ids=x, logits_to_keep=keep).logits
+        logits = model(input_ids=x, logits_to_keep=keep, **kw).logits
     else:
-        logits = model(input_ids=x).logits[:, :-1]
+        logits = model(input_ids=x, **kw).logits[:, :-1]
     targets = x[:, 1:]
     # Upcast before the softmax: bf16 logits lose the small differences that matter here.
     nll = next_token_nll(logits.float().flatten(0, 1), targets.flatten())

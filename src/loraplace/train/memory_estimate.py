@@ -11,16 +11,28 @@ architecture and placement rather than a formula:
 - eval_peak: the peak of one no-grad evaluation batch (eval batches are often larger).
 A run's own memory is adapter + optimizer + the larger peak.
 
-On meta tensors sdpa attention takes its math path and keeps T x T attention
-probabilities that the fused kernels of a real CPU or GPU do not: for sdpa models the
-attention part is an upper bound (the built-ins use eager attention). Tensors are
-counted in fp32; bf16 autocast halves many of them, so for bf16 runs this is an upper
-bound too. With gradient checkpointing, each layer's input is kept and one layer's
-activations live at a time: that case is estimated from the plain trace.
+The trace runs what the run runs: the model's own attention kernel (eager for the
+built-ins; a config copy keeps ``_attn_implementation``, which ``to_dict`` drops), no KV
+cache (``token_nll`` asks for none), and with gradient checkpointing the checkpointed
+layers themselves, recomputation in the backward pass included. On the built-ins the
+traced peaks equal the live-tensor peaks of the same steps on real CPU tensors to within
+the run's own small tensors (benchmarks/bench_memory.py measures both).
+
+Not counted, because no tensor holds it: on CPU, the pages of torch's code that the run
+executes for the first time (its backward and optimizer kernels: RSS grows by them, as
+file-backed pages) and heap the C allocator keeps; measured 5-13 MiB on tiny-markov,
+independent of the batch (see benchmarks/RESULTS.md). On CUDA, the CUDA context and
+the allocator's rounding (``max_memory_reserved``).
+
+On meta tensors sdpa takes its math path and keeps T x T attention probabilities that
+the fused kernels of a real CPU or GPU do not: for sdpa models the attention part is an
+upper bound. Tensors are counted in fp32; bf16 autocast halves many of them, so for bf16
+runs this is an upper bound too.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 import weakref
 from collections.abc import Iterable
@@ -34,6 +46,7 @@ from torch.utils._pytree import tree_flatten
 
 from loraplace.placement.resolve import ResolvedPlacement
 from loraplace.train.evaluate import token_nll
+from loraplace.train.inject import checkpointing
 
 ADAM_STATES = 2  # exp_avg and exp_avg_sq, fp32, one each per trainable parameter
 FP32 = 4
@@ -69,6 +82,10 @@ class LiveBytes(TorchDispatchMode):
     A storage counts from the op that creates it until the last tensor viewing it is
     garbage collected (tracked with weak references); ``exclude`` storages (parameters)
     are never counted.
+
+    A meta tensor has no values, and transformers reads one at a few data-dependent
+    checks (``(mask == 0).all()``: is any sequence packed or padded?). A boolean read on
+    meta answers True, as contiguous unpadded token blocks, the runs' batches, would.
     """
 
     def __init__(self, exclude: set[int]):
@@ -86,6 +103,10 @@ class LiveBytes(TorchDispatchMode):
             del self.refs[key]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta:
+            if args[0].dtype != torch.bool:
+                raise NotImplementedError(f"a value of a meta tensor ({args[0].dtype}) was read")
+            return True
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
@@ -136,33 +157,19 @@ def weight_bytes_of(model: nn.Module, quantize: str | None, dtype_bytes: int = F
     return total
 
 
-def peak_bytes(net: nn.Module, batch: int, block: int, *, train: bool) -> int:
-    """Peak live bytes of one batch's loss (forward and backward when ``train``) on meta."""
+def peak_bytes(net: nn.Module, batch: int, block: int, *, train: bool, device="meta") -> int:
+    """Peak live bytes of one batch's loss (forward and backward when ``train``).
+
+    device: "meta" for the estimate; a real device measures the same step on real tensors.
+    """
     params = {p.untyped_storage()._cdata for p in net.parameters()}
-    x = torch.zeros(batch, block, dtype=torch.long, device="meta")
+    x = torch.zeros(batch, block, dtype=torch.long, device=device)
     mode = LiveBytes(params)
     with torch.set_grad_enabled(train), mode:
         loss = token_nll(net, x).mean()
         if train:
             loss.backward()
     return mode.peak
-
-
-def saved_activations(net: nn.Module, batch: int, block: int) -> int:
-    """Bytes autograd saves for one batch's loss on meta (parameters excluded)."""
-    params = {p.untyped_storage()._cdata for p in net.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage._cdata not in params:
-            saved[storage._cdata] = storage.nbytes()
-        return t
-
-    x = torch.zeros(batch, block, dtype=torch.long, device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        token_nll(net, x).mean()
-    return sum(saved.values())
 
 
 def estimate_memory(
@@ -177,15 +184,20 @@ def estimate_memory(
     quantize: str | None = None,
     lora_bias: bool = False,
     modules_to_save: Iterable[str] = (),
+    dropout: float = 0.0,
 ) -> MemoryEstimate:
-    """Peak training memory of ``rp`` on the model of ``config`` (a transformers config)."""
+    """Peak training memory of ``rp`` on the model of ``config`` (a transformers config).
+
+    DoRA (``rp.use_dora``) is traced as PEFT runs it: its magnitudes are adapter bytes,
+    and the weight norm it takes every forward pass is activation memory.
+    """
     from peft import get_peft_model
 
     from loraplace.models import meta_model
     from loraplace.placement.accounting import run_trainable_params
     from loraplace.placement.peft_config import lora_config
 
-    config = config.__class__.from_dict(config.to_dict())  # a copy: the trace edits it
+    config = copy.deepcopy(config)  # a copy (the trace edits it) with its attention kernel
     config.pad_token_id = None  # transformers' padding check reads values meta tensors lack
     model = meta_model(config)
     weights = weight_bytes_of(model, quantize)
@@ -196,15 +208,15 @@ def estimate_memory(
     with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5
         warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
         warnings.filterwarnings("ignore", ".*tie_word_embeddings=True", UserWarning)
-        config_ = lora_config(rp.modules, lora_bias=lora_bias, modules_to_save=mts)
-        net = get_peft_model(model, config_)
-    micro = batch_size // grad_accum
-    train_peak = peak_bytes(net, micro, block_size, train=True)
-    if grad_checkpointing and rp.n_layers:  # saved activations shrink to layer inputs + one layer
-        hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
-        saved = saved_activations(net, micro, block_size)
-        kept = rp.n_layers * micro * block_size * hidden * FP32 + saved // rp.n_layers
-        train_peak = max(train_peak - saved + kept, kept)
+        kw = dict(lora_bias=lora_bias, modules_to_save=mts, dropout=dropout)
+        net = get_peft_model(model, lora_config(rp.modules, use_dora=rp.use_dora, **kw))
+    stop_checkpointing = checkpointing(model, grad_checkpointing)  # as the run turns it on
+    try:
+        net.train()  # dropout as in training
+        train_peak = peak_bytes(net, batch_size // grad_accum, block_size, train=True)
+    finally:
+        stop_checkpointing()
+    net.eval()  # as evaluate() runs it
     return MemoryEstimate(
         weights=weights,
         adapter=trainable * FP32,
