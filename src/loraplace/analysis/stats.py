@@ -49,13 +49,12 @@ class PairedTest:
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
     """Holm step-down adjusted p-values; None entries are left out of the family."""
-    idx = [i for i, p in enumerate(pvalues) if p is not None]
-    m = len(idx)
-    order = sorted(idx, key=lambda i: pvalues[i])  # type: ignore[arg-type, return-value]
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)  # ties: by index
+    m = len(present)
     out: list[float | None] = [None] * len(pvalues)
     running = 0.0
-    for k, i in enumerate(order):
-        running = max(running, min(1.0, (m - k) * pvalues[i]))  # type: ignore[operator]
+    for k, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - k) * p))
         out[i] = running
     return out
 
