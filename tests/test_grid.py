@@ -144,3 +144,10 @@ def test_dora_on_fused_experts_is_refused_before_any_run():
     linear = validate_study({**BASE, "rank": 4, "placements": ["all-linear"], "use_dora": True})
     specs, _ = expand(linear, target=config)
     assert {s.use_dora for s in specs if s.kind == "lora"} == {True}
+
+
+def test_dora_with_lora_bias_is_refused_before_any_run():
+    cfg = {**BASE, "use_dora": [False, True], "train": {"steps": 10, "lora_bias": True}}
+    with pytest.raises(UserError, match="lora_bias cannot be used with DoRA"):
+        _lora(cfg)
+    assert len(_lora({**cfg, "use_dora": False})) == 8  # lora_bias alone expands

@@ -145,6 +145,13 @@ def test_plan_memory_cli(tmp_path, capsys, tiny):
     doc = json.loads(capsys.readouterr().out)
     mem = [p["memory_bytes"] for p in doc["placements"]]
     assert mem[0]["adapter"] == 2048 * 4 and mem[0]["run_bytes"] > mem[1]["run_bytes"]
+    # --dora: DoRA's 576 magnitudes (one per output feature of each adapted module) counted
+    # and traced (its weight norm every forward pass is activation memory)
+    assert run_cli([*args, "--block-size", "16", "--json", "--dora"]) == 0
+    dora = json.loads(capsys.readouterr().out)["placements"][0]
+    assert dora["trainable_params"] == 2048 + 576 and dora["use_dora"]
+    assert dora["memory_bytes"]["adapter"] == (2048 + 576) * 4
+    assert dora["memory_bytes"]["train_peak"] > mem[0]["train_peak"]
     assert run_cli([*args, "--block-size", "16"]) == 0
     assert "training memory estimate" in capsys.readouterr().out
     assert run_cli([*args, "--grad-accum", "3"]) == 2

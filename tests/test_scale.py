@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from run_fixtures import load_tiny
+from run_fixtures import load_tiny, write_tiny_model
 
 from loraplace.errors import UserError
 from loraplace.placement import resolve
@@ -99,6 +99,41 @@ def test_lora_bias_and_modules_to_save_counted_exactly_and_base_restored(tiny):
     assert sum(p.numel() for p in model.parameters()) == 28384
     with pytest.raises(UserError, match="modules_to_save names 'nope'"):
         modules_to_save_params(model, ["nope"])
+
+
+def test_dora_magnitudes_counted_as_peft_counts_them(tmp_path):
+    """DoRA adds a magnitude per output feature of each adapted module: PEFT's own count."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from loraplace.placement import lora_config
+    from loraplace.train.memory_estimate import estimate_memory
+
+    model = AutoModelForCausalLM.from_pretrained(write_tiny_model(tmp_path / "m"))
+    rp = resolve("seed-full", model, rank=2, use_dora=True)
+    ours = run_trainable_params(rp, model, modules_to_save=["lm_head"])
+    est = estimate_memory(model.config, rp, batch_size=4, block_size=16, eval_batch_size=4)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    cfg = lora_config(rp.modules, use_dora=True, modules_to_save=["lm_head"])
+    net = get_peft_model(model, cfg)
+    trainable, _ = net.get_nb_trainable_parameters()
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == trainable
+    magnitudes = sum(p.numel() for n, p in net.named_parameters() if "lora_magnitude_vector" in n)
+    # 2 layers x (c_attn 96 + attn.c_proj 32 + c_fc 128 + mlp.c_proj 32) magnitudes
+    assert magnitudes == 576
+    assert trainable == ours == 2048 + 576 + 27 * 32
+    # plan --memory's adapter bytes are the same count, with no lm_head copy asked for
+    assert est.adapter == (2048 + 576) * 4 and est.optimizer == 2 * est.adapter
+
+
+def test_dora_with_lora_bias_is_one_clear_error(tiny):
+    from loraplace.placement import lora_config
+
+    model, _ = tiny
+    rp = resolve("seed-ffn", model, rank=2)
+    with pytest.raises(UserError, match="lora_bias cannot be used with DoRA"):
+        lora_config(rp.modules, use_dora=True, lora_bias=True)
 
 
 def test_peft_counts_the_same_on_the_meta_device(tiny):

@@ -98,6 +98,7 @@ def plan(
     layers: str | None = typer.Option(None, "--layers", help="all, 0-5, first:k, last:k, every:n"),
     experts: str | None = typer.Option(None, "--experts", help="routed experts: all, 0-7"),
     tower: str | None = typer.Option(None, "--tower", help="language | vision | projector"),
+    dora: bool = typer.Option(False, "--dora", help="DoRA: count (and trace) its magnitudes"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     trust_remote_code: bool = typer.Option(False, help="allow the model's own code to run"),
     memory: bool = typer.Option(False, "--memory", help="estimate training memory per placement"),
@@ -113,7 +114,16 @@ def plan(
 
     arch = _arch(model, trust_remote_code)
     resolved = [
-        resolve(p, arch, rank=rank, alpha=alpha, layers=layers, experts=experts, tower=tower)
+        resolve(
+            p,
+            arch,
+            rank=rank,
+            alpha=alpha,
+            layers=layers,
+            experts=experts,
+            tower=tower,
+            use_dora=dora,
+        )
         for p in placements
     ]
     estimates = None

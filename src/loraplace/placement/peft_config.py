@@ -58,6 +58,8 @@ def lora_config_kwargs(
     kinds = {_kind(m) for m in mods}
     params = [_get(m, "name") for m in mods if _kind(m) == "param"]
     _check_param_options(params, dropout=dropout, use_dora=use_dora, lora_bias=lora_bias)
+    if use_dora and lora_bias:  # PEFT's LoraConfig refuses the pair with a traceback
+        raise UserError("lora_bias cannot be used with DoRA (PEFT has none): set one of them off")
     extra: dict = {"target_parameters": params} if params else {}
     if use_dora:
         extra["use_dora"] = True

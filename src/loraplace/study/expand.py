@@ -148,6 +148,7 @@ def _seed_runs(study, kind, base, setting, train, common, **extra) -> list[RunSp
 def _placement_runs(study, spec, generated, target, common, labels, warnings) -> list[RunSpec]:
     """One placement's runs on one task: every grid point x seed."""
     from loraplace.placement import resolve
+    from loraplace.placement.peft_config import lora_config_kwargs
 
     own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank or spec.module_rank
     own_alpha = spec.alpha is not None or spec.alpha_rule is not None
@@ -163,6 +164,8 @@ def _placement_runs(study, spec, generated, target, common, labels, warnings) ->
             use_dora=point["use_dora"],
         )
         _check_variant(rp, point)
+        if point["use_dora"] and study.train.lora_bias:
+            lora_config_kwargs(rp.modules, use_dora=True, lora_bias=True)  # its one-line error
         setting = setting_of(point, varying)
         label = point_label(rp.name, setting)
         if label in labels:
