@@ -15,6 +15,12 @@ pytestmark = pytest.mark.slow
 optuna = pytest.importorskip("optuna")
 
 
+def _storage(study):
+    from loraplace.search.optuna_search import default_storage
+
+    return default_storage(study.out_dir)
+
+
 def _study(tmp_path):
     cfg = tiny_study(tmp_path, name="s", seeds=[0], out=str(tmp_path / "out"))
     return validate_study(cfg)
@@ -117,3 +123,42 @@ def test_recommend_errors_are_one_line(tmp_path, capsys):
     code = run_cli(["recommend", str(tmp_path / "none.db"), "--budget", "1000"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: no results store") and "\n" not in err
+
+
+@pytest.mark.skipif(
+    __import__("loraplace.quantize", fromlist=["x"]).bitsandbytes_version() is None,
+    reason="bitsandbytes is not installed or cannot load",
+)
+def test_search_trains_on_the_studys_quantized_base(tmp_path):
+    """model.quantize passes through as in `run`: one quantized load serves every trial."""
+    from loraplace.assets import Assets
+    from loraplace.search import run_search
+
+    loads = []
+
+    class Recording(Assets):
+        def model(self, ref, device="cpu", quantize=None, precision="fp32"):
+            loads.append((quantize, precision))
+            return super().model(ref, device, quantize, precision)
+
+    cfg = tiny_study(tmp_path, name="s", seeds=[0], out=str(tmp_path / "out"))
+    study = validate_study({**cfg, "model": {"name": cfg["model"], "quantize": "8bit"}})
+    res = run_search(study, trials=1, seed=0, ranks=(2,), assets=Recording())
+    assert res.trials_done == 1
+    assert loads and set(loads) == {("8bit", "fp32")}
+    with Store(study.out_dir) as store:
+        (run,) = [r for r in store.runs() if r["kind"] == "lora"]
+        assert run["spec"]["quantize"] == store.manifest(run["run_id"])["quantize"] == "8bit"
+
+
+def test_a_dora_searchs_objective_counts_the_magnitudes(tmp_path):
+    from loraplace.search import run_search
+
+    cfg = tiny_study(tmp_path, name="s", seeds=[0], out=str(tmp_path / "out"))
+    study = validate_study({**cfg, "use_dora": True})
+    run_search(study, trials=1, seed=0, ranks=(2,))
+    (trial,) = optuna.load_study(study_name="s-search", storage=_storage(study)).trials
+    with Store(study.out_dir) as store:
+        (rid,) = trial.user_attrs["run_ids"]
+        stored = store.metrics()[rid]["trainable_params"]  # PEFT's count of the trained net
+    assert trial.values[1] == trial.user_attrs["trainable_params"] == stored

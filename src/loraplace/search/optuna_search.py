@@ -113,7 +113,9 @@ def run_search(
     out_dir = study.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir)
-    model, _ = assets.model(study.model, study.train_settings().device)
+    t = study.train_settings()
+    # the base the runs train on (quantized or not), loaded once for the search and its runs
+    model, _ = assets.model(study.model, t.device, study.quantize, t.precision)
     space = space_for(model, ranks=ranks, max_roles=max_roles)
     cap = None
     if budget is not None:
@@ -128,7 +130,7 @@ def run_search(
 
     def objective(trial) -> tuple[float, float]:
         spec = propose(trial, space)
-        rp = resolve(spec, model)
+        rp = resolve(spec, model, use_dora=study.use_dora is True)  # + DoRA's magnitudes
         trial.set_user_attr("placement", spec)
         trial.set_user_attr("trainable_params", rp.trainable_params)
         if cap is not None and rp.trainable_params > cap:
