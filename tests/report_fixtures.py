@@ -205,6 +205,7 @@ def make_store(
             "steps": float(steps),
             "train_tokens": train_tokens,
         }
+        m["rss_growth_bytes"] = m["peak_mem_bytes"]  # CPU runs: the headline is RSS growth
         if forgetting:
             m["retain_loss"] = RETAIN_ZS + 0.3 * gain + float(rng.normal(0, 0.004))
             m["retain_zero_shot_loss"] = RETAIN_ZS

@@ -150,7 +150,7 @@ def test_results_table_equals_store(built):
         assert row["Train time (s)"] == _pm(col("train_time_s"), "{:.1f}")
         assert row["Speed-up vs ref"] == f"{ref_time / np.mean(col('train_time_s')):.2f}×"
         assert row["Tokens/s"] == f"{np.mean(col('tokens_per_s')):,.0f}"
-        assert row["Peak mem (MiB)"] == f"{np.mean(col('peak_mem_bytes')) / 2**20:,.1f}"
+        assert row["RSS growth (MiB)"] == f"{np.mean(col('peak_mem_bytes')) / 2**20:,.1f}"
         gap = [
             (r["zero_shot_loss"] - r["eval_loss"]) / (r["zero_shot_loss"] - r["floor"])
             for r in runs
@@ -344,7 +344,7 @@ def test_minimal_store_omits_missing_columns(tmp_path):
     res = build_report(db, tmp_path / "out", reference="b")
     md = (res.out / "report.md").read_text()
     header = next(ln for ln in md.splitlines() if ln.startswith("| Placement | Kind"))
-    for missing in ("Gap closed", "Forgetting", "Train time", "Tokens/s", "Peak mem", "zero"):
+    for missing in ("Gap closed", "Forgetting", "Train time", "Tokens/s", "RSS growth", "zero"):
         assert missing not in header
     assert "**Warning:** fewer than 3 finished seeds" in md
     assert "untestable (fewer than 2 shared seeds)" in md

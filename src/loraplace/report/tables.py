@@ -16,6 +16,7 @@ from loraplace.analysis import (
     Summary,
 )
 from loraplace.analysis.aggregate import MIN_SEEDS
+from loraplace.peak_memory import column_for
 from loraplace.report import fmt
 from loraplace.report.escape import U, md, tex
 
@@ -132,7 +133,7 @@ def _zero_shot_row(zs, ref, has: dict[str, bool]) -> Row:
     )
 
 
-def _placement_row(p, s: Summary) -> Row:
+def _placement_row(p, s: Summary, mem_col: str) -> Row:
     """One trained placement's row, aggregated over its finished seeds."""
     cells = {
         "Placement": U(p.placement),
@@ -156,7 +157,7 @@ def _placement_row(p, s: Summary) -> Row:
     if p.tokens_per_s:
         cells["Tokens/s"] = fmt.rate(p.tokens_per_s.mean)
     if p.peak_mem_bytes:
-        cells["Peak mem (MiB)"] = fmt.mib(p.peak_mem_bytes.mean)
+        cells[mem_col] = fmt.mib(p.peak_mem_bytes.mean)
     if p.gap_closed:
         cells["Gap closed (%)"] = fmt.pct_ci(p.gap_closed)
     if p.forgetting:
@@ -245,8 +246,9 @@ def results_table(s: Summary) -> Table:
         cols += ["Train time (s)", "Speed-up vs ref"]
     if has["tok"]:
         cols.append("Tokens/s")
+    mem_col, mem_note = column_for(r.metrics for p in ps for r in p.runs)
     if has["mem"]:
-        cols.append("Peak mem (MiB)")
+        cols.append(mem_col)
     if has["gap"]:
         cols.append("Gap closed (%)")
     if has["forget"]:
@@ -261,13 +263,15 @@ def results_table(s: Summary) -> Table:
     if s.zero_shot is not None:
         add(*_zero_shot_row(s.zero_shot, ref, has))
     for p in ps:
-        add(*_placement_row(p, s))
+        add(*_placement_row(p, s, mem_col))
     if s.floor is not None:
         add(*_floor_row(s.floor, has))
     # CSV rows share one header: fill the keys a row lacks.
     keys = list(dict.fromkeys(k for r in raw for k in r))
     raw = [{k: r.get(k) for k in keys} for r in raw]
     notes = _results_notes(ref, has)
+    if has["mem"]:
+        notes.append([mem_note + " Seed mean."])
     align = "ll" + "r" * (len(cols) - 2)
     return Table("results", "Results per placement", cols, rows, raw, notes, align)
 

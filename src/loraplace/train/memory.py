@@ -20,14 +20,8 @@ from pathlib import Path
 
 import torch
 
-# metric name -> what it is (recorded in each run's manifest, shown by the report)
-LABELS = {
-    "cuda_peak_allocated_bytes": "CUDA max_memory_allocated during the run (live tensors, "
-    "base weights included)",
-    "cuda_peak_reserved_bytes": "CUDA max_memory_reserved during the run (the allocator's pool)",
-    "rss_growth_bytes": "CPU: peak RSS during the run minus RSS at its start (the loaded base "
-    "model and data excluded)",
-}
+from loraplace.peak_memory import LABELS
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
