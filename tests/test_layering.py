@@ -85,19 +85,28 @@ def test_no_import_cycle_among_packages():
     assert cycle is None, f"import cycle {' -> '.join(cycle or [])} at {where}"
 
 
+def _is_sql_call(node: ast.AST) -> bool:
+    """``x.execute("...")`` / ``executescript`` with literal text, or ``sqlite3.connect``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    name = node.func.attr
+    if name == "connect":
+        return "sqlite" in ast.unparse(node.func)
+    text = node.args[0] if node.args else None
+    literal = isinstance(text, ast.JoinedStr) or (
+        isinstance(text, ast.Constant) and isinstance(text.value, str)
+    )
+    return name in ("execute", "executescript", "executemany") and literal
+
+
 def sql_outside_store(src: Path = SRC) -> list[str]:
-    """Files other than store.py that call ``execute``/``executescript`` or open sqlite3."""
+    """Places other than store.py that open a database or send it SQL text."""
     found = []
     for path in sorted(src.rglob("*.py")):
         if path.name == "store.py" and path.parent == src:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            name = node.func.attr
-            if name in ("execute", "executescript") or (
-                name == "connect" and "sqlite" in ast.unparse(node.func)
-            ):
+            if _is_sql_call(node):
                 found.append(f"{path.relative_to(src)}:{node.lineno}")
     return found
 
@@ -108,5 +117,8 @@ def test_only_the_store_speaks_sql():
 
 def test_sql_outside_store_finds_a_planted_query(tmp_path):
     (tmp_path / "store.py").write_text("")
-    (tmp_path / "x.py").write_text("import sqlite3\nc = sqlite3.connect('a')\nc.execute('X')\n")
-    assert sql_outside_store(tmp_path) == ["x.py:2", "x.py:3"]
+    (tmp_path / "x.py").write_text(
+        "import sqlite3\nc = sqlite3.connect('a')\nc.execute('SELECT 1')\n"
+        "c.execute(f'SELECT {t}')\nengine.execute(fig)\n"
+    )
+    assert sql_outside_store(tmp_path) == ["x.py:2", "x.py:3", "x.py:4"]
