@@ -156,3 +156,13 @@ def test_plan_memory_cli(tmp_path, capsys, tiny):
     assert "training memory estimate" in capsys.readouterr().out
     assert run_cli([*args, "--grad-accum", "3"]) == 2
     assert "grad_accum 3 must be" in capsys.readouterr().err
+
+
+def test_a_boolean_read_on_meta_answers_true_and_other_reads_are_refused():
+    """transformers' packed/padded-sequence checks read one bool; nothing else may pass."""
+    from loraplace.train.memory_estimate import LiveBytes
+
+    with LiveBytes(set()):
+        assert bool((torch.zeros(2, 3, device="meta") == 0).all()) is True
+        with pytest.raises(NotImplementedError, match=r"a value of a meta tensor \(torch.float32"):
+            torch.zeros(3, device="meta").sum().item()

@@ -14,20 +14,24 @@ A run's own memory is adapter + optimizer + the larger peak.
 The trace runs what the run runs: the model's own attention kernel (eager for the
 built-ins; a config copy keeps ``_attn_implementation``, which ``to_dict`` drops), no KV
 cache (``token_nll`` asks for none), and with gradient checkpointing the checkpointed
-layers themselves, recomputation in the backward pass included. On the built-ins the
-traced peaks equal the live-tensor peaks of the same steps on real CPU tensors to within
-the run's own small tensors (benchmarks/bench_memory.py measures both).
+layers themselves, recomputation in the backward pass included. On tiny-markov the
+estimate is within 0.3 % of the live-tensor peak of the same run on real CPU tensors,
+and the traced peaks of a tiny GPT-2 equal the real ones byte for byte (tests).
 
 Not counted, because no tensor holds it: on CPU, the pages of torch's code that the run
-executes for the first time (its backward and optimizer kernels: RSS grows by them, as
-file-backed pages) and heap the C allocator keeps; measured 5-13 MiB on tiny-markov,
-independent of the batch (see benchmarks/RESULTS.md). On CUDA, the CUDA context and
-the allocator's rounding (``max_memory_reserved``).
+executes for the first time (backward, optimizer and checkpointing kernels: they stay in
+RSS as file-backed pages, 4-8 MiB at the peak on tiny-markov) and heap the C allocator
+keeps (1-2 MiB). Measured RSS growth minus live tensors is 6-10 MiB there, whatever the
+batch, so a CPU run measures 4-10 % above ``run_bytes`` (benchmarks/RESULTS.md). Not
+added: it is the framework's, not the placement's, and on CUDA (where
+``max_memory_allocated`` counts tensors only) it does not exist; the CUDA context and the
+allocator's rounding (``max_memory_reserved``) are not estimated either.
 
 On meta tensors sdpa takes its math path and keeps T x T attention probabilities that
-the fused kernels of a real CPU or GPU do not: for sdpa models the attention part is an
-upper bound. Tensors are counted in fp32; bf16 autocast halves many of them, so for bf16
-runs this is an upper bound too.
+the fused kernels of a real CPU or GPU do not, and the fused kernels keep other tensors:
+for sdpa models the attention part differs (by under 3 % of a tiny GPT-2's step peak).
+Tensors are counted in fp32; bf16 autocast halves many of them, so for bf16 runs this is
+an upper bound.
 """
 
 from __future__ import annotations
