@@ -233,3 +233,24 @@ def test_allocation_skips_zero_scores_and_explains_errors(medium):
         allocate({(0, "attn.o"): float("inf")}, medium, "1M")
     with pytest.raises(UserError, match="rank ladder"):
         allocate(scores, medium, "1M", ranks=(0, 4))
+
+
+@pytest.mark.parametrize(
+    "placement, per_role, rank, role_rank, magnitudes, achieved",
+    [
+        # c_fc only: 24 x (1024 + 4096) = 122,880 per rank; DoRA's 24 x 4096 = 98,304
+        # magnitudes first: (1,966,080 - 98,304) // 122,880 = 15
+        ("seed-ffn", False, 15, {}, 98_304, 15 * 122_880 + 98_304),
+        # 393,216 per rank; magnitudes 24 x (3072 + 1024 + 4096 + 1024) = 221,184: r = 4,
+        ("seed-full", False, 4, {}, 221_184, 4 * 393_216 + 221_184),
+        # then the 172,032 left: mlp.down (122,880), then attn.o (49,152): exactly spent
+        ("seed-full", True, 4, {"mlp.down": 5, "attn.o": 5}, 221_184, 1_966_080),
+    ],
+)
+def test_dora_magnitudes_are_spent_from_the_budget(
+    medium, placement, per_role, rank, role_rank, magnitudes, achieved
+):
+    m = budget_match(placement, medium, SEED_FFN_BUDGET, per_role=per_role, use_dora=True)
+    assert (m.spec.rank, m.spec.role_rank, m.achieved) == (rank, role_rank, achieved)
+    assert m.resolved.use_dora and m.achieved <= SEED_FFN_BUDGET
+    assert m.achieved - resolve(m.spec, medium).trainable_params == magnitudes

@@ -35,3 +35,24 @@ def test_seed_placements_at_the_seed_ffn_budget_on_gpt2_medium():
     assert ranks["attention"] == {13} and got["attention"] == 1_916_928
     assert all(v <= budget for v in got.values())
     assert any("seed-attention: budget 1,966,080 -> 1,892,352" in w for w in warnings)
+
+
+def test_a_dora_study_spends_its_magnitudes_from_the_budget():
+    study = validate_study(
+        {
+            "model": "gpt2-medium",
+            "placements": ["seed-full", "seed-ffn"],
+            "seeds": [0],
+            "zero_shot": False,
+            "budget": 1_966_080,
+            "use_dora": True,
+            "retain": None,
+        }
+    )
+    specs, warnings = expand(study, target=meta_from_config(MEDIUM))
+    ranks = {s.placement_name.split("@")[0]: {m["rank"] for m in s.modules} for s in specs}
+    # seed-full: 221,184 magnitudes + 4 x 393,216; seed-ffn: 98,304 + 15 x 122,880
+    assert ranks == {"seed-full": {4}, "seed-ffn": {15}}
+    assert any("seed-full: budget 1,966,080 -> 1,794,048" in w for w in warnings)
+    assert any("seed-ffn: budget 1,966,080 -> 1,941,504" in w for w in warnings)
+    assert all(s.use_dora for s in specs)

@@ -5,6 +5,9 @@ a study can give every placement the same budget. Each placement then gets the l
 rank whose *exact* trainable count (from shapes, see ``loraplace.placement``) does not
 exceed it; with ``per_role`` the leftover is spent by raising single roles one step.
 
+With DoRA, each module's magnitude vector (its output size, whatever the rank) is spent
+from the budget first; the ranks share what is left.
+
 Budgets are parameter counts (``1966080``, ``"2M"``, ``"1.5k"``), a percentage
 (``"0.55%"``) or the count of another placement at a rank (``"seed-ffn@r16"``: the
 seed-ffn budget on whatever model the study uses).
@@ -145,8 +148,13 @@ def budget_match(
     *,
     per_role: bool = False,
     max_rank: int | None = None,
+    use_dora: bool = False,
 ) -> BudgetMatch:
-    """``match_budget`` with the budget, achieved count and deviation (for reports)."""
+    """``match_budget`` with the budget, achieved count and deviation (for reports).
+
+    use_dora: DoRA's magnitudes (one per output feature of each module, whatever the rank)
+        are spent from the budget first; the ranks share what is left.
+    """
     spec = parse_placement(spec)
     arch: ArchInfo = _arch_of(target)
     n = parse_budget(budget, arch)
@@ -158,14 +166,18 @@ def budget_match(
         )
     # Rank 1 costs sum(in + out) over the modules; every count is linear in the ranks.
     unit = resolve(spec.model_copy(update={"rank": 1}), arch)
+    dora_unit = resolve(spec.model_copy(update={"rank": 1}), arch, use_dora=use_dora)
+    fixed = dora_unit.trainable_params - unit.trainable_params
+    for_ranks = n - fixed  # DoRA's magnitudes do not grow with the rank
     cap = min(min(m.in_features, m.out_features) for m in unit.modules)
     if max_rank is not None:
         cap = min(cap, max_rank)
-    r = min(n // unit.trainable_params, cap)
+    r = min(max(0, for_ranks) // unit.trainable_params, cap)
     if r < 1:
         raise UserError(
             f"budget of {n:,} params is below placement {label!r} at rank 1 "
-            f"({unit.trainable_params:,} params): raise the budget or adapt fewer modules"
+            f"({unit.trainable_params + fixed:,} params): raise the budget or adapt fewer "
+            "modules"
         )
     role_rank: dict[str, int] = {}
     if per_role:
@@ -178,7 +190,7 @@ def budget_match(
         if max_rank is not None:
             role_cap = {k: min(v, max_rank) for k, v in role_cap.items()}
         ranks = dict.fromkeys(role_cost, r)
-        left = n - r * unit.trainable_params
+        left = for_ranks - r * unit.trainable_params
         # Largest role first, so the big steps are taken while the leftover allows them.
         order = sorted(role_cost, key=lambda k: (-role_cost[k], k))
         stepped = True
@@ -191,7 +203,7 @@ def budget_match(
                     stepped = True
         role_rank = {k: v for k, v in ranks.items() if v != r}
     matched = spec.model_copy(update={"rank": r, "role_rank": role_rank})
-    rp = resolve(matched, arch)
+    rp = resolve(matched, arch, use_dora=use_dora)
     assert rp.trainable_params <= n, "budget matching overshot: accounting is not linear?"
     return BudgetMatch(matched, rp, n)
 

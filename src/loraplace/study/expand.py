@@ -81,14 +81,16 @@ def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warni
     from loraplace.placement import resolve
 
     out = []
+    dora = study.use_dora is True  # a use_dora grid axis: the budget is matched without DoRA
     for spec, generated in _placement_specs(study, target, budget, scores):
         if budget is not None:
             if generated:
-                achieved = resolve(spec, target).trainable_params
+                achieved = resolve(spec, target, use_dora=dora).trainable_params
             else:
                 from loraplace.budget import budget_match
 
-                match = budget_match(spec, target, budget, per_role=study.budget_per_role)
+                per_role = study.budget_per_role
+                match = budget_match(spec, target, budget, per_role=per_role, use_dora=dora)
                 spec, achieved = match.spec, match.achieved
             warnings.append(
                 f"{spec.label()}: budget {budget:,} -> {achieved:,} trainable params "
