@@ -21,6 +21,7 @@ from loraplace.report import tables as tb
 from loraplace.report.bib import add_references, to_bibtex
 from loraplace.report.latex import BIB_NAME, to_latex
 from loraplace.report.manifest import file_manifest, reproducibility
+from loraplace.report.png import png_writer
 from loraplace.report.render import to_html, to_markdown
 from loraplace.report.sections import build_document
 from loraplace.store import resolve_store_path
@@ -79,18 +80,9 @@ def build_report(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         repro = reproducibility(data, str(store))
-        doc, tables = build_document(s, str(store), repro, tmp / "figures", metric, fair)
-        cited = add_references(doc)
-        tdir = tmp / "tables"
-        tdir.mkdir()
-        for t in tables:
-            (tdir / f"{t.name}.md").write_text(tb.to_markdown(t) + "\n")
-            (tdir / f"{t.name}.tex").write_text(tb.to_latex(t))
-            (tdir / f"{t.name}.csv").write_text(tb.to_csv(t))
-        (tmp / "report.md").write_text(to_markdown(doc))
-        (tmp / "report.html").write_text(to_html(doc))
-        (tmp / "report.tex").write_text(to_latex(doc))
-        (tmp / f"{BIB_NAME}.bib").write_text(to_bibtex(cited))
+        with png_writer():  # the figures' PNGs are compressed while the rest is written
+            doc, tables = build_document(s, str(store), repro, tmp / "figures", metric, fair)
+            _write_texts(tmp, doc, tables)
         (tmp / "manifest.json").write_text(
             json.dumps(
                 {"reproducibility": repro, "files": file_manifest(tmp)}, indent=2, default=str
@@ -103,6 +95,21 @@ def build_report(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ReportOutput(out_dir, data.name, files, time.perf_counter() - t0)
+
+
+def _write_texts(tmp: Path, doc, tables: list[tb.Table]) -> None:
+    """The tables (Markdown, LaTeX, CSV), the report in three renderings and its BibTeX."""
+    cited = add_references(doc)
+    tdir = tmp / "tables"
+    tdir.mkdir()
+    for t in tables:
+        (tdir / f"{t.name}.md").write_text(tb.to_markdown(t) + "\n")
+        (tdir / f"{t.name}.tex").write_text(tb.to_latex(t))
+        (tdir / f"{t.name}.csv").write_text(tb.to_csv(t))
+    (tmp / "report.md").write_text(to_markdown(doc))
+    (tmp / "report.html").write_text(to_html(doc))
+    (tmp / "report.tex").write_text(to_latex(doc))
+    (tmp / f"{BIB_NAME}.bib").write_text(to_bibtex(cited))
 
 
 def _swap(tmp: Path, out_dir: Path) -> None:

@@ -18,6 +18,7 @@ from loraplace.analysis import Front, Importance, Summary  # noqa: E402
 from loraplace.heatmap import draw_heatmap  # noqa: E402
 from loraplace.report import fmt  # noqa: E402
 from loraplace.report.escape import U, mpl  # noqa: E402
+from loraplace.report.png import write_png  # noqa: E402
 
 DPI = 300
 _AXIS = {
@@ -41,8 +42,8 @@ class FigureFile:
 def _save(fig, out: Path, name: str) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     png, pdf = out / f"{name}.png", out / f"{name}.pdf"
-    # Solve the layout once, at the PNG's dpi (the files are byte-identical to letting each
-    # save solve it), then drop the engine: with one set, every savefig draws the whole
+    # Solve the layout once, at the PNG's dpi (the same layout as letting each save solve
+    # it), then drop the engine: with one set, every savefig draws the whole
     # figure once more just to lay it out (~20 % of the figures' time).
     engine = fig.get_layout_engine()
     if engine is not None:
@@ -50,8 +51,8 @@ def _save(fig, out: Path, name: str) -> tuple[Path, Path]:
         engine.execute(fig)
     with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
         fig.set_layout_engine(None)  # None under these rc settings: no engine at all
+    write_png(fig, png, DPI)
     # Fixed metadata keeps the PDF bytes reproducible across rebuilds.
-    fig.savefig(png, dpi=DPI, metadata={"Software": None})
     fig.savefig(pdf, metadata={"CreationDate": None, "Creator": None, "Producer": None})
     plt.close(fig)
     return png, pdf
