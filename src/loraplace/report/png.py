@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 
-_pending: list[Future] | None = None  # the open png_writer block's files, if one is open
-_pool: ThreadPoolExecutor | None = None
+# The open png_writer block of this thread, if any: its encoder thread and queued files.
+_writer: ContextVar[tuple[ThreadPoolExecutor, list[Future]] | None] = ContextVar(
+    "png_writer", default=None
+)
 
 
 def _encode(pixels: np.ndarray, path: Path, dpi: float) -> None:
@@ -32,24 +35,27 @@ def write_png(fig, path: Path, dpi: float) -> None:
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     pixels = rgba[..., :3].copy() if (rgba[..., 3] == 255).all() else rgba.copy()
-    if _pool is None or _pending is None:
+    writer = _writer.get()
+    if writer is None:
         _encode(pixels, path, dpi)
     else:
-        _pending.append(_pool.submit(_encode, pixels, path, dpi))
+        pool, pending = writer
+        pending.append(pool.submit(_encode, pixels, path, dpi))
 
 
 @contextmanager
 def png_writer() -> Iterator[None]:
     """PNGs written by ``write_png`` inside the block are encoded on a second thread."""
-    global _pending, _pool
-    if _pool is not None:  # nested: the outer block waits for everything
+    if _writer.get() is not None:  # nested: the outer block waits for everything
         yield
         return
-    _pool, _pending = ThreadPoolExecutor(max_workers=1, thread_name_prefix="png"), []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="png")
+    pending: list[Future] = []
+    token = _writer.set((pool, pending))
     try:
         yield
-        for f in _pending:
+        for f in pending:
             f.result()
     finally:
-        _pool.shutdown(wait=True)
-        _pool = _pending = None
+        _writer.reset(token)
+        pool.shutdown(wait=True)
