@@ -217,7 +217,9 @@ def _print_memory(resolved: list, estimates: list) -> None:
     out.print(t)
     out.print(
         "run = adapter + optimizer + the larger peak: what training adds to the loaded model "
-        "(CPU runs record rss_growth_bytes); total = weights + run (CUDA: max_memory_allocated)"
+        "(CPU runs record rss_growth_bytes); total = weights + run (CUDA: max_memory_allocated). "
+        "On CPU, glibc may keep freed tensors in the heap, so RSS growth can read up to ~2x "
+        "this; MALLOC_MMAP_THRESHOLD_=65536 makes it follow the tensors (benchmarks/RESULTS.md)"
     )
 
 
