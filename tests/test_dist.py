@@ -36,9 +36,10 @@ def test_noncentral_t_matches_scipy_stats(df, nc):
 def test_normal_and_chi2_match_scipy_stats():
     for q in [1e-9, 0.05, 0.5, 0.8, 0.975]:
         assert dist.norm_ppf(q) == pytest.approx(stats.norm.ppf(q), rel=1e-14)
-    for df in [1, 3, 12]:
-        for x in [0.0, 0.5, 3.0, 20.0, 80.0]:
-            assert dist.chi2_sf(x, df) == pytest.approx(stats.chi2.sf(x, df), rel=1e-12)
+    for df in [0, 1, 3, 12]:
+        for x in [-1.0, 0.0, 0.5, 3.0, 20.0, 80.0, math.inf]:
+            want = stats.chi2.sf(x, df)
+            assert dist.chi2_sf(x, df) == pytest.approx(want, rel=1e-12, nan_ok=True)
 
 
 def test_ttest_rel_matches_scipy_stats():
@@ -48,9 +49,11 @@ def test_ttest_rel_matches_scipy_stats():
         t, p = dist.ttest_rel(a, b)
         ref = stats.ttest_rel(a, b)
         assert (t, p) == (ref.statistic, ref.pvalue)  # bit for bit: old reports stay identical
-    # No spread in the differences, or one pair: undefined, as in scipy (NaN).
-    assert all(math.isnan(v) for v in dist.ttest_rel([1.0, 2.0], [0.0, 1.0]))
-    assert all(math.isnan(v) for v in dist.ttest_rel([1.0], [0.0]))
+    # Constant non-zero differences: (inf, 0) as in scipy; no difference at all: NaNs.
+    assert dist.ttest_rel([1.0, 2.0], [0.0, 1.0]) == (math.inf, 0.0)
+    assert dist.ttest_rel([0.0, 1.0], [1.0, 2.0]) == (-math.inf, 0.0)
+    assert all(math.isnan(v) for v in dist.ttest_rel([1.0, 2.0], [1.0, 2.0]))
+    assert all(math.isnan(v) for v in dist.ttest_rel([1.0], [0.0]))  # one pair
 
 
 def test_the_report_path_does_not_import_scipy_stats():

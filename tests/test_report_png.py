@@ -1,6 +1,8 @@
 """report/png.py: the same pixels as matplotlib's own PNG, written on a second thread
 inside ``png_writer()``, and an encoding error raised before the block ends."""
 
+import threading
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,6 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from loraplace.report import png  # noqa: E402
 from loraplace.report.png import png_writer, write_png  # noqa: E402
 
 
@@ -36,21 +39,43 @@ def test_pixels_and_dpi_match_savefig(tmp_path, transparent, mode):
     assert np.array_equal(np.asarray(ours.convert("RGBA")), np.asarray(ref.convert("RGBA")))
 
 
-def test_the_writer_finishes_every_file_before_the_block_ends(tmp_path):
+def _record_threads(monkeypatch) -> list[str]:
+    """Where each PNG is encoded: the names of the threads that call ``png._encode``."""
+    threads: list[str] = []
+    encode = png._encode
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        encode(*args)
+
+    monkeypatch.setattr(png, "_encode", recording)
+    return threads
+
+
+def test_the_writer_encodes_on_its_thread_and_finishes_before_the_block_ends(tmp_path, monkeypatch):
+    threads = _record_threads(monkeypatch)
     with png_writer():
         for i in range(3):
             fig = _figure()
             write_png(fig, tmp_path / f"f{i}.png", 100)
             plt.close(fig)
     assert [Image.open(tmp_path / f"f{i}.png").size for i in range(3)] == [(300, 200)] * 3
+    assert len(threads) == 3 and all(t.startswith("png") for t in threads)
+    fig = _figure()
+    write_png(fig, tmp_path / "direct.png", 100)  # outside a block: on the caller's thread
+    plt.close(fig)
+    assert threads[-1] == threading.current_thread().name
 
 
 def test_an_encoding_error_is_raised_at_the_end_of_the_block(tmp_path):
     fig = _figure()
     missing = tmp_path / "no-such-dir" / "f.png"
+    after_the_call = False
     with pytest.raises(FileNotFoundError):
         with png_writer():
-            write_png(fig, missing, 100)  # queued: the error comes when the block waits
+            write_png(fig, missing, 100)  # queued: the call returns, the block raises
+            after_the_call = True
+    assert after_the_call
     with pytest.raises(FileNotFoundError):
         write_png(fig, missing, 100)  # outside a block: at once
     plt.close(fig)

@@ -24,7 +24,7 @@ def test_default_study_validates_to_the_documented_settings():
 
 
 def test_example_default_study_file_is_the_packaged_default():
-    """One file: the example links to the packaged YAML that ``loraplace run`` reads."""
+    """The example is a byte-identical copy of the packaged YAML that ``loraplace run`` reads."""
     from importlib.resources import files
 
     packaged = files("loraplace") / "default_study.yaml"

@@ -1,7 +1,8 @@
 """The default study: what ``loraplace run`` runs with no study file.
 
-It is the packaged ``default_study.yaml`` (``examples/default_study.yaml`` links to it),
-read here, so the file and the default cannot drift apart. The seed study's three
+It is the packaged ``default_study.yaml``, read here. ``examples/default_study.yaml`` is
+a copy (a link would break where checkouts cannot hold links), and
+``tests/test_study.py`` fails when the two differ by a byte. The seed study's three
 placements (PEFT suffix semantics, so ``seed-attention`` also adapts ``mlp.c_proj``), the
 true attention-only placement and the zero-shot baseline, 3 seeds each, on the built-in
 tiny GPT-2 (its weights ship with the package) and its synthetic target mixture.

@@ -212,11 +212,11 @@ def rewritten_copy(src: Path, dst: Path, rewrite: Callable[[str], str]) -> int:
             changed = 0
             for table, key, cols in PATH_TEXT_COLUMNS:
                 for col in cols:
-                    for k, value in target.execute(f"SELECT {key}, {col} FROM {table}"):
-                        if isinstance(value, str) and rewrite(value) != value:
-                            target.execute(
-                                f"UPDATE {table} SET {col}=? WHERE {key}=?", (rewrite(value), k)
-                            )
+                    rows = target.execute(f"SELECT {key}, {col} FROM {table}").fetchall()
+                    for k, value in rows:  # read whole before updating the same table
+                        new = rewrite(value) if isinstance(value, str) else value
+                        if new != value:
+                            target.execute(f"UPDATE {table} SET {col}=? WHERE {key}=?", (new, k))
                             changed += 1
             target.commit()
             target.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it

@@ -46,14 +46,18 @@ def nct_sf(x: float, df: float, nc: float) -> float:
 
 
 def chi2_sf(x: float, df: float) -> float:
-    return float(sc.chdtrc(df, x))
+    """Chi-square survival function (``scipy.stats.chi2.sf``, its support rules too)."""
+    if not df > 0:
+        return math.nan
+    return 1.0 if x < 0 else float(sc.chdtrc(df, x))
 
 
 def ttest_rel(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Paired t-test (``scipy.stats.ttest_rel``, two-sided): (t, p); NaNs when undefined.
+    """Paired t-test (``scipy.stats.ttest_rel``, two-sided): (t, p).
 
     The arithmetic follows scipy's order (biased variance, rescaled), so the numbers match
-    it bit for bit and reports built before this module stay identical.
+    it bit for bit and reports built before this module stay identical; so do its edge
+    cases: constant non-zero differences give (±inf, 0), identical samples (nan, nan).
     """
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     n = d.size
@@ -61,7 +65,6 @@ def ttest_rel(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     mean = np.mean(d)
     var = np.mean((d - mean) ** 2) * (n / (n - 1))
-    if not var > 0:
-        return math.nan, math.nan
-    t = float(mean / np.sqrt(var / n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = float(mean / np.sqrt(var / n))
     return t, float(2 * sc.stdtr(n - 1, -abs(t)))
