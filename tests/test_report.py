@@ -171,6 +171,7 @@ def test_results_table_equals_store(built):
     assert csv.loc["c_fc", "eval_loss_mean"] == pytest.approx(
         np.mean([m["eval_loss"] for m in trained["c_fc"].values()]), rel=1e-12
     )
+    assert csv.loc["c_fc", "peak_mem_measure"] == "rss_growth_bytes"  # what the column holds
 
 
 def test_stats_consistency_efficiency_tables_equal_store(built):

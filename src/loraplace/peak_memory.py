@@ -23,8 +23,10 @@ COLUMNS = {
     "cuda_peak_allocated_bytes": "CUDA peak alloc (MiB)",
     "rss_growth_bytes": "RSS growth (MiB)",
 }
-# runs measured in more than one way (or recorded before the measures were named)
+# runs measured in more than one way
 MIXED_COLUMN = "Peak mem, mixed measures (MiB)"
+# runs all recorded before the measures were named
+UNNAMED_COLUMN = "Peak mem, unnamed measure (MiB)"
 
 
 def headline_measure(metrics: Mapping[str, float]) -> str | None:
@@ -35,11 +37,26 @@ def headline_measure(metrics: Mapping[str, float]) -> str | None:
     return None
 
 
+def measure_of(runs_metrics: Iterable[Mapping[str, float]]) -> str | None:
+    """The one measure behind these runs' ``peak_mem_bytes``: its name, "mixed" when they
+    differ, "unnamed" when recorded before the names, None when no run has the metric."""
+    measures = {headline_measure(m) for m in runs_metrics if "peak_mem_bytes" in m}
+    if not measures:
+        return None
+    if len(measures) > 1:
+        return "mixed"
+    return measures.pop() or "unnamed"
+
+
 def column_for(runs_metrics: Iterable[Mapping[str, float]]) -> tuple[str, str]:
     """(column header, its note) for the peak memory of these runs."""
-    measures = {headline_measure(m) for m in runs_metrics if "peak_mem_bytes" in m}
-    name = measures.pop() if len(measures) == 1 else None
-    if name is not None:
+    name = measure_of(runs_metrics)
+    if name == "unnamed":
+        return UNNAMED_COLUMN, (
+            "Peak mem: recorded before loraplace named its measures: the process's peak RSS "
+            "on CPU (loaded model and earlier runs included), max_memory_allocated on CUDA."
+        )
+    if name in COLUMNS:
         return COLUMNS[name], f"{COLUMNS[name].removesuffix(' (MiB)')} = {LABELS[name]}."
     return MIXED_COLUMN, (
         "Peak mem: the runs measured it in different ways (CUDA max_memory_allocated, CPU "

@@ -16,7 +16,7 @@ from loraplace.analysis import (
     Summary,
 )
 from loraplace.analysis.aggregate import MIN_SEEDS
-from loraplace.peak_memory import column_for
+from loraplace.peak_memory import column_for, measure_of
 from loraplace.report import fmt
 from loraplace.report.escape import U, md, tex
 
@@ -178,6 +178,7 @@ def _placement_row(p, s: Summary, mem_col: str) -> Row:
             "speedup_vs_ref": p.speedup_vs_ref,
             "tokens_per_s": p.tokens_per_s.mean if p.tokens_per_s else None,
             "peak_mem_bytes": p.peak_mem_bytes.mean if p.peak_mem_bytes else None,
+            "peak_mem_measure": measure_of(r.metrics for r in p.runs),
             **_raw(p.gap_closed, "gap_closed"),
             **_raw(p.forgetting, "forgetting"),
         },
