@@ -56,3 +56,26 @@ def test_a_dora_study_spends_its_magnitudes_from_the_budget():
     assert any("seed-full: budget 1,966,080 -> 1,794,048" in w for w in warnings)
     assert any("seed-ffn: budget 1,966,080 -> 1,941,504" in w for w in warnings)
     assert all(s.use_dora for s in specs)
+
+
+def test_a_use_dora_grid_shares_one_rank_and_says_how_far_dora_exceeds_the_budget():
+    study = validate_study(
+        {
+            "model": "gpt2-medium",
+            "placements": ["seed-ffn"],
+            "seeds": [0],
+            "zero_shot": False,
+            "budget": 1_966_080,
+            "use_dora": [False, True],
+            "retain": None,
+        }
+    )
+    specs, warnings = expand(study, target=meta_from_config(MEDIUM))
+    # seed-ffn: 122,880 params per rank -> r=16 exactly on budget, for both grid points
+    assert {m["rank"] for s in specs for m in s.modules} == {16}
+    assert {s.use_dora for s in specs} == {False, True}
+    # the DoRA point adds 98,304 magnitudes (24 layers x (1024 + 4096)) over the budget
+    assert any(
+        "use_dora=true grid points train 2,064,384 params (+98,304 vs the budget)" in w
+        for w in warnings
+    )

@@ -130,7 +130,8 @@ def run_search(
 
     def objective(trial) -> tuple[float, float]:
         spec = propose(trial, space)
-        rp = resolve(spec, model, use_dora=study.use_dora is True)  # + DoRA's magnitudes
+        # + DoRA's magnitudes when any grid point uses DoRA: the cap holds for every run
+        rp = resolve(spec, model, use_dora=_any_dora(study.use_dora))
         trial.set_user_attr("placement", spec)
         trial.set_user_attr("trainable_params", rp.trainable_params)
         if cap is not None and rp.trainable_params > cap:
@@ -204,3 +205,7 @@ def _complete(ostudy) -> int:
     import optuna
 
     return sum(1 for t in ostudy.trials if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def _any_dora(use_dora: bool | list[bool]) -> bool:
+    return use_dora is True or (isinstance(use_dora, list) and True in use_dora)

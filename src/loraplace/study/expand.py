@@ -97,8 +97,23 @@ def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warni
                 f"({achieved - budget:+,}, {100 * (achieved - budget) / budget:+.2f} %)"
                 + (", generated" if generated else "")
             )
+            if isinstance(study.use_dora, list) and True in study.use_dora:
+                warnings.append(_dora_excess(spec, target, achieved, budget))
         out.append((spec, generated))
     return out
+
+
+def _dora_excess(spec, target: Any, achieved: int, budget: int) -> str:
+    """A use_dora grid shares one rank across its points, so the DoRA points exceed the
+    budget by their magnitude vectors: say by how much."""
+    from loraplace.placement import resolve
+
+    extra = resolve(spec, target, use_dora=True).trainable_params - achieved
+    return (
+        f"{spec.label()}: the use_dora=true grid points train {achieved + extra:,} params "
+        f"({achieved + extra - budget:+,} vs the budget): the same ranks plus {extra:,} DoRA "
+        "magnitudes; set use_dora: true (not a grid) to match the budget with DoRA"
+    )
 
 
 def _baselines(study: Study, common: dict, kind: str) -> list[RunSpec]:

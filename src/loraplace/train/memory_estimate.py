@@ -108,6 +108,10 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta:
+            # A yes/no read of a meta tensor has no value: answer True. That is right for
+            # transformers' packed-sequence check, the one read on this path today; a model
+            # that branched on a data check (say ``isinf(h).any()``) would be traced down the
+            # True branch, so only the estimate could go wrong, never a run.
             if args[0].dtype != torch.bool:
                 raise NotImplementedError(f"a value of a meta tensor ({args[0].dtype}) was read")
             return True
