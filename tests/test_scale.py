@@ -4,6 +4,7 @@ modules_to_save, and the run ids and memory measures that go with them."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import pytest
 import torch
@@ -202,6 +203,7 @@ def test_study_ids_and_schema():
 
 
 def test_cpu_memory_is_the_growth_during_the_run_not_the_high_water_mark():
+    gc.collect()  # earlier tests' garbage freed now, not while the meter runs
     meter = MemoryMeter(torch.device("cpu"))
     meter.start()
     big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
@@ -213,3 +215,24 @@ def test_cpu_memory_is_the_growth_during_the_run_not_the_high_water_mark():
     small = torch.ones(4 * 2**20 // 4)  # 4 MiB: the earlier 64 MiB must not count
     del small
     assert meter.stop()["rss_growth_bytes"] < 16 * 2**20
+
+
+def test_cpu_memory_baseline_survives_memory_freed_as_the_meter_starts(monkeypatch):
+    """A collection that frees memory while the meter starts must not hide the run's growth."""
+    from loraplace.train import memory
+
+    garbage = [torch.ones(96 * 2**20 // 4)]  # 96 MiB, touched, freed as the meter starts
+    reset = memory._reset_hwm
+
+    def free_then_reset() -> bool:
+        garbage.clear()
+        return reset()
+
+    monkeypatch.setattr(memory, "_reset_hwm", free_then_reset)
+    gc.collect()
+    meter = MemoryMeter(torch.device("cpu"))
+    meter.start()
+    assert not garbage
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB
+    del big
+    assert 48 * 2**20 <= meter.stop()["rss_growth_bytes"] < 80 * 2**20

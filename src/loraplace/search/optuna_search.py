@@ -117,12 +117,7 @@ def run_search(
     # the base the runs train on (quantized or not), loaded once for the search and its runs
     model, _ = assets.model(study.model, t.device, study.quantize, t.precision)
     space = space_for(model, ranks=ranks, max_roles=max_roles)
-    cap = None
-    if budget is not None:
-        from loraplace.budget import parse_budget
-
-        cap = parse_budget(budget, model)
-
+    cap = _cap(budget, model)
     name = f"{study.name}-search"
     ostudy = _open_study(optuna, name, storage, seed)
     base = study.model_dump(mode="json")
@@ -209,3 +204,12 @@ def _complete(ostudy) -> int:
 
 def _any_dora(use_dora: bool | list[bool]) -> bool:
     return use_dora is True or (isinstance(use_dora, list) and True in use_dora)
+
+
+def _cap(budget: int | str | None, model) -> int | None:
+    """The trainable-parameter cap of the trials, from the --budget option."""
+    if budget is None:
+        return None
+    from loraplace.budget import parse_budget
+
+    return parse_budget(budget, model)

@@ -69,8 +69,12 @@ class MemoryMeter:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        self._rss0 = self._peak = _rss_bytes()
         self._exact = _reset_hwm()
+        # The baseline is read after the reset, from the counter itself: a garbage
+        # collection between a separate RSS read and the reset could free more than the
+        # run then allocates, and the run would read as no growth at all.
+        hwm = _status_kib("VmHWM") if self._exact else None
+        self._rss0 = self._peak = hwm * 1024 if hwm is not None else _rss_bytes()
         if not self._exact:
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
