@@ -4,7 +4,7 @@ modules_to_save, and the run ids and memory measures that go with them."""
 from __future__ import annotations
 
 import dataclasses
-import gc
+import mmap
 
 import pytest
 import torch
@@ -202,18 +202,25 @@ def test_study_ids_and_schema():
         validate_study({**cfg, "save": "some"})
 
 
+def _fresh(mib: int) -> mmap.mmap:
+    """``mib`` MiB of anonymous memory, every page touched. A fresh mapping always grows
+    RSS; a malloc'ed tensor may reuse heap that earlier tests left resident (and in a long
+    test process it did: the 64 MiB then read as no growth at all)."""
+    m = mmap.mmap(-1, mib * 2**20)
+    for offset in range(0, len(m), mmap.PAGESIZE):  # one byte a page: no buffer of its own
+        m[offset] = 1
+    return m
+
+
 def test_cpu_memory_is_the_growth_during_the_run_not_the_high_water_mark():
-    gc.collect()  # earlier tests' garbage freed now, not while the meter runs
     meter = MemoryMeter(torch.device("cpu"))
     meter.start()
-    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    del big
+    _fresh(64).close()  # 64 MiB, touched and unmapped again
     first = meter.stop()["rss_growth_bytes"]
-    assert 48 * 2**20 <= first < 80 * 2**20  # memory freed earlier may be reused in part
+    assert 60 * 2**20 <= first < 80 * 2**20
     meter = MemoryMeter(torch.device("cpu"))
     meter.start()
-    small = torch.ones(4 * 2**20 // 4)  # 4 MiB: the earlier 64 MiB must not count
-    del small
+    _fresh(4).close()  # 4 MiB: the earlier 64 MiB must not count
     assert meter.stop()["rss_growth_bytes"] < 16 * 2**20
 
 
@@ -221,18 +228,16 @@ def test_cpu_memory_baseline_survives_memory_freed_as_the_meter_starts(monkeypat
     """A collection that frees memory while the meter starts must not hide the run's growth."""
     from loraplace.train import memory
 
-    garbage = [torch.ones(96 * 2**20 // 4)]  # 96 MiB, touched, freed as the meter starts
+    garbage = [_fresh(96)]  # 96 MiB, resident, unmapped as the meter starts
     reset = memory._reset_hwm
 
     def free_then_reset() -> bool:
-        garbage.clear()
+        garbage.pop().close()
         return reset()
 
     monkeypatch.setattr(memory, "_reset_hwm", free_then_reset)
-    gc.collect()
     meter = MemoryMeter(torch.device("cpu"))
     meter.start()
     assert not garbage
-    big = torch.ones(64 * 2**20 // 4)  # 64 MiB
-    del big
-    assert 48 * 2**20 <= meter.stop()["rss_growth_bytes"] < 80 * 2**20
+    _fresh(64).close()
+    assert 60 * 2**20 <= meter.stop()["rss_growth_bytes"] < 80 * 2**20
