@@ -88,3 +88,26 @@ def test_renders_in_chromium_without_console_errors(html_path, tmp_path):
     assert _console_lines(res.stderr) == []
     assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
     shutil.copy(html_path, ARTIFACTS / "report.html")
+
+
+def test_html_embeds_each_figure_whole_even_when_png_encoding_lags(tmp_path, monkeypatch):
+    """The PNGs are written on a second thread; the HTML, which embeds them, must wait."""
+    import base64
+    import time
+
+    from loraplace.report import png
+
+    encode = png._encode
+
+    def slow(*args):
+        time.sleep(0.3)  # the encoder still busy when the texts are written
+        encode(*args)
+
+    monkeypatch.setattr(png, "_encode", slow)
+    out = build_report(make_store(tmp_path / "loraplace.db"), tmp_path / "report").out
+    html = (out / "report.html").read_text()
+    embedded = [
+        base64.b64decode(s) for s in re.findall(r'src="data:image/png;base64,([^"]*)"', html)
+    ]
+    files = [p.read_bytes() for p in sorted((out / "figures").glob("*.png"))]
+    assert len(embedded) == 4 and sorted(embedded) == sorted(files)

@@ -83,6 +83,8 @@ def build_report(
         with png_writer():  # the figures' PNGs are compressed while the rest is written
             doc, tables = build_document(s, str(store), repro, tmp / "figures", metric, fair)
             _write_texts(tmp, doc, tables)
+        # After the block: the HTML embeds the PNG files, so they must be whole.
+        (tmp / "report.html").write_text(to_html(doc))
         (tmp / "manifest.json").write_text(
             json.dumps(
                 {"reproducibility": repro, "files": file_manifest(tmp)}, indent=2, default=str
@@ -98,7 +100,8 @@ def build_report(
 
 
 def _write_texts(tmp: Path, doc, tables: list[tb.Table]) -> None:
-    """The tables (Markdown, LaTeX, CSV), the report in three renderings and its BibTeX."""
+    """The tables (Markdown, LaTeX, CSV), the Markdown and LaTeX report and its BibTeX:
+    everything that does not read the figure files."""
     cited = add_references(doc)
     tdir = tmp / "tables"
     tdir.mkdir()
@@ -107,7 +110,6 @@ def _write_texts(tmp: Path, doc, tables: list[tb.Table]) -> None:
         (tdir / f"{t.name}.tex").write_text(tb.to_latex(t))
         (tdir / f"{t.name}.csv").write_text(tb.to_csv(t))
     (tmp / "report.md").write_text(to_markdown(doc))
-    (tmp / "report.html").write_text(to_html(doc))
     (tmp / "report.tex").write_text(to_latex(doc))
     (tmp / f"{BIB_NAME}.bib").write_text(to_bibtex(cited))
 
