@@ -4,7 +4,7 @@ A 300-dpi figure's zlib compression is about a third of its time, and Pillow rel
 GIL while it compresses, so on two cores it overlaps the next figure's drawing. Inside
 ``png_writer()`` ``write_png`` queues the file; outside it writes at once. The block's
 end waits for every file and raises the first error, so nothing is renamed into place
-half-written.
+half-written. Whatever reads the PNG files (report.html embeds them) runs after the block.
 """
 
 from __future__ import annotations
