@@ -119,7 +119,10 @@ def compare(study: StudyData, reference: str | None = None) -> FairComparison:
         )
     tasks = []
     for task in study.tasks():
-        view = headline_view(study, selections, task) if select_cfg else study.for_task(task)
+        # A selection that chose nothing (no run stores its metric: a study stored before
+        # select.by was checked) leaves the grid points at their validation numbers.
+        chosen = any(s.task == task for s in selections)
+        view = headline_view(study, selections, task) if chosen else study.for_task(task)
         s = summarize(view, reference)
         if not s.placements:
             continue
@@ -132,7 +135,7 @@ def compare(study: StudyData, reference: str | None = None) -> FairComparison:
                 seed_plans(s, margin),
             )
         )
-    on_test = bool(select_cfg) and has_test_split(study)
+    on_test = bool(selections) and has_test_split(study)
     fair = FairComparison(study, tasks, selections, (select_cfg or {}).get("by"), on_test, margin)
     if len(tasks) > 1:
         fair.ranks = rank_table(

@@ -111,7 +111,9 @@ def has_test_split(study: StudyData) -> bool:
 def headline_view(study: StudyData, selections: list[Selection], task: str | None) -> StudyData:
     """One task's study as the report's headline reads it: the chosen runs only, named by
     their placement, with test-split numbers (eval_loss is test loss; val_loss keeps the
-    validation loss). Zero-shot runs come along, on test too."""
+    validation loss). Zero-shot runs come along, on test too; the runs of the settings not
+    chosen that finished no numbers (pruned, diverged, flagged ...) stay listed, as without
+    selection."""
     chosen = {s.chosen.label: s.placement for s in selections if s.task == task}
     runs = []
     for r in study.runs:
@@ -121,7 +123,7 @@ def headline_view(study: StudyData, selections: list[Selection], task: str | Non
             runs.append(_as_test(r, chosen[r.placement]))
         elif r.kind not in TRAINED_KINDS:
             runs.append(_as_test(r, None))
-        elif r.status == "pruned":  # successive halving's losers: listed, never averaged
+        elif r.status != "done":  # pruned, diverged, flagged, failed: listed, never averaged
             runs.append(r)
     return dataclasses.replace(study, runs=runs)
 

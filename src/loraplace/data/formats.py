@@ -205,8 +205,14 @@ def _conversation(row: dict, i: int, source: str) -> Example:
             raise UserError(
                 f"{source} record {i}: unknown role {m['role']!r}: use one of {', '.join(ROLES)}"
             )
+        if not isinstance(m["content"], str):  # str(None) is "None": it read as a reply
+            got = "null" if m["content"] is None else f"a {type(m['content']).__name__}"
+            raise UserError(
+                f"{source} record {i}: the {m['role']} message's content is {got}, not text: "
+                "give every message its text (or remove the record)"
+            )
     answers = [m for m in messages if m["role"] == "assistant"]
-    if not answers or not all(str(m["content"]).strip() for m in answers):
+    if not answers or not all(m["content"].strip() for m in answers):
         raise UserError(
             f"{source} record {i} has no assistant message or an empty one: "
             "every conversation needs an assistant reply to learn"

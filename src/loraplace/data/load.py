@@ -229,11 +229,12 @@ def _carve_test(blocks: Blocks, test_fraction: float, holdout: str) -> Blocks:
     if not test_fraction > 0:
         return blocks
     n = int(blocks.train.shape[0])
-    n_test = min(max(1, round(test_fraction * (n + int(blocks.val.shape[0])))), n - 1)
-    if n_test < 1:
+    n_test = max(1, round(test_fraction * (n + int(blocks.val.shape[0]))))
+    if n_test >= n:  # once clamped to leave one block: a run then trained on one example
         raise UserError(
-            f"{blocks.name} has {n} train block(s): too few to hold out a test split; "
-            "use a smaller block size, more text or test_fraction: 0"
+            f"{blocks.name} has {n} train block(s): a test split of {n_test} "
+            f"(test_fraction {test_fraction:g}) leaves none to train on; use a smaller "
+            "test_fraction, a smaller block size, more text or test_fraction: 0"
         )
     key = f"{blocks.fingerprint}:test_fraction={test_fraction}:{holdout}"
     labels, examples = blocks.train_labels, blocks.train_examples

@@ -299,6 +299,18 @@ def _results(r: _Report) -> None:
                 ]
             )
         )
+    elif fair is not None and fair.select_by and not fair.selections:
+        doc.add(
+            Para(
+                [
+                    "The study selects by ",
+                    U(fair.select_by),
+                    ", but no finished run stores it: nothing was selected, and every grid "
+                    "point is shown at its validation numbers.",
+                ],
+                "warning",
+            )
+        )
     for p in _results_paragraphs(s, tests):
         doc.add(p)
     doc.add(table(tb.results_table(s)))

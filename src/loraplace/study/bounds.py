@@ -65,6 +65,7 @@ def check_bounds(study, source: str = "study") -> None:
         if not getattr(t, key, 2) > 1:
             raise _fail(source, f"train.{key}", getattr(t, key), "above 1")
     _seed(source, "train.split_seed", t.split_seed)
+    _check_test_fraction(study, source)
     _at_least(source, "eval.every", study.eval.every, 0)
     _at_least(source, "eval.batch_size", study.eval.batch_size, 1)
     _at_least(source, "eval.max_blocks", study.eval.max_blocks, 1, optional=True)
@@ -78,6 +79,25 @@ def check_bounds(study, source: str = "study") -> None:
         _at_least(source, "alpha", alpha, 1e-12, optional=True)
     if study.probe is not None:
         _seed(source, "probe.seed", study.probe.seed)
+
+
+# The least share of the data a split may leave to training: below it the test (and val)
+# splits take (nearly) every example, and a run trains on a handful without a word.
+MIN_TRAIN_SHARE = 0.1
+
+
+def _check_test_fraction(study, source: str) -> None:
+    """train.test_fraction is a share like data.val_fraction: in [0, 1), and the two
+    together leave at least MIN_TRAIN_SHARE of the examples to train on."""
+    test, val = study.train.test_fraction, study.data.val_fraction
+    if not 0 <= test < 1:
+        raise _fail(source, "train.test_fraction", test, "in [0, 1) (0: no test split)")
+    if test > 0 and 1 - test - val < MIN_TRAIN_SHARE:
+        raise UserError(
+            f"{source}: train.test_fraction {test:g} and data.val_fraction {val:g} leave "
+            f"{max(0.0, 1 - test - val):.0%} of the examples to train on (at least "
+            f"{MIN_TRAIN_SHARE:.0%} needed): lower train.test_fraction (0.1 is usual)"
+        )
 
 
 def bound_warnings(study) -> list[str]:
@@ -109,3 +129,47 @@ def check_device(device: str) -> None:
     mps = getattr(torch.backends, "mps", None)
     if kind == "mps" and not (mps and mps.is_available()):
         raise UserError("train.device is 'mps' but MPS is not available here: use cpu or auto")
+
+
+def selectable_metrics(study) -> list[str]:
+    """The validation metrics every trained run of ``study`` stores, that selection may read.
+
+    eval_loss always; with eval.tasks that read the study's own val examples (not retain
+    tasks, which measure forgetting), each task:<name> and their mean, accuracy.
+    """
+    out = ["eval_loss", "eval_ppl"]
+    tasks = [t for t in study.eval.tasks if not t.retain]
+    if tasks:
+        out += ["accuracy", *(f"task:{t.name}" for t in tasks)]
+    return out
+
+
+def check_select(study, source: str = "study") -> None:
+    """``select:`` reads a metric the runs will store, in that metric's own direction."""
+    sel = study.select
+    if sel is None:
+        return
+    import difflib
+
+    from loraplace.analysis.selection import default_goal
+
+    metrics = selectable_metrics(study)
+    if sel.by not in metrics:
+        # "answer" for "task:answer": match on the bare task name, suggest the full one.
+        full = {m.removeprefix("task:"): m for m in metrics}
+        near = difflib.get_close_matches(sel.by.removeprefix("task:"), list(full), 1, 0.5)
+        hint = f' (did you mean "{full[near[0]]}"?)' if near else ""
+        raise UserError(
+            f"{source}: select.by {sel.by!r} is a metric no run of this study stores{hint}: "
+            f"use one of {', '.join(metrics)} (task metrics need eval.tasks)"
+        )
+    # goal is a check, not a choice: a loss is always minimised and an accuracy always
+    # maximised, so a goal against the metric's direction would select the worst setting
+    # and the report would still call it the best. It is refused rather than obeyed.
+    want = default_goal(sel.by)
+    if sel.goal is not None and sel.goal != want:
+        raise UserError(
+            f"{source}: select.goal {sel.goal!r} contradicts select.by {sel.by!r}, which is "
+            f"better when {'lower' if want == 'min' else 'higher'}: use goal: {want} or leave "
+            "goal out"
+        )

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from loraplace.errors import UserError, closest
-from loraplace.study.bounds import check_bounds
+from loraplace.study.bounds import check_bounds, check_select
 from loraplace.study.schema import Study
 
 
@@ -101,7 +101,9 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
         raise UserError(f"{source}: the study has no placements and no baselines: add placements")
     if not study.seeds:
         raise UserError(f"{source}: seeds is empty: give at least one, e.g. seeds: [0]")
+    _check_grid(study, source)
     _check_tasks(study, source)
+    check_select(study, source)
     from loraplace.budget.generated import parse_generated
 
     for entry in study.placements:
@@ -112,6 +114,19 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
                 "study has none: add budget: (a count, '0.55%' or 'seed-ffn@r8')"
             )
     return study
+
+
+def _check_grid(study: Study, source: str) -> None:
+    """An empty axis list expands the grid to no runs: refused like ``seeds: []``."""
+    from loraplace.study.grid import grid_axes
+
+    for axis, values in grid_axes(study).items():
+        if not values:
+            key = "train.lr" if axis == "lr" else axis
+            raise UserError(
+                f"{source}: {key} is an empty list, a grid of no runs: give at least one "
+                f"value, or leave {key} out for its default"
+            )
 
 
 def _check_tasks(study: Study, source: str) -> None:
