@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from test_reliability import assert_cli_one_line, cli, one_run_study
 
 # -- numbers: settings that would produce a wrong or mislabelled number ----------------
@@ -201,3 +202,138 @@ def test_a_test_split_that_leaves_no_train_block_is_refused_not_clamped(tmp_path
     assert load_blocks(data, tok, 16, test_fraction=0.6).train.shape[0] == 2  # 4 of 7 held out
     with pytest.raises(UserError, match="a test split of 6 \\(test_fraction 0.8\\) leaves none"):
         load_blocks(data, tok, 16, test_fraction=0.8)  # once clamped: trained on 1 block
+
+
+# -- messages: what a run says must be true, and only loraplace's own lines ------------
+
+
+@pytest.mark.fault("messages")
+def test_the_halving_counter_never_passes_the_number_of_runs(tmp_path, capsys):
+    from run_fixtures import tiny_study
+
+    config = tiny_study(tmp_path, placements=["mlp-down"], seeds=[0], zero_shot=False)
+    config["train"].update(steps=4, lr=[0.01, 0.02])
+    config["eval"]["every"] = 0
+    config["select"] = {"by": "eval_loss", "prune": "halving", "rungs": 2, "reduction": 2}
+    study = tmp_path / "halving.yaml"
+    study.write_text(yaml.safe_dump(config))
+    code, out, err = cli(capsys, ["run", str(study)])
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    # rung 1: both paused, one pruned; rung 2: the other paused, then trained to the end
+    assert [ln.split(" seed")[1].split(": ")[1].split(" ")[0] for ln in lines] == [
+        "paused",
+        "paused",
+        "pruned",
+        "paused",
+        "eval",
+    ]
+    numbers = {ln.split("]")[0] + "]" + ln.split("]")[1].split(" seed")[0] for ln in lines}
+    assert numbers == {"[1/2] mlp-down@lr0.01", "[2/2] mlp-down@lr0.02"}, lines
+    assert "ran 2 of 2 runs" in out
+
+
+@pytest.mark.fault("messages")
+def test_two_tasks_on_the_same_data_are_refused_naming_both(tmp_path, capsys):
+    from run_fixtures import tiny_study
+
+    from loraplace.driver import run_study
+    from loraplace.errors import UserError
+    from loraplace.study.schema import Study
+
+    config = tiny_study(tmp_path, placements=["mlp-down"], seeds=[0])
+    data = config.pop("dataset")
+    config["datasets"] = [{"name": "a", "dataset": data}, {"name": "b", "dataset": data}]
+    study = tmp_path / "tasks.yaml"
+    study.write_text(yaml.safe_dump(config))
+    assert_cli_one_line(
+        cli(capsys, ["run", str(study)]),
+        f"tasks 'a' and 'b' both read {data}: their runs would be the same runs and one "
+        "task would be dropped: keep one entry",
+    )
+    # The library, given a study the file checks never saw, refuses too (before writing).
+    with pytest.raises(UserError, match="tasks 'a' and 'b' read the same data"):
+        run_study(Study.model_validate(config))
+    assert not (tmp_path / "out").exists()
+
+
+ROLE_TYPOS = [
+    (
+        "attn.qkv+mlp.upp",
+        "unknown role 'mlp.upp' in placement 'attn.qkv+mlp.upp' (did you mean 'mlp.up'?)",
+    ),
+    (
+        "attn.qkvv+mlp.up",
+        "unknown role 'attn.qkvv' in placement 'attn.qkvv+mlp.up' (did you mean 'attn.qkv'?)",
+    ),
+    (
+        "mlp.down+attn.oo",
+        "unknown role 'attn.oo' in placement 'mlp.down+attn.oo' (did you mean 'attn.o'?)",
+    ),
+]
+
+
+@pytest.mark.fault("messages")
+@pytest.mark.parametrize("placement,needle", ROLE_TYPOS, ids=[c[0] for c in ROLE_TYPOS])
+def test_a_role_typo_is_blamed_on_the_typo(capsys, placement, needle):
+    assert_cli_one_line(cli(capsys, ["plan", "tiny-markov", placement]), needle)
+
+
+@pytest.mark.fault("messages")
+def test_roles_beside_module_names_still_resolve(capsys):
+    code, out, err = cli(capsys, ["plan", "tiny-markov", "lm_head+c_attn"])
+    assert code == 0, err
+    assert "lm_head+c_attn" in out
+
+
+@pytest.mark.fault("messages")
+def test_third_party_progress_and_warnings_stay_off_stderr(tmp_path):
+    """The console script's stderr: empty for a probe (once a "Loading weights" bar) and a
+    run whose tokenizer is shorter than its examples (once a transformers warning)."""
+    from run_fixtures import write_tiny_model
+    from test_reliability import console_script
+
+    model = write_tiny_model(tmp_path / "m")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
+    rows = [{"prompt": "the cat sees the moon . a dog eats", "completion": " a bone ."}] * 20
+    data = tmp_path / "pc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    study = one_run_study(tmp_path, model=str(model), dataset=str(data))
+    probe = console_script(["probe", "tiny-markov", "markov-mix"], cwd=tmp_path)
+    run = console_script(["run", str(study)], cwd=tmp_path)
+    assert (probe.returncode, probe.stderr) == (0, "")
+    assert (run.returncode, run.stderr) == (0, ""), run.stderr[-2000:]
+    assert "ran 1 of 1 runs" in run.stdout
+
+
+@pytest.mark.fault("messages")
+def test_a_killed_report_leaves_folders_the_next_report_removes(tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_reliability import SRC
+
+    from loraplace.report.build import _owned
+
+    assert cli(capsys, ["run", str(one_run_study(tmp_path))])[0] == 0
+    rep = tmp_path / "rep"
+    code = (  # a report process killed while its work folder exists
+        "import os, signal, tempfile; from pathlib import Path;"
+        "from loraplace.report.build import _owned; out = Path(os.environ['REP']);"
+        "d = Path(tempfile.mkdtemp(prefix=_owned(out, 'tmp') + '-', dir=out.parent));"
+        "(d / 'report.md').write_text('half'); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC, REP=str(rep))
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == -signal.SIGKILL
+    (stale,) = tmp_path.glob(".rep-tmp-*")
+    live = tmp_path / (_owned(rep, "tmp") + "-live")  # this process: alive, not touched
+    other = tmp_path / stale.name.replace(stale.name.split("-")[3], "0badc0de")  # another host
+    for d in (live, other):
+        d.mkdir()
+    code, _, err = cli(capsys, ["report", str(tmp_path / "out"), "--out", str(rep)])
+    assert code == 0, err
+    assert (rep / "report.md").exists() and not stale.exists()
+    assert sorted(p.name for p in tmp_path.glob(".rep-*")) == sorted([live.name, other.name])

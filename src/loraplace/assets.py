@@ -53,12 +53,9 @@ class Assets:
         compute = resolve_precision(precision, torch.device(dev)) if quantize == "4bit" else None
         key = (ref, dev, quantize, compute)
         if self._model_key != key:
-            from transformers.utils import logging as hf_logging
-
             from loraplace.models import load_model
 
             self._model = self._tokenizer = None  # free the previous model first
-            hf_logging.disable_progress_bar()  # the study's own progress display is enough
             model, tokenizer = load_model(
                 ref,
                 device=dev,

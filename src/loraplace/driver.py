@@ -103,17 +103,7 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
         scores=probe.importance if probe is not None else None,
         task_fingerprints=task_fingerprints,
     )
-    seen: dict[str, str] = {}
-    unique = []
-    for s in specs:  # two labels for the same resolved placement are one run
-        if s.run_id in seen:
-            warnings.append(
-                f"{s.placement_name} (seed {s.seed}) is the same run as {seen[s.run_id]}: "
-                "it runs once"
-            )
-            continue
-        seen[s.run_id] = s.placement_name
-        unique.append(s)
+    unique = _unique_runs(specs, warnings)
     return PreparedStudy(
         study=study,
         specs=unique,
@@ -121,6 +111,27 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
         probe=probe.to_json() if probe is not None else None,
         budget=budget_params(study, model) if study.budget is not None else None,
     )
+
+
+def _unique_runs(specs: list[RunSpec], warnings: list[str]) -> list[RunSpec]:
+    """Each run once: two labels for the same resolved placement are one run (a warning);
+    two tasks whose runs coincide read the same data, and one task would vanish (an error)."""
+    first: dict[str, RunSpec] = {}
+    for s in specs:
+        was = first.setdefault(s.run_id, s)
+        if was is s:
+            continue
+        if s.task != was.task:  # the task is no part of a run's id: the data hashed alike
+            raise UserError(
+                f"tasks {was.task!r} and {s.task!r} read the same data ({s.dataset} has "
+                f"the content of {was.dataset}): their runs are the same runs and one task "
+                "would be dropped: keep one entry"
+            )
+        warnings.append(
+            f"{s.placement_name} (seed {s.seed}) is the same run as {was.placement_name}: "
+            "it runs once"
+        )
+    return list(first.values())
 
 
 def _data_kw(study: Study, task) -> dict:
@@ -288,7 +299,8 @@ class _Recorder:
         _save_adapter(self.study, self.store, self.study.study_id, spec, result)
         for sink in self.sinks:  # copies only: the store above is the source of truth
             sink.log(spec, result)
-        self.ran += 1
+        if result.status != "paused":  # a halving rung is not a run: count each run once
+            self.ran += 1
         self.display.run_finished(spec, result)
 
 

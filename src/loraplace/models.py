@@ -190,6 +190,9 @@ def _from_pretrained(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from loraplace.quiet import quiet_transformers
+
+    quiet_transformers()
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if _is_local(source):
         source = str(_local_dir(source))

@@ -45,7 +45,9 @@ def _model_tokenizer(model: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir
+    from loraplace.quiet import quiet_transformers
 
+    quiet_transformers()
     builtin = BUILTIN_MODELS.get(model)
     if builtin is not None and builtin.tokenizer is not None:
         return builtin.tokenizer()  # the very tokenizer its pretraining saves

@@ -44,7 +44,9 @@ class RichDisplay(StudyDisplay):
         self.progress: Progress | None = None
         self.overall: TaskID | None = None
         self.current: TaskID | None = None
-        self.n_done = 0
+        # Each run's number in the counter, given at its first line: successive halving
+        # reports a run again at each rung, and the counter must not pass the total.
+        self.number: dict[str, int] = {}
         self.n_todo = 0
         self._last = 0.0
 
@@ -102,7 +104,7 @@ class RichDisplay(StudyDisplay):
         )
 
     def run_finished(self, spec: RunSpec, result: RunResult) -> None:
-        self.n_done += 1
+        number = self.number.setdefault(spec.run_id, len(self.number) + 1)
         m = result.metrics
         if result.status == "done":
             detail = f"eval loss {m['eval_loss']:.4f}"
@@ -118,9 +120,9 @@ class RichDisplay(StudyDisplay):
         else:
             detail = f"[red]{result.status}: {escape(str(result.error))}[/]"
         self.console.print(
-            f"[{self.n_done}/{self.n_todo}] {escape(_run_label(spec))} seed {spec.seed}: {detail}"
+            f"[{number}/{self.n_todo}] {escape(_run_label(spec))} seed {spec.seed}: {detail}"
         )
-        if self.progress is not None and self.overall is not None:
+        if self.progress is not None and self.overall is not None and result.status != "paused":
             self.progress.advance(self.overall)
 
     def stop(self) -> None:

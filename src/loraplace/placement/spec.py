@@ -163,6 +163,7 @@ def parse_placement(obj: str | dict | PlacementSpec) -> PlacementSpec:
     roleish = set(ROLES) | set(ROLE_GROUPS)
     if all(p in roleish for p in parts):
         return PlacementSpec(name=text, roles=parts)
+    _check_role_typo(text, parts, roleish)
     if len(parts) == 1 and not re.fullmatch(r"[\w.]+", text):
         raise UserError(
             f"unknown placement {text!r}: use a preset ({', '.join(PRESETS)}), roles "
@@ -176,6 +177,25 @@ def parse_placement(obj: str | dict | PlacementSpec) -> PlacementSpec:
                 f"unknown preset or role {text!r}{hint}: presets are {', '.join(PRESETS)}"
             )
     return PlacementSpec(name=text, target_modules=parts)
+
+
+def _check_role_typo(text: str, parts: list[str], roleish: set[str]) -> None:
+    """Roles joined by '+' with one misspelt would be read as module names, and the error
+    would then blame a valid role: blame the part that is nearly a role instead."""
+    import difflib
+
+    if not any(p in roleish for p in parts):
+        return
+    dotted = sorted(r for r in roleish if "." in r)
+    for p in parts:
+        # A dotted part one letter off a dotted role ("mlp.upp"); a module name such as
+        # c_attn or a full path (h.0.attn.c_attn) is never that close.
+        near = difflib.get_close_matches(p, dotted, n=1, cutoff=0.8) if "." in p else []
+        if p not in roleish and near:
+            raise UserError(
+                f"unknown role {p!r} in placement {text!r} (did you mean {near[0]!r}?): "
+                "`loraplace inspect MODEL` lists the model's roles"
+            )
 
 
 def _one_line(exc: Exception) -> str:

@@ -6,9 +6,13 @@ so an error leaves the previous report (or nothing) rather than half a report.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -77,7 +81,8 @@ def build_report(
     ):
         raise UserError(f"{out_dir} exists and is not a loraplace report; choose another --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    remove_stale(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=_owned(out_dir, "tmp") + "-", dir=out_dir.parent))
     try:
         repro = reproducibility(data, str(store))
         with png_writer():  # the figures' PNGs are compressed while the rest is written
@@ -120,7 +125,7 @@ def _swap(tmp: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         tmp.rename(out_dir)
         return
-    old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
+    old = out_dir.with_name(_owned(out_dir, "old"))
     out_dir.rename(old)
     try:
         tmp.rename(out_dir)
@@ -128,3 +133,44 @@ def _swap(tmp: Path, out_dir: Path) -> None:
         old.rename(out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owned(out_dir: Path, kind: str) -> str:
+    """``.report-tmp-<pid>-<host>``: a work folder's name says which process owns it, so a
+    report killed midway (SIGKILL, power loss) leaves folders a later report can remove."""
+    return f".{out_dir.name}-{kind}-{os.getpid()}-{_host()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale(out_dir: Path) -> list[Path]:
+    """Remove the work folders of ``out_dir`` left by report processes that are gone.
+
+    Only folders named by ``_owned`` for this host whose process no longer exists: a
+    report running beside this one (its pid alive), or on another machine sharing the
+    directory (another host), is left alone. Returns what was removed.
+    """
+    pattern = re.compile(
+        rf"\.{re.escape(out_dir.name)}-(?:tmp|old)-(\d+)-([0-9a-f]{{8}})(?:-.*)?", re.DOTALL
+    )
+    removed = []
+    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}-*"):
+        m = pattern.fullmatch(path.name)
+        if m is None or m.group(2) != _host() or int(m.group(1)) == os.getpid():
+            continue
+        if path.is_dir() and not path.is_symlink() and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

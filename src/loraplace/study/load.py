@@ -147,6 +147,16 @@ def _check_tasks(study: Study, source: str) -> None:
             f"{source}: task {twice[0]!r} appears twice in datasets: give each entry its "
             "own name ({name: ..., dataset: ...})"
         )
+    # The task name is no part of a run's identity (what is trained is): two tasks on the
+    # same data would be one set of runs, and one task would vanish from every table.
+    first: dict[tuple[str, str], str | None] = {}
+    for t in study.tasks:
+        other = first.setdefault((t.dataset, t.text_field), t.name)
+        if other != t.name:
+            raise UserError(
+                f"{source}: tasks {other!r} and {t.name!r} both read {t.dataset}: their runs "
+                "would be the same runs and one task would be dropped: keep one entry"
+            )
 
 
 def load_study(path: str | Path | None, overrides: list[str] | None = None) -> Study:

@@ -194,7 +194,8 @@ class SelectConfig(BaseModel):
     model_config = _STRICT
     by: str = "eval_loss"  # a validation metric: eval_loss or a task metric, never test_*
     per: Literal["placement"] = "placement"
-    goal: Literal["min", "max"] | None = None  # None: min for a loss, max for other metrics
+    # None: min for a loss, max for other metrics; given, it must agree (check_select)
+    goal: Literal["min", "max"] | None = None
     # Successive halving (study/halving.py): judge every setting at `rungs` early steps
     # (rung k at steps / reduction^(rungs - k)), keep the best 1/reduction of each
     # placement's settings by validation loss over seeds; the rest are stored as pruned.
