@@ -4,6 +4,10 @@ Each class of fault (issue 12) holds at least two cases. Every case asserts the 
 code, exactly one line on stderr with no traceback, and, where it matters, that nothing
 was written. The CLI usage errors run the real console script in a subprocess, so they
 test the typer/click that is installed, not a mock of it.
+
+Every case is marked ``@pytest.mark.fault("<class>")``; the session's summary prints one
+table of cases per class, passed and failed, over every file (tests/conftest.py), so that
+the next round sees which classes are thin.
 """
 
 from __future__ import annotations
@@ -80,11 +84,13 @@ def usage_results(tmp_path_factory):
     return results
 
 
+@pytest.mark.fault("cli")
 @pytest.mark.parametrize("argv,needle", USAGE_ERRORS, ids=[" ".join(c[0]) for c in USAGE_ERRORS])
 def test_usage_error_is_one_line(usage_results, argv, needle):
     assert_one_line(usage_results[" ".join(argv)], needle)
 
 
+@pytest.mark.fault("cli")
 def test_bare_command_shows_help(tmp_path):
     proc = console_script([], cwd=tmp_path)
     # click >= 8.2 exits 2 after no-args help (NoArgsIsHelpError), click 8.1 exits 0.
@@ -98,6 +104,7 @@ def test_bare_command_shows_help(tmp_path):
 ODD_NAMES = ["a[/x]b", "[bold]b[/bold]", "q'\"uote", "<b>html</b>&amp;", "çà-ü-名"]
 
 
+@pytest.mark.fault("messages")
 @pytest.mark.slow
 def test_odd_names_are_shown_verbatim_by_run_and_status(tmp_path, capsys):
     import yaml
@@ -170,6 +177,7 @@ def snapshot(directory: Path, skip: str = "\0") -> dict[str, tuple[int, int, byt
 # -- 3. one writer per study; readers never write ----------------------------------------
 
 
+@pytest.mark.fault("store")
 def test_a_second_writer_exits_2_naming_the_holder_and_writes_nothing(tmp_path, capsys):
     from loraplace.lock import WriterLock
 
@@ -191,6 +199,7 @@ def test_a_second_writer_exits_2_naming_the_holder_and_writes_nothing(tmp_path, 
     assert cli(capsys, ["run", str(study)])[0] == 0
 
 
+@pytest.mark.fault("store")
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
     from loraplace.lock import lock_path
 
@@ -210,6 +219,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capsys):
     assert "ran 1 of 1 runs" in stdout
 
 
+@pytest.mark.fault("store")
 def test_readers_never_write_nor_reset_a_live_run(tmp_path, capsys):
     from loraplace.store import Store
 
@@ -304,6 +314,7 @@ BAD_STORES = [
 ]
 
 
+@pytest.mark.fault("store")
 @pytest.mark.parametrize("make,needle", BAD_STORES, ids=[m.__name__ for m, _ in BAD_STORES])
 @pytest.mark.parametrize("verb", ["status", "report", "run"])
 def test_a_bad_store_is_one_line_and_left_as_it_was(tmp_path, capsys, make, needle, verb):
@@ -320,6 +331,7 @@ def test_a_bad_store_is_one_line_and_left_as_it_was(tmp_path, capsys, make, need
     assert snapshot(out) == before  # no tables added to a foreign database, no WAL files
 
 
+@pytest.mark.fault("store")
 def test_a_full_disk_while_saving_a_run_is_one_line(tmp_path, capsys, monkeypatch):
     import sqlite3
 
@@ -336,6 +348,7 @@ def test_a_full_disk_while_saving_a_run_is_one_line(tmp_path, capsys, monkeypatc
         assert [r["status"] for r in store.runs()] == ["interrupted"]
 
 
+@pytest.mark.fault("store")
 def test_store_schema_version_is_recorded(tmp_path):
     import sqlite3
 
@@ -368,6 +381,7 @@ BOUNDS = [
 ]
 
 
+@pytest.mark.fault("study-file")
 def test_lr_zero_runs_with_a_warning(tmp_path, capsys):
     code, out, err = cli(capsys, ["run", str(one_run_study(tmp_path)), "train.lr=0"])
     assert code == 0, err
@@ -383,6 +397,7 @@ STUDY_FILES = [
 ]
 
 
+@pytest.mark.fault("study-file")
 @pytest.mark.parametrize("name,text,needle", STUDY_FILES, ids=[f[0] for f in STUDY_FILES])
 def test_a_study_file_that_is_not_a_study_is_one_line(tmp_path, capsys, name, text, needle):
     path = tmp_path / name
@@ -409,6 +424,7 @@ ENVIRONMENT = [
 @pytest.mark.parametrize(
     "override,needle", BOUNDS + ENVIRONMENT, ids=[b[0] for b in BOUNDS + ENVIRONMENT]
 )
+@pytest.mark.fault("study-file")
 def test_a_bad_setting_is_one_line_before_any_write(tmp_path, capsys, override, needle):
     """Classes 5 (bounds) and 7 (environment): refused before the store or out dir exists."""
     study = one_run_study(tmp_path)
@@ -416,6 +432,7 @@ def test_a_bad_setting_is_one_line_before_any_write(tmp_path, capsys, override, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.fault("study-file")
 def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
     import torch
 
@@ -431,6 +448,7 @@ def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
 # -- 4. a blown-up run is never a result ----------------------------------------------
 
 
+@pytest.mark.fault("numbers")
 def test_lr_1000_is_flagged_or_diverged_never_averaged_and_the_report_says_why(tmp_path, capsys):
     from loraplace.store import Store
     from loraplace.summary import run_end_rows
@@ -487,6 +505,7 @@ WATCH = [  # train losses step by step -> the step divergence is detected at (No
 ]
 
 
+@pytest.mark.fault("numbers")
 @pytest.mark.parametrize("losses,at", WATCH)
 def test_loss_watch_detects_divergence_at_the_documented_step(losses, at):
     from loraplace.runs import TrainSettings
@@ -502,6 +521,7 @@ def test_loss_watch_detects_divergence_at_the_documented_step(losses, at):
     assert got == at
 
 
+@pytest.mark.fault("cli")
 def test_plan_and_export_show_bracketed_paths_verbatim(tmp_path, capsys):
     from transformers import GPT2Config
 
@@ -519,6 +539,7 @@ def test_plan_and_export_show_bracketed_paths_verbatim(tmp_path, capsys):
 # -- 8. status after a crash: the WAL reaches the database after every run -------------
 
 
+@pytest.mark.fault("run-lifecycle")
 def test_each_finished_run_is_in_the_database_file_not_only_the_wal(tmp_path):
     import sqlite3
 
@@ -558,6 +579,7 @@ def _pins() -> dict[str, str]:
     return pins
 
 
+@pytest.mark.fault("install")
 def test_constraints_pin_every_declared_dependency_and_torch():
     import re
 
@@ -571,6 +593,7 @@ def test_constraints_pin_every_declared_dependency_and_torch():
     assert pins["torch"] == "2.13.0" and "loraplace" not in pins
 
 
+@pytest.mark.fault("install")
 def test_setup_installs_the_pins_unless_told_otherwise():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert 'pip install -q -c .venv/constraints.txt -e ".[dev]"' in setup
