@@ -337,3 +337,20 @@ def test_a_killed_report_leaves_folders_the_next_report_removes(tmp_path, capsys
     assert code == 0, err
     assert (rep / "report.md").exists() and not stale.exists()
     assert sorted(p.name for p in tmp_path.glob(".rep-*")) == sorted([live.name, other.name])
+
+
+@pytest.mark.fault("numbers")
+def test_a_stored_goal_against_the_metric_still_selects_the_best():
+    """A study stored before goal was checked, with goal max on eval_loss: the report's
+    selection is the lowest validation loss, which is what it calls the best."""
+    import dataclasses
+
+    from test_selection import _grid_runs, _study
+
+    from loraplace.analysis.fair import compare
+
+    study = dataclasses.replace(
+        _study(_grid_runs()), config={"select": {"by": "eval_loss", "goal": "max"}}
+    )
+    chosen = {s.placement: (s.chosen.label, s.goal) for s in compare(study).selections}
+    assert chosen == {"attn": ("attn@lr0.01", "min"), "ffn": ("ffn@lr0.1", "min")}

@@ -114,9 +114,9 @@ def compare(study: StudyData, reference: str | None = None) -> FairComparison:
     margin = (study.config.get("analysis") or {}).get("margin")
     selections: list[Selection] = []
     if select_cfg:
-        selections = select_settings(
-            study, select_cfg.get("by", "eval_loss"), select_cfg.get("goal")
-        )
+        # The metric's own direction, never a stored goal: a study stored before goal was
+        # checked (study/bounds.py) may say max for a loss, which would pick the worst.
+        selections = select_settings(study, select_cfg.get("by", "eval_loss"))
     tasks = []
     for task in study.tasks():
         # A selection that chose nothing (no run stores its metric: a study stored before
