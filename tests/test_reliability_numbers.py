@@ -288,10 +288,13 @@ def test_roles_beside_module_names_still_resolve(capsys):
 
 @pytest.mark.fault("messages")
 def test_third_party_progress_and_warnings_stay_off_stderr(tmp_path):
-    """The console script's stderr: empty for a probe (once a "Loading weights" bar) and a
-    run whose tokenizer is shorter than its examples (once a transformers warning)."""
+    """The console script's stderr is empty for: a probe (once a "Loading weights" bar), a
+    run whose tokenizer is shorter than its examples (once a tokenizer length warning) and
+    a chat run with tasks (once an attention-mask warning). The three run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from run_fixtures import write_tiny_model
-    from test_reliability import console_script
+    from test_reliability import ROOT, console_script
 
     model = write_tiny_model(tmp_path / "m")
     config = json.loads((model / "tokenizer_config.json").read_text())
@@ -299,12 +302,28 @@ def test_third_party_progress_and_warnings_stay_off_stderr(tmp_path):
     rows = [{"prompt": "the cat sees the moon . a dog eats", "completion": " a bone ."}] * 20
     data = tmp_path / "pc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    study = one_run_study(tmp_path, model=str(model), dataset=str(data))
-    probe = console_script(["probe", "tiny-markov", "markov-mix"], cwd=tmp_path)
-    run = console_script(["run", str(study)], cwd=tmp_path)
+    short = one_run_study(tmp_path, model=str(model), dataset=str(data))
+    chat = [
+        "examples/instruct_chat.yaml",
+        "seeds=[0]",
+        "placements=[mlp]",
+        "zero_shot=false",
+        "train.steps=1",
+        "train.batch_size=2",
+        "eval.max_blocks=4",
+        "eval.tasks=[{name: answer, max_new_tokens: 2, limit: 4}]",
+    ]
+    calls = [
+        (["probe", "tiny-markov", "markov-mix"], tmp_path),
+        (["run", str(short)], tmp_path),
+        (["run", *chat, f"out={tmp_path / 'chat'}"], ROOT),  # its data paths are the repo's
+    ]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        probe, run, chat_run = pool.map(lambda c: console_script(*c), calls)
     assert (probe.returncode, probe.stderr) == (0, "")
-    assert (run.returncode, run.stderr) == (0, ""), run.stderr[-2000:]
-    assert "ran 1 of 1 runs" in run.stdout
+    for done in (run, chat_run):
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr[-2000:]
+        assert "ran 1 of 1 runs" in done.stdout
 
 
 @pytest.mark.fault("messages")
