@@ -288,42 +288,35 @@ def test_roles_beside_module_names_still_resolve(capsys):
 
 @pytest.mark.fault("messages")
 def test_third_party_progress_and_warnings_stay_off_stderr(tmp_path):
-    """The console script's stderr is empty for: a probe (once a "Loading weights" bar), a
-    run whose tokenizer is shorter than its examples (once a tokenizer length warning) and
-    a chat run with tasks (once an attention-mask warning). The three run at once."""
+    """The console script's stderr is empty for a probe (once a "Loading weights" bar) and
+    for a run whose tokenizer is shorter than its examples and whose pad token ends its
+    blocks (once a tokenizer length warning and an attention-mask warning)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from run_fixtures import write_tiny_model
-    from test_reliability import ROOT, console_script
+    from test_reliability import console_script
 
     model = write_tiny_model(tmp_path / "m")
-    config = json.loads((model / "tokenizer_config.json").read_text())
-    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
+    for name, key, value in (
+        ("tokenizer_config", "model_max_length", 8),
+        ("config", "pad_token_id", 0),
+    ):
+        path = model / f"{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
     rows = [{"prompt": "the cat sees the moon . a dog eats", "completion": " a bone ."}] * 20
     data = tmp_path / "pc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    short = one_run_study(tmp_path, model=str(model), dataset=str(data))
-    chat = [
-        "examples/instruct_chat.yaml",
-        "seeds=[0]",
-        "placements=[mlp]",
-        "zero_shot=false",
-        "train.steps=1",
-        "train.batch_size=2",
-        "eval.max_blocks=4",
-        "eval.tasks=[{name: answer, max_new_tokens: 2, limit: 4}]",
-    ]
-    calls = [
-        (["probe", "tiny-markov", "markov-mix"], tmp_path),
-        (["run", str(short)], tmp_path),
-        (["run", *chat, f"out={tmp_path / 'chat'}"], ROOT),  # its data paths are the repo's
-    ]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        probe, run, chat_run = pool.map(lambda c: console_script(*c), calls)
-    assert (probe.returncode, probe.stderr) == (0, "")
-    for done in (run, chat_run):
-        assert (done.returncode, done.stderr) == (0, ""), done.stderr[-2000:]
-        assert "ran 1 of 1 runs" in done.stdout
+    study = one_run_study(
+        tmp_path,
+        model=str(model),
+        dataset=str(data),
+        eval={"every": 0, "tasks": [{"name": "answer", "max_new_tokens": 3, "limit": 4}]},
+    )
+    calls = [["probe", "tiny-markov", "markov-mix"], ["run", str(study)]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        probe, run = pool.map(lambda argv: console_script(argv, cwd=tmp_path), calls)
+    assert (probe.returncode, probe.stderr, run.returncode, run.stderr) == (0, "", 0, "")
+    assert "ran 1 of 1 runs" in run.stdout
 
 
 @pytest.mark.fault("messages")
