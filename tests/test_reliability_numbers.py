@@ -219,17 +219,15 @@ def test_the_halving_counter_never_passes_the_number_of_runs(tmp_path, capsys):
     study.write_text(yaml.safe_dump(config))
     code, out, err = cli(capsys, ["run", str(study)])
     assert code == 0, err
-    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    import re
+
+    # "[k/N] label seed 0: status ...": each run keeps its number at every rung.
+    lines = re.findall(r"^\[(\d+)/(\d+)\] (\S+) seed 0: (\w+)", out, re.M)
+    numbers = {label: f"{k}/{n}" for k, n, label, _ in lines}
+    assert numbers == {"mlp-down@lr0.01": "1/2", "mlp-down@lr0.02": "2/2"}, out
+    assert len(lines) == 5 and all(int(k) <= int(n) == 2 for k, n, _, _ in lines)
     # rung 1: both paused, one pruned; rung 2: the other paused, then trained to the end
-    assert [ln.split(" seed")[1].split(": ")[1].split(" ")[0] for ln in lines] == [
-        "paused",
-        "paused",
-        "pruned",
-        "paused",
-        "eval",
-    ]
-    numbers = {ln.split("]")[0] + "]" + ln.split("]")[1].split(" seed")[0] for ln in lines}
-    assert numbers == {"[1/2] mlp-down@lr0.01", "[2/2] mlp-down@lr0.02"}, lines
+    assert [status for *_, status in lines] == ["paused", "paused", "pruned", "paused", "eval"]
     assert "ran 2 of 2 runs" in out
 
 
