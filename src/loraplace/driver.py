@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
+from loraplace.identity import blocks_args
 from loraplace.lock import busy_error, live_holder
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
@@ -124,16 +125,8 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
 
 
 def _data_kw(study: Study, task) -> dict:
-    t = study.train_settings()
-    return dict(
-        model=study.model,
-        device=t.device,
-        block_size=t.block_size,
-        split_seed=t.split_seed,
-        text_field=task.text_field,
-        test_fraction=t.test_fraction,
-        data=study.data_settings(),
-    )
+    # The same arguments a run's own blocks are read with (Assets.spec_blocks).
+    return blocks_args(study.model, study.train_settings(), task.text_field, study.data_settings())
 
 
 def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:

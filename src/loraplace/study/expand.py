@@ -9,20 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from loraplace.errors import UserError
+from loraplace.identity import ZERO_SHOT_FIELDS
 from loraplace.runs import ZERO_SHOT_SEED, RunSpec, TrainSettings
 from loraplace.study.grid import grid_axes, grid_points, point_label, setting_of, varying_axes
 from loraplace.study.schema import Study
-
-# The settings a zero-shot run's numbers depend on.
-_EVAL_IDENTITY = (
-    "block_size",
-    "precision",
-    "device",
-    "eval_batch_size",
-    "max_eval_blocks",
-    "split_seed",
-    "test_fraction",
-)
 
 
 def expand(
@@ -124,7 +114,7 @@ def _baselines(study: Study, common: dict, kind: str) -> list[RunSpec]:
         # Neither training settings nor seeds can change a zero-shot number: keep only what
         # evaluation reads, so a study stores one and studies that differ in training share it.
         settings = study.train_settings()
-        eval_only = TrainSettings(**{k: getattr(settings, k) for k in _EVAL_IDENTITY})
+        eval_only = TrainSettings(**{k: getattr(settings, k) for k in ZERO_SHOT_FIELDS})
         return [
             RunSpec(
                 placement_name="zero-shot",
