@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loraplace.adapters import save_result_adapter
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
 from loraplace.identity import blocks_args
@@ -23,8 +24,9 @@ from loraplace.lock import busy_error, live_holder
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
-from loraplace.study import Study, budget_params, expand
+from loraplace.study import ProbeConfig, Study, budget_params, expand
 from loraplace.study.bounds import bound_warnings, check_device
+from loraplace.study.halving import rung_steps
 
 if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
     from loraplace.assets import Assets
@@ -156,7 +158,6 @@ def _probe(study: Study, model, train_blocks):
     import torch
 
     from loraplace.probe.scores import pick_batches, probe_model
-    from loraplace.study import ProbeConfig
 
     cfg = study.probe or ProbeConfig()
     state = torch.random.get_rng_state()
@@ -299,7 +300,6 @@ def _halving(study: Study, specs: list[RunSpec], store: Store, inner: Executor) 
     """The executor that runs the study's grid by successive halving, from the store's state."""
     from loraplace.executors.halving import HalvingExecutor, Record
     from loraplace.executors.local import LocalExecutor
-    from loraplace.study.halving import rung_steps
 
     sel = study.select
     assert sel is not None and isinstance(inner, LocalExecutor)
@@ -325,7 +325,6 @@ def _save_adapter(study: Study, store: Store, sid: str, spec: RunSpec, result: R
     """Write the run's trained adapter per the study's ``save`` mode (after its result)."""
     if result.adapter is None or study.save == "none":
         return
-    from loraplace.train.save import save_result_adapter
 
     done = {r["run_id"] for r in store.runs(sid) if r["status"] == "done" and r["kind"] == "lora"}
     losses = {rid: m["eval_loss"] for rid, m in store.metrics(done).items() if "eval_loss" in m}

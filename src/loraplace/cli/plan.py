@@ -267,8 +267,8 @@ def export(
     if placement is None:
         import re
 
+        from loraplace.adapters import copy_saved, find_saved
         from loraplace.errors import UserError
-        from loraplace.train.save import copy_saved, find_saved
 
         if not re.fullmatch(r"[0-9a-f]{4,16}", model):
             raise UserError(

@@ -69,7 +69,7 @@ def recommend(
         store = resolve_store_path(source)
         saved = _saved_weights(store, rec) if fmt == "peft" and store.exists() else None
         if saved is not None:  # the trained weights of the recommended placement's best run
-            from loraplace.train.save import copy_saved
+            from loraplace.adapters import copy_saved
 
             paths = copy_saved(saved, out_dir)
         else:
@@ -93,8 +93,8 @@ def recommend(
 
 def _saved_weights(store_path: Path, rec) -> Path | None:
     """The saved adapter of the recommended placement's lowest-loss run, if one was kept."""
+    from loraplace.adapters import best_saved
     from loraplace.store import Store
-    from loraplace.train.save import best_saved
 
     if rec.source != "measured":
         return None
