@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from loraplace import identity as ident
+from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
 from loraplace.data import Blocks, load_blocks
+from loraplace.models import load_model, model_fingerprint
 from loraplace.runs import RunSpec
 from loraplace.train import Baseline, evaluate_base
 from loraplace.train.measure import resolve_device, resolve_precision
@@ -25,7 +27,6 @@ def _preferred_attention(ref: str) -> str | None:
     Eager attention is ~1.5x faster than sdpa for the tiny built-ins on CPU; other models
     keep transformers' default.
     """
-    from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
 
     if not is_builtin_model(ref):
         return None
@@ -56,8 +57,6 @@ class Assets:
         if self._model_key != key:
             from transformers.utils import logging as hf_logging
 
-            from loraplace.models import load_model
-
             self._model = self._tokenizer = None  # free the previous model first
             hf_logging.disable_progress_bar()  # the study's own progress display is enough
             model, tokenizer = load_model(
@@ -84,8 +83,6 @@ class Assets:
 
     def model_fingerprint(self, ref: str) -> str:
         if ref not in self._model_fp:
-            from loraplace.models import model_fingerprint
-
             self._model_fp[ref] = model_fingerprint(ref)
         return self._model_fp[ref]
 

@@ -14,6 +14,7 @@ import socket
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir, is_builtin_model
 from loraplace.errors import UserError
@@ -56,8 +57,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
     if _hub_ok is None:
-        from urllib.parse import urlparse
-
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         parsed = urlparse(endpoint)
         host = parsed.hostname or "huggingface.co"

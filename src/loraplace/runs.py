@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loraplace import identity as ident
+from loraplace.errors import UserError
 
 RunKind = Literal["lora", "zero-shot", "full"]
 # A zero-shot run is one evaluation of the base model, which no seed can change; it is
@@ -74,8 +75,6 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.grad_accum < 1 or self.batch_size % self.grad_accum:
-            from loraplace.errors import UserError
-
             raise UserError(
                 f"train.grad_accum {self.grad_accum} must be >= 1 and divide train.batch_size "
                 f"{self.batch_size} (batch_size is the effective batch, split into grad_accum "

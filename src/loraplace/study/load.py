@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from loraplace.budget.generated import parse_generated
+from loraplace.defaults import default_study_config
 from loraplace.errors import UserError, closest
 from loraplace.study.bounds import check_bounds
 from loraplace.study.schema import Study
@@ -102,7 +104,6 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
     if not study.seeds:
         raise UserError(f"{source}: seeds is empty: give at least one, e.g. seeds: [0]")
     _check_tasks(study, source)
-    from loraplace.budget.generated import parse_generated
 
     for entry in study.placements:
         gen = parse_generated(entry)  # a malformed allocate/random entry fails here
@@ -136,7 +137,6 @@ def _check_tasks(study: Study, source: str) -> None:
 
 def load_study(path: str | Path | None, overrides: list[str] | None = None) -> Study:
     """Read a study file (or the built-in default when path is None) and apply overrides."""
-    from loraplace.defaults import default_study_config
 
     if path is None:
         config, source = default_study_config(), "default study"

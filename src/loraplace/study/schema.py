@@ -8,6 +8,7 @@ evaluation settings. Validation checks everything that can be checked without th
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from loraplace import identity as ident
+from loraplace.budget.generated import AllocateEntry, parse_generated
 from loraplace.runs import TrainSettings
 
 # Settings that live under ``eval:`` in the study file but in TrainSettings in a RunSpec.
@@ -82,7 +84,6 @@ class TaskConfig(BaseModel):
             return self
         if not self.task:
             raise ValueError(f"lm-eval task {self.name!r} needs task: the harness's task name")
-        import importlib.util
 
         if importlib.util.find_spec("lm_eval") is None:
             raise ValueError(
@@ -326,8 +327,6 @@ class Study(BaseModel):
 
     @property
     def wants_probe(self) -> bool:
-        from loraplace.budget.generated import AllocateEntry, parse_generated
-
         return self.probe is not None or any(
             isinstance(parse_generated(e), AllocateEntry) for e in self.placements
         )
