@@ -201,32 +201,49 @@ def table_mismatches(graph: dict[str, dict[str, str]], text: str) -> list[str]:
     return out
 
 
-def heavy_modules(source: Source) -> set[str]:
-    """The loraplace modules whose import loads a HEAVY package (module-level imports,
-    their packages' ``__init__`` included), by a fixed point over the module graph."""
+def _top_level_deps(source: Source) -> dict[str, set[str]]:
+    """{module: what importing it imports at once}: module-level imports, and its parents."""
     top: dict[str, set[str]] = {}
     for module in source.trees:
         parents = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
         deps = {t for _, t, lazy in source.imports(module, type_only=False) if not lazy}
         top[module] = deps | {p for p in parents if p in source.trees}
+    return top
+
+
+def heavy_modules(source: Source) -> set[str]:
+    """The loraplace modules whose import loads a HEAVY package (module-level imports,
+    their packages' ``__init__`` included), by a fixed point over the module graph."""
+    top = _top_level_deps(source)
     heavy = {m for m, deps in top.items() if any(d.split(".")[0] in HEAVY for d in deps)}
     while grown := {m for m, deps in top.items() if m not in heavy and deps & heavy}:
         heavy |= grown
     return heavy
 
 
+def loaded_at_start(source: Source) -> set[str]:
+    """The loraplace modules ``import loraplace`` loads: importing one later costs nothing,
+    so no function imports one lazily (not even a cli verb)."""
+    top, seen, todo = _top_level_deps(source), set(), ["loraplace"]
+    while todo:
+        m = todo.pop()
+        if m in source.trees and m not in seen:
+            seen.add(m)
+            todo += top[m]
+    return seen
+
+
 def light_lazy_imports(source: Source, allowed: dict[str, str] = LAZY_ALLOWED) -> list[str]:
     """Function-level imports of light modules not on the allowlist: "file:line module"."""
-    heavy = heavy_modules(source)
+    heavy, at_start = heavy_modules(source), loaded_at_start(source)
     out = []
     for module, (path, _) in source.trees.items():
         rel = path.relative_to(source.src).as_posix()
-        if any(rel.startswith(k) for k in allowed if k.endswith("/")):
-            continue
+        in_dir = any(rel.startswith(k) for k in allowed if k.endswith("/"))
         for line, target, lazy in source.imports(module, type_only=False):
             if not lazy or target in heavy or target.split(".")[0] in HEAVY:
                 continue
-            if f"{rel}:{target}" not in allowed:
+            if target in at_start or not (in_dir or f"{rel}:{target}" in allowed):
                 out.append(f"{rel}:{line} {target}")
     return sorted(set(out))
 

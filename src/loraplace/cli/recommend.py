@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
+from loraplace.errors import UserError
 
 out = Console(highlight=False)
 
@@ -29,7 +30,6 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> int:
     """The best placement for a budget: measured runs first, then probes."""
-    from loraplace.errors import UserError
     from loraplace.placement.export import FORMATS, write_export
     from loraplace.recommend import placement_of, recommend_placement
     from loraplace.store import resolve_store_path
