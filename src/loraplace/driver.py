@@ -24,7 +24,7 @@ from loraplace.lock import busy_error, live_holder
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
-from loraplace.study import ProbeConfig, Study, budget_params, expand
+from loraplace.study import ProbeConfig, Study, budget_params, expand, retain_dataset, wants_probe
 from loraplace.study.bounds import bound_warnings, check_device
 from loraplace.study.halving import rung_steps
 
@@ -96,7 +96,7 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
         task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
     }
     probe = None
-    if study.wants_probe:  # scored on the first task's train blocks
+    if wants_probe(study):  # scored on the first task's train blocks
         task = study.tasks[0]
         probe = _probe(study, model, assets.blocks(task.dataset, **_data_kw(study, task)).train)
     specs, warnings = expand(
@@ -145,7 +145,7 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
             f"eval.tasks need instruction data (prompt-completion or messages), but "
             f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
         )
-    retain = study.retain_dataset(task.dataset)
+    retain = retain_dataset(study, task.dataset)
     if retain:  # the retain set is read whole: no test split carved out of it
         out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint
     if kw["test_fraction"] > 0:

@@ -20,6 +20,24 @@ from loraplace.study.grid import grid_axes, grid_points, point_label, setting_of
 from loraplace.study.schema import Study
 
 
+def wants_probe(study: Study) -> bool:
+    """Whether importance probes are scored before training: asked for (``probe:``) or
+    implied by an ``allocate`` placement, which spends the budget by their scores."""
+    return study.probe is not None or any(
+        isinstance(parse_generated(e), AllocateEntry) for e in study.placements
+    )
+
+
+def retain_dataset(study: Study, dataset: str | None = None) -> str | None:
+    """The retain set for ``dataset`` (default: the study's own): ``retain:``, or for
+    "auto" the built-in dataset's own source (None when it has none)."""
+    if study.retain != "auto":
+        return study.retain
+    from loraplace.data import retain_dataset_for  # data.load: tokenisation, torch
+
+    return retain_dataset_for(dataset or study.dataset)
+
+
 def expand(
     study: Study,
     *,
@@ -53,7 +71,7 @@ def expand(
             study=study.name,
             model=study.model,
             dataset=task.dataset,
-            retain_dataset=study.retain_dataset(task.dataset),
+            retain_dataset=retain_dataset(study, task.dataset),
             text_field=task.text_field,
             fingerprints=fps,
             task=task.name,

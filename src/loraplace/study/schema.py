@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from loraplace import identity as ident
-from loraplace.budget.generated import AllocateEntry, parse_generated
 from loraplace.runs import TrainSettings
 
 # Settings that live under ``eval:`` in the study file but in TrainSettings in a RunSpec.
@@ -326,12 +325,6 @@ class Study(BaseModel):
         ]
 
     @property
-    def wants_probe(self) -> bool:
-        return self.probe is not None or any(
-            isinstance(parse_generated(e), AllocateEntry) for e in self.placements
-        )
-
-    @property
     def ranks(self) -> list[int]:
         return [self.rank] if isinstance(self.rank, int) else list(self.rank)
 
@@ -362,14 +355,6 @@ class Study(BaseModel):
     def eval_task_settings(self) -> tuple[dict[str, Any], ...]:
         """The ``eval.tasks`` metrics as a RunSpec's ``eval_tasks``."""
         return tuple(task_dict(t) for t in self.eval.tasks)
-
-    def retain_dataset(self, dataset: str | None = None) -> str | None:
-        """The retain set for ``dataset`` (default: the study's own)."""
-        if self.retain != "auto":
-            return self.retain
-        from loraplace.data import retain_dataset_for
-
-        return retain_dataset_for(dataset or self.dataset)
 
 
 @dataclass(frozen=True)
