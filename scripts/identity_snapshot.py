@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HUB_CONFIGS = {"gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16, n_positions=1024)}
 
 
-def _baseline_key(spec, assets) -> tuple:
+def _baseline_key(spec) -> tuple:
     from loraplace import identity
     from loraplace.train.measure import resolve_device, resolve_precision
 
@@ -41,7 +41,7 @@ def _snapshot_prepared(study, out: list[str]) -> None:
     driver_keys = list(assets._blocks)
     for spec in prepared.specs:
         out.append(f"run {spec.run_id} {spec.placement_name} seed={spec.seed} task={spec.task}")
-        out.append(f"  baseline {_baseline_key(spec, assets)!r}")
+        out.append(f"  baseline {_baseline_key(spec)!r}")
         assets.spec_blocks(spec)
         assets.retain_blocks(spec)
         assets.test_blocks(spec)
@@ -59,7 +59,7 @@ def _snapshot_expanded(study, out: list[str]) -> None:
     specs, _ = expand(study, target=config, fingerprints=fps)
     for spec in specs:
         out.append(f"run {spec.run_id} {spec.placement_name} seed={spec.seed} task={spec.task}")
-        out.append(f"  baseline {_baseline_key(spec, None)!r}")
+        out.append(f"  baseline {_baseline_key(spec)!r}")
 
 
 # The settings added after stores existed, each set away from its default on a shipped
@@ -94,7 +94,7 @@ def _snapshot_variants(out: list[str]) -> None:
         specs, _ = expand(study, fingerprints={"model": "0" * 16, "data": "1" * 16})
         for spec in specs:
             out.append(f"run {spec.run_id} {spec.placement_name} seed={spec.seed}")
-            out.append(f"  baseline {_baseline_key(spec, None)!r}")
+            out.append(f"  baseline {_baseline_key(spec)!r}")
 
 
 def main() -> None:
