@@ -197,7 +197,11 @@ def test_baseline_key_holds_what_a_zero_shot_evaluation_reads():
         "[]",
         None,
         None,
+        "text",
     )
+    # Two tasks on one file, read by different fields, are two evaluations.
+    other = dataclasses.replace(spec, text_field="body")
+    assert identity.baseline_key(other, "cpu", "fp32") != identity.baseline_key(spec, "cpu", "fp32")
     # A zero-shot run keeps exactly these train settings (the rest at their defaults).
     zero = next(s for s in expand(load_study(None, ["train.lr=0.1"]), fingerprints=FPS)[0])
     assert zero.kind == "zero-shot" and zero.train.lr == TrainSettings().lr

@@ -189,6 +189,8 @@ class _Spec(Protocol):
     @property
     def retain_dataset(self) -> str | None: ...
     @property
+    def text_field(self) -> str: ...
+    @property
     def data(self) -> dict[str, Any]: ...
     @property
     def eval_dataset(self) -> str | None: ...
@@ -213,6 +215,7 @@ def baseline_key(spec: _Spec, device: str, precision: str) -> tuple:
         repr(sorted(spec.data.items())),
         spec.eval_dataset,
         spec.quantize,
+        spec.text_field,  # two tasks may read one file by different fields
     )
 
 
