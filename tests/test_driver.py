@@ -18,7 +18,7 @@ from run_fixtures import tiny_study
 from loraplace.cli import run_cli
 from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
 from loraplace.store import Store
-from loraplace.study import validate_study
+from loraplace.study import validate_study, wants_probe
 
 # Whole studies end to end: `pytest -m "not slow"` skips them.
 pytestmark = pytest.mark.slow
@@ -296,7 +296,7 @@ def test_an_allocate_study_without_a_probe_section_probes_with_the_defaults(tmp_
     model, blocks = load_tiny(tmp_path)
     cfg = tiny_study(tmp_path, placements=[{"name": "alloc", "allocate": "taylor"}], budget=512)
     study = validate_study(cfg)
-    assert study.probe is None and study.wants_probe
+    assert study.probe is None and wants_probe(study)
     meta = _probe(study, model, blocks.train).meta
     assert (meta["batches"], meta["batch_size"], meta["seed"]) == (4, 8, 0)
     assert meta["tokens"] == 4 * 8 * 16 and meta["block_size"] == 16

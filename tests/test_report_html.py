@@ -63,7 +63,7 @@ def _console_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.needs_tool("chromium", CHROMIUM is not None, "apt-get install chromium")
 def test_renders_in_chromium_without_console_errors(html_path, tmp_path):
     # Control: the detector sees console errors on a page that makes them.
     bad = tmp_path / "control.html"

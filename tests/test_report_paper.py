@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import running_in_ci
 from report_fixtures import make_store
 
 from loraplace.report import build_report
@@ -177,7 +178,7 @@ def test_log_problems_finds_errors_and_undefined_references():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(tex_engine() is None, reason="no TeX engine (apt-get install latexmk)")
+@pytest.mark.needs_tool("TeX", tex_engine() is not None, "apt-get install latexmk")
 def test_report_tex_compiles_without_errors_or_undefined_references(report, tmp_path):
     _, out = report
     work = tmp_path / "r"
@@ -189,7 +190,7 @@ def test_report_tex_compiles_without_errors_or_undefined_references(report, tmp_
     assert sorted(p.name for p in work.iterdir()) == sorted(
         [p.name for p in out.iterdir()] + ["report.pdf"]
     )  # TeX's aux and log files stay in its scratch directory
-    if shutil.which("pdftoppm"):
+    if shutil.which("pdftoppm") or running_in_ci():  # poppler-utils: .ci/run installs it
         subprocess.run(["pdftoppm", "-r", "20", "-png", str(pdf), str(tmp_path / "p")], check=True)
         pages = sorted(tmp_path.glob("p-*.png"))
         assert len(pages) >= 5
@@ -197,7 +198,7 @@ def test_report_tex_compiles_without_errors_or_undefined_references(report, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(chromium() is None, reason="chromium is not installed")
+@pytest.mark.needs_tool("chromium", chromium() is not None, "apt-get install chromium")
 def test_html_prints_to_pdf_with_chromium(report, tmp_path):
     _, out = report
     pdf = print_html(out, tmp_path / "report-html.pdf").path

@@ -9,20 +9,14 @@ import pytest
 import torch
 from run_fixtures import tiny_study
 
+from loraplace.adapters import ADAPTERS, CONFIG, SIDECAR, write_adapter
 from loraplace.data import load_blocks
 from loraplace.driver import run_study
 from loraplace.runs import RunSpec
 from loraplace.store import Store
 from loraplace.study import validate_study
 from loraplace.train import evaluate
-from loraplace.train.save import (
-    ADAPTERS,
-    CONFIG,
-    SIDECAR,
-    evaluate_adapter,
-    load_adapter,
-    write_adapter,
-)
+from loraplace.train.save import evaluate_adapter, load_adapter
 
 torch.set_num_threads(1)
 

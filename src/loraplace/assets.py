@@ -12,7 +12,10 @@ from typing import Any
 
 import torch
 
+from loraplace import identity as ident
+from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
 from loraplace.data import Blocks, load_blocks
+from loraplace.models import load_model, model_fingerprint
 from loraplace.runs import RunSpec
 from loraplace.train import Baseline, evaluate_base
 from loraplace.train.measure import resolve_device, resolve_precision
@@ -24,7 +27,6 @@ def _preferred_attention(ref: str) -> str | None:
     Eager attention is ~1.5x faster than sdpa for the tiny built-ins on CPU; other models
     keep transformers' default.
     """
-    from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
 
     if not is_builtin_model(ref):
         return None
@@ -53,8 +55,6 @@ class Assets:
         compute = resolve_precision(precision, torch.device(dev)) if quantize == "4bit" else None
         key = (ref, dev, quantize, compute)
         if self._model_key != key:
-            from loraplace.models import load_model
-
             self._model = self._tokenizer = None  # free the previous model first
             model, tokenizer = load_model(
                 ref,
@@ -80,8 +80,6 @@ class Assets:
 
     def model_fingerprint(self, ref: str) -> str:
         if ref not in self._model_fp:
-            from loraplace.models import model_fingerprint
-
             self._model_fp[ref] = model_fingerprint(ref)
         return self._model_fp[ref]
 
@@ -105,8 +103,16 @@ class Assets:
         """
         from loraplace.data.sft import DataSettings
 
-        data_key = repr(sorted((data or {}).items()))
-        key = (dataset, model, block_size, split_seed, text_field, test_fraction, holdout, data_key)
+        key = ident.blocks_key(
+            dataset,
+            model=model,
+            block_size=block_size,
+            split_seed=split_seed,
+            text_field=text_field,
+            test_fraction=test_fraction,
+            holdout=holdout,
+            data=data,
+        )
         if key not in self._blocks:
             net, tokenizer = self._any_model(model, device)
             cfg = getattr(net, "config", None)
@@ -133,26 +139,15 @@ class Assets:
         The spec's own dataset carries its test split (train without it); another
         dataset (the retain set) is read whole.
         """
-        t = spec.train
-        kw: dict[str, Any] = dict(
-            model=spec.model,
-            device=t.device,
-            block_size=t.block_size,
-            split_seed=t.split_seed,
-            text_field=spec.text_field,
-            data=spec.data,
-        )
-        blocks = self.blocks(
-            dataset or spec.dataset,
-            test_fraction=t.test_fraction if dataset is None else 0.0,
-            holdout=holdout,
-            **kw,
-        )
-        if dataset is None and holdout == "val" and spec.eval_dataset:
+        kw: dict[str, Any] = ident.blocks_args(spec.model, spec.train, spec.text_field, spec.data)
+        whole = {**kw, "test_fraction": 0.0}  # another dataset is read whole
+        own = dataset is None
+        blocks = self.blocks(dataset or spec.dataset, holdout=holdout, **(kw if own else whole))
+        if own and holdout == "val" and spec.eval_dataset:
             from loraplace.data.load import with_eval_dataset
 
             # eval.dataset: validation is that file, whole; train keeps its own rows.
-            return with_eval_dataset(blocks, self.blocks(spec.eval_dataset, **kw))
+            return with_eval_dataset(blocks, self.blocks(spec.eval_dataset, **whole))
         return blocks
 
     def retain_blocks(self, spec: RunSpec) -> Blocks | None:
@@ -166,21 +161,7 @@ class Assets:
         """The base model's eval on the spec's val (retain, test) blocks, shared across seeds."""
         t = spec.train
         device = resolve_device(t.device)
-        key = (
-            spec.model,
-            spec.dataset,
-            spec.retain_dataset,
-            t.block_size,
-            t.split_seed,
-            t.test_fraction,
-            str(device),
-            resolve_precision(t.precision, device),
-            t.eval_batch_size,
-            t.max_eval_blocks,
-            repr(sorted(spec.data.items())),
-            spec.eval_dataset,
-            spec.quantize,
-        )
+        key = ident.baseline_key(spec, str(device), resolve_precision(t.precision, device))
         if key not in self._baselines:
             model, _ = self.model(spec.model, t.device, spec.quantize, t.precision)
             self._baselines[key] = evaluate_base(

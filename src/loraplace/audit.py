@@ -16,8 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loraplace.arch import ArchInfo, ModuleInfo
+from loraplace.arch import ArchInfo, ModuleInfo, describe, meta_from_config
+from loraplace.arch.describe import tower_of
 from loraplace.errors import UserError
+from loraplace.models import load_config
 
 _KEY = re.compile(
     r"^(?:base_model\.model\.)?(.+?)((?:\.base_layer)*)\.lora_(A|B)(?:\.\w+)?\.weight$"
@@ -131,8 +133,6 @@ def _identify(module: str, depth: int, a: tuple, b: tuple, arch: ArchInfo | None
 
 
 def _units(config: dict, shapes: dict, arch: ArchInfo | None) -> list[AdaptedUnit]:
-    from loraplace.arch.describe import tower_of
-
     r0, a0 = int(config.get("r", 8)), float(config.get("lora_alpha", 8))
     ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
     units = []
@@ -218,8 +218,6 @@ def _warnings(config: dict, units: list[AdaptedUnit], arch: ArchInfo | None) -> 
 def _base_arch(base: str | None, explicit: bool) -> tuple[ArchInfo | None, list[str]]:
     if not base:
         return None, ["the adapter names no base model: pass --model to read roles"]
-    from loraplace.arch import describe, meta_from_config
-    from loraplace.models import load_config
 
     try:
         config = load_config(base)

@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loraplace.adapters import save_result_adapter
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
+from loraplace.identity import blocks_args
 from loraplace.lock import busy_error, live_holder
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
-from loraplace.study import Study, budget_params, expand
+from loraplace.study import ProbeConfig, Study, budget_params, expand, retain_dataset, wants_probe
 from loraplace.study.bounds import bound_warnings, check_device
+from loraplace.study.halving import rung_steps
 
 if TYPE_CHECKING:  # torch loads with the executor, when a study actually runs
     from loraplace.assets import Assets
@@ -93,7 +96,7 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
         task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
     }
     probe = None
-    if study.wants_probe:  # scored on the first task's train blocks
+    if wants_probe(study):  # scored on the first task's train blocks
         task = study.tasks[0]
         probe = _probe(study, model, assets.blocks(task.dataset, **_data_kw(study, task)).train)
     specs, warnings = expand(
@@ -135,16 +138,8 @@ def _unique_runs(specs: list[RunSpec], warnings: list[str]) -> list[RunSpec]:
 
 
 def _data_kw(study: Study, task) -> dict:
-    t = study.train_settings()
-    return dict(
-        model=study.model,
-        device=t.device,
-        block_size=t.block_size,
-        split_seed=t.split_seed,
-        text_field=task.text_field,
-        test_fraction=t.test_fraction,
-        data=study.data_settings(),
-    )
+    # The same arguments a run's own blocks are read with (Assets.spec_blocks).
+    return blocks_args(study.model, study.train_settings(), task.text_field, study.data_settings())
 
 
 def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
@@ -161,7 +156,7 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
             f"eval.tasks need instruction data (prompt-completion or messages), but "
             f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
         )
-    retain = study.retain_dataset(task.dataset)
+    retain = retain_dataset(study, task.dataset)
     if retain:  # the retain set is read whole: no test split carved out of it
         out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint
     if kw["test_fraction"] > 0:
@@ -174,7 +169,6 @@ def _probe(study: Study, model, train_blocks):
     import torch
 
     from loraplace.probe.scores import pick_batches, probe_model
-    from loraplace.study import ProbeConfig
 
     cfg = study.probe or ProbeConfig()
     state = torch.random.get_rng_state()
@@ -318,7 +312,6 @@ def _halving(study: Study, specs: list[RunSpec], store: Store, inner: Executor) 
     """The executor that runs the study's grid by successive halving, from the store's state."""
     from loraplace.executors.halving import HalvingExecutor, Record
     from loraplace.executors.local import LocalExecutor
-    from loraplace.study.halving import rung_steps
 
     sel = study.select
     assert sel is not None and isinstance(inner, LocalExecutor)
@@ -344,7 +337,6 @@ def _save_adapter(study: Study, store: Store, sid: str, spec: RunSpec, result: R
     """Write the run's trained adapter per the study's ``save`` mode (after its result)."""
     if result.adapter is None or study.save == "none":
         return
-    from loraplace.train.save import save_result_adapter
 
     done = {r["run_id"] for r in store.runs(sid) if r["status"] == "done" and r["kind"] == "lora"}
     losses = {rid: m["eval_loss"] for rid, m in store.metrics(done).items() if "eval_loss" in m}

@@ -14,10 +14,12 @@ import socket
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir, is_builtin_model
 from loraplace.errors import UserError
 from loraplace.quantize import prepare_loaded, quantization_config
+from loraplace.quiet import quiet_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +58,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
     if _hub_ok is None:
-        from urllib.parse import urlparse
-
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         parsed = urlparse(endpoint)
         host = parsed.hostname or "huggingface.co"
@@ -189,8 +189,6 @@ def _from_pretrained(
     """The one from_pretrained path: built-in cache dirs, local dirs and hub ids all use it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from loraplace.quiet import quiet_transformers
 
     quiet_transformers()
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}

@@ -9,9 +9,17 @@ evidence, so a reader can see why it was chosen and how sure it is.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from loraplace.arch import describe, meta_from_config
+from loraplace.budget import allocation, parse_budget
+from loraplace.errors import UserError
+from loraplace.models import load_config
+from loraplace.placement import PlacementSpec, resolve
+from loraplace.probe import probe
+from loraplace.store import Store, resolve_store_path
 
 
 @dataclass
@@ -79,7 +87,6 @@ class Recommendation:
 
 def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[str, float]]:
     """Finished LoRA placements in a store, grouped over seeds; and zero-shot losses."""
-    from loraplace.store import Store
 
     with Store(store_path, create=False, writer=False) as store:
         runs = store.runs()
@@ -135,8 +142,6 @@ def recommend_placement(
     A store answers from its measured runs; when none fits the budget, or ``source`` is a
     model, an allocation from probes on ``data`` (which is then required).
     """
-    from loraplace.errors import UserError
-    from loraplace.store import resolve_store_path
 
     store = resolve_store_path(source)
     if store.exists():
@@ -163,7 +168,6 @@ def recommend_placement(
 
 def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommendation | None:
     """The measured placement with the lowest mean eval loss within the budget, or None."""
-    from loraplace.budget import parse_budget
 
     cands, zero = measured_candidates(store_path)
     if not cands:
@@ -227,8 +231,6 @@ def recommend_from_probe(
     model: str, data: str, budget: int | str, *, score: str = "taylor", seed: int = 0
 ) -> Recommendation:
     """A placement allocated from importance probes: a proposal, not a measurement."""
-    from loraplace.budget import allocation, parse_budget
-    from loraplace.probe import probe
 
     cap = parse_budget(budget, _meta(model))
     result = probe(model, data, seed=seed)
@@ -257,7 +259,6 @@ def recommend_from_probe(
 
 def placement_of(rec: Recommendation):
     """The recommendation as a resolved placement (for plan and export)."""
-    from loraplace.placement import PlacementSpec, resolve
 
     spec = PlacementSpec(
         name=rec.label,
@@ -267,7 +268,6 @@ def placement_of(rec: Recommendation):
     )
     rp = resolve(spec, _meta(rec.model))
     # alphas are per module in the measured run: keep them exactly
-    from dataclasses import replace
 
     alpha = {m["name"]: float(m["alpha"]) for m in rec.modules}
     rp.modules = [replace(m, alpha=alpha[m.name]) for m in rp.modules]
@@ -275,8 +275,5 @@ def placement_of(rec: Recommendation):
 
 
 def _meta(model: str):
-    from loraplace.arch import describe, meta_from_config
-    from loraplace.models import load_config
-
     config = load_config(model)
     return describe(meta_from_config(config), config)

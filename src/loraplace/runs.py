@@ -8,10 +8,11 @@ writes it to the store. Both are JSON-serialisable dataclasses (Ray and SQLite c
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from loraplace import identity as ident
+from loraplace.errors import UserError
 
 RunKind = Literal["lora", "zero-shot", "full"]
 # A zero-shot run is one evaluation of the base model, which no seed can change; it is
@@ -74,35 +75,11 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if self.grad_accum < 1 or self.batch_size % self.grad_accum:
-            from loraplace.errors import UserError
-
             raise UserError(
                 f"train.grad_accum {self.grad_accum} must be >= 1 and divide train.batch_size "
                 f"{self.batch_size} (batch_size is the effective batch, split into grad_accum "
                 "micro-batches)"
             )
-
-
-# Settings added after stores existed, with their defaults: dropped from the run id while
-# at the default, so a study that does not use them keeps its run ids (old stores resume).
-_TRAIN_ADDED: dict[str, Any] = {
-    "diverge_rise": 1.5,
-    "test_fraction": 0.0,
-    "grad_accum": 1,
-    "grad_checkpointing": False,
-    "lora_bias": False,
-    "modules_to_save": (),
-}
-_SPEC_ADDED: dict[str, Any] = {
-    "use_dora": False,
-    "init_lora_weights": True,
-    "quantize": None,
-    "data": {},
-    "eval_tasks": (),
-    "eval_dataset": None,
-}
-# Labels, not settings: never part of the run id.
-_DISPLAY_ONLY = ("study", "placement_name", "task", "placement_base", "setting")
 
 
 @dataclass(frozen=True)
@@ -143,17 +120,11 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """A hash of the resolved spec: same spec, same id, on any machine."""
-        payload = self.identity()
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return ident.run_id(self)
 
     def identity(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in _DISPLAY_ONLY:
-            d.pop(name)
-        _drop_defaults(d, _SPEC_ADDED)
-        _drop_defaults(d["train"], _TRAIN_ADDED)
-        return d
+        """What the run id hashes (loraplace.identity decides field by field)."""
+        return ident.hashed(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -170,12 +141,6 @@ class RunSpec:
         d["modules"] = tuple(d.get("modules", ()))
         d["eval_tasks"] = tuple(d.get("eval_tasks", ()))
         return cls(**d)
-
-
-def _drop_defaults(d: dict[str, Any], defaults: dict[str, Any]) -> None:
-    for key, default in defaults.items():
-        if key in d and d[key] == default:
-            del d[key]
 
 
 @dataclass

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT NOT NULL,             -- lora | zero-shot | full
     seed INTEGER NOT NULL,
     spec_json TEXT NOT NULL,
-    status TEXT NOT NULL,           -- pending running done failed diverged flagged interrupted
+    status TEXT NOT NULL,           -- runs.RunStatus: pending running done failed diverged
+                                    -- flagged interrupted paused pruned
     diverged_step INTEGER,
     error TEXT,
     created_at REAL NOT NULL,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from loraplace.analysis.aggregate import Estimate, Summary, estimate
 from loraplace.analysis.stats import PairedTest, holm, paired_test
+from loraplace.budget.generated import generated_labels
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,6 @@ class BudgetCheck:
 
 
 def origins(config: dict) -> dict[str, str]:
-    from loraplace.budget.generated import generated_labels
-
     return generated_labels(list(config.get("placements") or []))
 
 

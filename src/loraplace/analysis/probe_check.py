@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from loraplace.analysis.aggregate import Estimate, Summary
+from loraplace.probe.result import SCORES, ProbeResult, ScoreInfo
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,6 @@ def probe_check(s: Summary) -> ProbeCheck | None:
     if not data:
         return None
     from scipy.stats import spearmanr  # 0.4 s to import: only studies with probes pay it
-
-    from loraplace.probe.result import SCORES, ProbeResult, ScoreInfo
 
     probe = ProbeResult.from_json(data)
     layers: dict[str, set[int]] = {}

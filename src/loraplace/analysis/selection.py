@@ -15,6 +15,7 @@ from typing import Any
 
 from loraplace.analysis.aggregate import Estimate, estimate
 from loraplace.analysis.load import TRAINED_KINDS, RunRecord, StudyData
+from loraplace.metrics import default_goal
 
 # Validation metric -> its test-split counterpart, for the headline view.
 TEST_METRICS = {
@@ -44,11 +45,6 @@ class Selection:
     goal: str  # "min" | "max"
     chosen: GridPoint
     points: tuple[GridPoint, ...]  # every point with a finished seed, in study order
-
-
-def default_goal(metric: str) -> str:
-    """Losses are minimised; every other metric (accuracy, exact match) is maximised."""
-    return "min" if "loss" in metric or metric.endswith("ppl") else "max"
 
 
 def grid_points_of(study: StudyData, task: str | None, placement: str, by: str) -> list[GridPoint]:

@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from loraplace.analysis.aggregate import Estimate, Summary, estimate
 from loraplace.analysis.stats import ALPHA, PairedTest, holm, paired_test
 from loraplace.errors import UserError, closest
-
-TASK_PREFIX = "task:"
-ACCURACY = "accuracy"
-RETAIN_ACCURACY = "retain_accuracy"  # the mean of a run's retain tasks (retain:<name>)
+from loraplace.metrics import ACCURACY, RETAIN_ACCURACY, TASK_PREFIX
 
 
 @dataclass(frozen=True)

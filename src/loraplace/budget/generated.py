@@ -35,6 +35,7 @@ from loraplace.budget.allocate import (
 from loraplace.errors import UserError
 from loraplace.placement.resolve import _arch_of
 from loraplace.placement.spec import AlphaRule, PlacementSpec
+from loraplace.probe.result import SCORES
 
 Key = tuple[int, str]
 LADDER = (1, 2, 4, 8, 16)
@@ -101,8 +102,6 @@ def parse_generated(entry: Any) -> GeneratedEntry | None:
         where = ".".join(str(x) for x in err["loc"]) or "entry"
         raise UserError(f"placement {entry!r}: {where}: {err['msg']}") from None
     if isinstance(parsed, AllocateEntry):
-        from loraplace.probe.result import SCORES
-
         if parsed.allocate not in SCORES:
             raise UserError(
                 f"placement {entry!r}: unknown probe score {parsed.allocate!r}: use one of "

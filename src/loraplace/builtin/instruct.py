@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loraplace.builtin import markov
+from loraplace.data.cache import cache_dir
+from loraplace.data.registry import RegisteredDataset, register_dataset
 
 if TYPE_CHECKING:  # numpy loads when data is made, not when the datasets register
     import numpy as np
@@ -100,8 +102,6 @@ _GENERATORS = {
 
 def dataset_path(name: str) -> Path:
     """The dataset's JSONL in the cache, generated on first use (atomically)."""
-    from loraplace.builtin import cache_dir
-
     rows = _GENERATORS[name]()
     text = "".join(json.dumps(r) + "\n" for r in rows)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -115,8 +115,6 @@ def dataset_path(name: str) -> Path:
 
 
 def _register() -> None:
-    from loraplace.data.registry import RegisteredDataset, register_dataset
-
     for name in INSTRUCT_DATASETS:
         register_dataset(
             RegisteredDataset(name=name, model="tiny-markov", file=lambda n: str(dataset_path(n)))

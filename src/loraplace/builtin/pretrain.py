@@ -11,6 +11,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,6 @@ N_VAL = 256  # held-out source blocks for the reported figure
 
 def recipe() -> dict:
     """Everything besides the code that determines tiny-markov's weights (tests pin its hash)."""
-    from dataclasses import asdict
 
     cfg = tiny_markov_config()
     # Named fields only: the full config dict grows keys with transformers releases.

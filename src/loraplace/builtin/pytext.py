@@ -27,10 +27,12 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
+from loraplace.builtin.registry import BuiltinModel, register_builtin_model
 from loraplace.data.cache import cache_dir
 from loraplace.data.registry import RegisteredDataset, register_dataset
 from loraplace.data.sources import TextSource
 from loraplace.errors import UserError
+from loraplace.schedule import scheduled_lr
 
 VERSION = "v1"  # bump when the tokenizer, model or pretraining recipe changes
 INFO_FILE = "loraplace_builtin.json"
@@ -219,8 +221,6 @@ def tiny_python_tokenizer():
 
 
 def _lr_at(step: int) -> float:
-    from loraplace.schedule import scheduled_lr
-
     return scheduled_lr(step, lr=LR, warmup=WARMUP, steps=STEPS, min_frac=MIN_LR_FRAC)
 
 
@@ -318,8 +318,6 @@ def text_source(name: str) -> TextSource:
 
 
 def _register() -> None:
-    from loraplace.builtin import BuiltinModel, register_builtin_model
-
     register_builtin_model(
         BuiltinModel(
             name="tiny-python",

@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir
 from loraplace.cli.app import app
+from loraplace.data import registered_dataset
+from loraplace.quiet import quiet_transformers
 
 data_app = typer.Typer(
     help="Inspect datasets: documents, tokens, blocks and the floor.", no_args_is_help=True
@@ -24,7 +27,7 @@ DEFAULT_TEXT_MODEL = "tiny-python"
 
 def _tokenizer_and_context(dataset: str, model: str | None, trust_remote_code: bool):
     """The tokenizer and context length to pack with: the model's, or a sensible default."""
-    from loraplace.data import dataset_kind, registered_dataset
+    from loraplace.data import dataset_kind  # data.load: tokenisation, torch
     from loraplace.models import load_config
 
     dataset_kind(dataset)  # an unknown name fails here, before any tokenizer is built
@@ -43,9 +46,6 @@ def _tokenizer_and_context(dataset: str, model: str | None, trust_remote_code: b
 def _model_tokenizer(model: str, trust_remote_code: bool):
     """A model's tokenizer without loading its weights (or pretraining a built-in)."""
     from transformers import AutoTokenizer
-
-    from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir
-    from loraplace.quiet import quiet_transformers
 
     quiet_transformers()
     builtin = BUILTIN_MODELS.get(model)
@@ -91,8 +91,6 @@ def info(
         "fingerprint": blocks.fingerprint,
     }
     if tokenizer is not None:
-        from loraplace.data import registered_dataset
-
         registered = registered_dataset(name)
         summary["tokenizer_of"] = model or (registered.model if registered else DEFAULT_TEXT_MODEL)
     for key in ("python_version", "content_sha256", "generator", "format", "scored_tokens"):

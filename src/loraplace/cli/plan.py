@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loraplace.builtin import is_builtin_model
 from loraplace.cli.app import app
+from loraplace.errors import UserError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -20,7 +22,6 @@ def _arch(model: str, trust_remote_code: bool = False):
     """Shapes only: read from a LLaMA-style config.json, else the model on the meta device."""
     from loraplace.arch import describe, meta_from_config
     from loraplace.arch.config_json import describe_config_json
-    from loraplace.builtin import is_builtin_model
     from loraplace.models import _is_local, load_config
 
     if not trust_remote_code and not is_builtin_model(model) and _is_local(model):
@@ -193,7 +194,6 @@ def _role_table(rp) -> Table:
 
 def _memory(model: str, resolved: list, settings: dict, checkpointing: bool, quantize):
     """Training-memory estimates of the resolved placements (shapes only)."""
-    from loraplace.errors import UserError
     from loraplace.models import load_config
     from loraplace.runs import TrainSettings
     from loraplace.train.memory_estimate import estimate_memory
@@ -267,8 +267,7 @@ def export(
     if placement is None:
         import re
 
-        from loraplace.errors import UserError
-        from loraplace.train.save import copy_saved, find_saved
+        from loraplace.adapters import copy_saved, find_saved
 
         if not re.fullmatch(r"[0-9a-f]{4,16}", model):
             raise UserError(
@@ -281,8 +280,6 @@ def export(
         return
 
     if fmt not in FORMATS:
-        from loraplace.errors import UserError
-
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     config = load_config(model)
     arch = describe(meta_from_config(config), config)
@@ -306,7 +303,6 @@ def export(
 def _export_data_side(data: str | None, study: Path | None, loss_on: str):
     """The data side an Axolotl / LLaMA-Factory export carries: from the study's settings,
     or a plain data file with --loss-on; None without either."""
-    from loraplace.errors import UserError
     from loraplace.placement.export_data import data_side
 
     if loss_on not in ("completion", "all"):

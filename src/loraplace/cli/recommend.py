@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
+from loraplace.errors import UserError
 
 out = Console(highlight=False)
 
@@ -29,7 +30,6 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> int:
     """The best placement for a budget: measured runs first, then probes."""
-    from loraplace.errors import UserError
     from loraplace.placement.export import FORMATS, write_export
     from loraplace.recommend import placement_of, recommend_placement
     from loraplace.store import resolve_store_path
@@ -69,7 +69,7 @@ def recommend(
         store = resolve_store_path(source)
         saved = _saved_weights(store, rec) if fmt == "peft" and store.exists() else None
         if saved is not None:  # the trained weights of the recommended placement's best run
-            from loraplace.train.save import copy_saved
+            from loraplace.adapters import copy_saved
 
             paths = copy_saved(saved, out_dir)
         else:
@@ -93,8 +93,8 @@ def recommend(
 
 def _saved_weights(store_path: Path, rec) -> Path | None:
     """The saved adapter of the recommended placement's lowest-loss run, if one was kept."""
+    from loraplace.adapters import best_saved
     from loraplace.store import Store
-    from loraplace.train.save import best_saved
 
     if rec.source != "measured":
         return None

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loraplace.cli.app import app
+from loraplace.errors import UserError
 
 
 @app.command()
@@ -26,7 +27,6 @@ def search(
 ) -> int:
     """Multi-objective search (eval loss vs trainable params) over roles, layers, ranks."""
     from loraplace.cli.run import RichDisplay, _split_args, make_console
-    from loraplace.errors import UserError
     from loraplace.search import run_search
     from loraplace.study import load_study
 

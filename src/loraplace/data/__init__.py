@@ -7,6 +7,7 @@ must not import torch.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from loraplace.data.registry import (
@@ -47,7 +48,5 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'loraplace.data' has no attribute {name!r}")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from loraplace.data.formats import jsonl_rows, read_records
+from loraplace.data.registry import builtin_datasets
 from loraplace.errors import UserError
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
@@ -156,8 +158,6 @@ def _missing_field(source: pathlib.Path | str, text_field: str, fields) -> UserE
 
 
 def _parse_jsonl(path: pathlib.Path, text: str, text_field: str) -> list[str]:
-    from loraplace.data.formats import jsonl_rows
-
     docs: list[str] = []
     for lineno, row in jsonl_rows(path, text):
         if text_field not in row:
@@ -173,8 +173,6 @@ def _parse_jsonl(path: pathlib.Path, text: str, text_field: str) -> list[str]:
 
 
 def _parse_json(path: pathlib.Path, text_field: str) -> list[str]:
-    from loraplace.data.formats import read_records
-
     rows = read_records(path)
     if rows and text_field not in rows[0]:
         raise _missing_field(path, text_field, rows[0].keys())
@@ -242,8 +240,6 @@ def _offline_env() -> bool:
 
 
 def _no_network(dataset: str) -> UserError:
-    from loraplace.data.registry import builtin_datasets
-
     builtins = ", ".join(builtin_datasets())
     return UserError(
         f"no network: give a local file or a built-in dataset ({builtins}); "

@@ -22,6 +22,7 @@ import collections
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -132,7 +133,6 @@ def ray_session(address: str | None = None, **init_kwargs: Any) -> Iterator[bool
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """A UserError at once when nothing listens at HOST:PORT (Ray itself retries for minutes)."""
-    import socket
 
     if "://" in address:  # ray:// (Ray Client) and other schemes: leave them to Ray
         return
@@ -232,8 +232,6 @@ class _LatestStep(NullProgress):
 
 
 def _hostname() -> str:
-    import socket
-
     return socket.gethostname()
 
 

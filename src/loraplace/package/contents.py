@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import platform
 import re
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loraplace.analysis import StudyData
+from loraplace.builtin import builtin_model_info, is_builtin_model
 from loraplace.report.manifest import distinct
 from loraplace.store import rewritten_copy
 
@@ -85,7 +87,6 @@ def builtin_weights(models: list[str]) -> dict[str, str]:
     A built-in's model fingerprint hashes its name, version and config only, so the weights
     (pretrained on first use) are pinned here as well.
     """
-    from loraplace.builtin import builtin_model_info, is_builtin_model
 
     out = {}
     for m in models:
@@ -156,7 +157,6 @@ def copy_local_inputs(study: StudyData, dest: Path) -> list[str]:
     The packaged specs name them by their last path component, which is what ``verify``
     looks for under ``inputs/``. Returns the references it could not include.
     """
-    import shutil
 
     refs = distinct(
         r.spec.get(k) for r in study.runs for k in ("model", "dataset", "retain_dataset")

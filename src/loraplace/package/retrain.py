@@ -20,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, overload
 
+from loraplace import builtin
 from loraplace.analysis import read_study_data
+from loraplace.builtin.shipped import weights_fingerprint
 from loraplace.package.contents import INPUTS_DIR
-from loraplace.package.verify import Finding
+from loraplace.package.finding import Finding
+from loraplace.runs import RunSpec
 
 SAME_CPU = 0.0  # relative tolerance: identical numbers
 SAME_GPU = 1e-4
@@ -72,10 +75,7 @@ def _weights_problem(model: str, weights: dict[str, str]) -> list[str]:
     """The built-in model's weights here against the ones the package pinned."""
     if model not in weights:
         return []
-    from loraplace.builtin import builtin_model_dir
-    from loraplace.builtin.shipped import weights_fingerprint
-
-    here = weights_fingerprint(builtin_model_dir(model))
+    here = weights_fingerprint(builtin.builtin_model_dir(model))
     if here == weights[model]:
         return []
     return [f"built-in {model} weights {here[:16]} here, {weights[model][:16]} packaged"]
@@ -103,8 +103,6 @@ def retrain_one(
 ) -> Finding:
     """Re-train one stored run and compare its eval loss with the stored one."""
     import torch
-
-    from loraplace.runs import RunSpec
 
     label = f"run {rec.run_id} ({rec.placement}, seed {rec.seed})"
     try:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import random
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,12 @@ from loraplace.analysis import read_study_data
 from loraplace.errors import UserError
 from loraplace.package.archive import MANIFEST, REPORT_DIR, build_packaged_report, extract
 from loraplace.package.contents import digest
+from loraplace.package.finding import Finding
 from loraplace.report.manifest import file_manifest, results_hash
 
 REBUILT_DIR = "report-rebuilt"
 # Report files whose bytes depend on the plotting/report environment, not only the store.
 ENV_DEPENDENT = ("figures/", "report.html", "manifest.json")
-
-
-@dataclass(frozen=True)
-class Finding:
-    ok: bool
-    check: str  # files | store | report | retrain
-    text: str
-
-    def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.check:8} {self.text}"
 
 
 def _sha(p: Path) -> str:

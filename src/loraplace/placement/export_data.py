@@ -27,6 +27,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
+from loraplace.data import formats
 from loraplace.errors import UserError
 
 TEXT, PROMPT_COMPLETION, ALPACA, CONVERSATIONAL = "text", "prompt-completion", "alpaca", "chat"
@@ -57,7 +58,6 @@ class DataSide:
 
 def data_side(dataset: str, *, text_field: str = "text", data: dict | None = None) -> DataSide:
     """The DataSide of a local data file, its format detected as the study detects it."""
-    from loraplace.data import formats
 
     data = data or {}
     path = pathlib.Path(dataset).expanduser()

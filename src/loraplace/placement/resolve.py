@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 
-from loraplace.arch import EXPERT_ROLES, ArchInfo, ModuleInfo, describe
+from loraplace.arch import EXPERT_ROLES, ArchInfo, ModuleInfo, describe, meta_from_config
 from loraplace.errors import UserError
+from loraplace.models import load_config
 from loraplace.placement.peft_limits import mamba_refused, rewritten_targets
 from loraplace.placement.spec import PlacementSpec, parse_placement, select_layers
 
@@ -130,11 +132,8 @@ def _arch_of(target) -> ArchInfo:
 
     if isinstance(target, nn.Module):
         return describe(target)
-    from loraplace.arch import meta_from_config
 
     if isinstance(target, str):
-        from loraplace.models import load_config
-
         config = load_config(target)
     else:
         config = target
@@ -347,8 +346,6 @@ def _peft_limits(family: str, chosen: list[ModuleInfo], label: str, warnings: li
 
 
 def _peft_version() -> str:
-    from importlib.metadata import version
-
     return version("peft")
 
 

@@ -8,6 +8,7 @@ that mean what they say.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Literal
 
@@ -182,8 +183,6 @@ def parse_placement(obj: str | dict | PlacementSpec) -> PlacementSpec:
 def _check_role_typo(text: str, parts: list[str], roleish: set[str]) -> None:
     """Roles joined by '+' with one misspelt would be read as module names, and the error
     would then blame a valid role: blame the part that is nearly a role instead."""
-    import difflib
-
     if not any(p in roleish for p in parts):
         return
     dotted = sorted(r for r in roleish if "." in r)

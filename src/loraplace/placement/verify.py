@@ -13,11 +13,15 @@ error and nothing is written.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import yaml
 
+from loraplace.arch import meta_from_config
+from loraplace.arch.describe import tower_of
 from loraplace.errors import UserError
+from loraplace.placement.export import export_placement
 from loraplace.placement.resolve import ResolvedPlacement
 
 # vLLM's LoRAConfig: max_lora_rank must be one of these (vllm/config/lora.py, 0.6 .. 0.11+)
@@ -50,8 +54,6 @@ def _axolotl(doc: dict):
 def _llama_factory(doc: dict, model):
     from peft import LoraConfig
 
-    from loraplace.arch.describe import tower_of
-
     targets = [t.strip() for t in str(doc["lora_target"]).split(",") if t.strip()]
     frozen = set()
     if doc.get("freeze_vision_tower", True):
@@ -73,7 +75,6 @@ def _llama_factory(doc: dict, model):
 
 def adapted_by_peft(model, config) -> dict[str, tuple[int, float]]:
     """{module or parameter name: (r, alpha)} after PEFT injects ``config`` into ``model``."""
-    import warnings
 
     from peft import get_peft_model
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -104,7 +105,6 @@ def trainer_config(fmt: str, files: dict[str, str], model):
 
 def verify_export(rp: ResolvedPlacement, fmt: str, files: dict[str, str], model_config) -> None:
     """Raise UserError unless the export adapts exactly rp's modules at their ranks/alphas."""
-    from loraplace.arch import meta_from_config
 
     got = adapted_by_peft(
         meta_from_config(model_config), trainer_config(fmt, files, meta_from_config(model_config))
@@ -174,7 +174,6 @@ def verified_export(
 
     ``data``: an export_data.DataSide, whose dataset keys the trainer files then carry.
     """
-    from loraplace.placement.export import export_placement
 
     files = export_placement(rp, fmt, base_model=base_model, dropout=dropout, data=data)
     verify_export(rp, fmt, files, model_config)

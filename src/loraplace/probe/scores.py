@@ -34,6 +34,7 @@ from torch import nn
 
 from loraplace.arch import ArchInfo, describe
 from loraplace.errors import UserError
+from loraplace.models import load_model
 from loraplace.probe.result import SCORES, Key, ProbeResult
 
 
@@ -197,7 +198,6 @@ def probe(
         split_seed: the dataset's train/val split (as in the study).
     """
     from loraplace.data import load_blocks
-    from loraplace.models import load_model
 
     torch.manual_seed(seed)
     mdl, tokenizer = load_model(model)

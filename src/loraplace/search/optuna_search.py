@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loraplace.arch import describe
+from loraplace.budget import parse_budget
+from loraplace.driver import run_study
 from loraplace.errors import UserError
+from loraplace.placement import resolve
+from loraplace.study import Study
 
 DEFAULT_RANKS = (2, 4, 8, 16)
 
@@ -51,7 +56,6 @@ class SearchOutcome:
 
 def space_for(model, ranks=DEFAULT_RANKS, max_roles: int = 3) -> SearchSpace:
     """The search space of a model: its readable roles (no lm_head), all layers."""
-    from loraplace.arch import describe
 
     arch = describe(model)
     if not arch.known:
@@ -104,9 +108,6 @@ def run_search(
     except ImportError:
         raise UserError("search needs Optuna: pip install 'loraplace[search]'") from None
     from loraplace.assets import Assets
-    from loraplace.driver import run_study
-    from loraplace.placement import resolve
-    from loraplace.study import Study
 
     optuna.logging.set_verbosity(logging.WARNING)
     assets = assets or Assets()
@@ -210,6 +211,5 @@ def _cap(budget: int | str | None, model) -> int | None:
     """The trainable-parameter cap of the trials, from the --budget option."""
     if budget is None:
         return None
-    from loraplace.budget import parse_budget
 
     return parse_budget(budget, model)

@@ -6,7 +6,7 @@ expand (placements resolved into RunSpecs).
 
 from __future__ import annotations
 
-from loraplace.study.expand import budget_params, expand
+from loraplace.study.expand import budget_params, expand, retain_dataset, wants_probe
 from loraplace.study.load import (
     apply_overrides,
     load_study,
@@ -28,5 +28,7 @@ __all__ = [
     "load_study",
     "parse_override",
     "read_study_file",
+    "retain_dataset",
     "validate_study",
+    "wants_probe",
 ]

@@ -8,10 +8,12 @@ name becomes a directory under ``runs/``, so it must be one path component.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
 from loraplace.errors import UserError
+from loraplace.metrics import ACCURACY, TASK_PREFIX, default_goal, task_metric
 
 # numpy's RandomState and torch's generators both take seeds in 0 .. 2**32 - 1.
 SEED_MAX = 2**32 - 1
@@ -140,7 +142,7 @@ def selectable_metrics(study) -> list[str]:
     out = ["eval_loss", "eval_ppl"]
     tasks = [t for t in study.eval.tasks if not t.retain]
     if tasks:
-        out += ["accuracy", *(f"task:{t.name}" for t in tasks)]
+        out += [ACCURACY, *(task_metric(t.name) for t in tasks)]
     return out
 
 
@@ -149,15 +151,11 @@ def check_select(study, source: str = "study") -> None:
     sel = study.select
     if sel is None:
         return
-    import difflib
-
-    from loraplace.analysis.selection import default_goal
-
     metrics = selectable_metrics(study)
     if sel.by not in metrics:
         # "answer" for "task:answer": match on the bare task name, suggest the full one.
-        full = {m.removeprefix("task:"): m for m in metrics}
-        near = difflib.get_close_matches(sel.by.removeprefix("task:"), list(full), 1, 0.5)
+        full = {m.removeprefix(TASK_PREFIX): m for m in metrics}
+        near = difflib.get_close_matches(sel.by.removeprefix(TASK_PREFIX), list(full), 1, 0.5)
         hint = f' (did you mean "{full[near[0]]}"?)' if near else ""
         raise UserError(
             f"{source}: select.by {sel.by!r} is a metric no run of this study stores{hint}: "

@@ -8,21 +8,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from loraplace.budget import budget_match, parse_budget
+from loraplace.budget.generated import AllocateEntry, generate, parse_generated
 from loraplace.errors import UserError
+from loraplace.identity import ZERO_SHOT_FIELDS
+from loraplace.placement import parse_placement, resolve
+from loraplace.placement.peft_config import lora_config_kwargs
+from loraplace.placement.resolve import _arch_of
 from loraplace.runs import ZERO_SHOT_SEED, RunSpec, TrainSettings
 from loraplace.study.grid import grid_axes, grid_points, point_label, setting_of, varying_axes
 from loraplace.study.schema import Study
 
-# The settings a zero-shot run's numbers depend on.
-_EVAL_IDENTITY = (
-    "block_size",
-    "precision",
-    "device",
-    "eval_batch_size",
-    "max_eval_blocks",
-    "split_seed",
-    "test_fraction",
-)
+
+def wants_probe(study: Study) -> bool:
+    """Whether importance probes are scored before training: asked for (``probe:``) or
+    implied by an ``allocate`` placement, which spends the budget by their scores."""
+    return study.probe is not None or any(
+        isinstance(parse_generated(e), AllocateEntry) for e in study.placements
+    )
+
+
+def retain_dataset(study: Study, dataset: str | None = None) -> str | None:
+    """The retain set for ``dataset`` (default: the study's own): ``retain:``, or for
+    "auto" the built-in dataset's own source (None when it has none)."""
+    if study.retain != "auto":
+        return study.retain
+    from loraplace.data import retain_dataset_for  # data.load: tokenisation, torch
+
+    return retain_dataset_for(dataset or study.dataset)
 
 
 def expand(
@@ -45,7 +58,6 @@ def expand(
     task_fingerprints: dataset reference -> its data/retain/test hashes, added to the
         fingerprints of that task's runs.
     """
-    from loraplace.placement.resolve import _arch_of
 
     target = _arch_of(study.model if target is None else target)
     specs: list[RunSpec] = []
@@ -59,7 +71,7 @@ def expand(
             study=study.name,
             model=study.model,
             dataset=task.dataset,
-            retain_dataset=study.retain_dataset(task.dataset),
+            retain_dataset=retain_dataset(study, task.dataset),
             text_field=task.text_field,
             fingerprints=fps,
             task=task.name,
@@ -78,7 +90,6 @@ def expand(
 
 def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warnings) -> list:
     """(spec, generated?) per placement, each matched to the budget when there is one."""
-    from loraplace.placement import resolve
 
     out = []
     dora = study.use_dora is True  # a use_dora grid axis: the budget is matched without DoRA
@@ -87,8 +98,6 @@ def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warni
             if generated:
                 achieved = resolve(spec, target, use_dora=dora).trainable_params
             else:
-                from loraplace.budget import budget_match
-
                 per_role = study.budget_per_role
                 match = budget_match(spec, target, budget, per_role=per_role, use_dora=dora)
                 spec, achieved = match.spec, match.achieved
@@ -106,7 +115,6 @@ def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warni
 def _dora_excess(spec, target: Any, achieved: int, budget: int) -> str:
     """A use_dora grid shares one rank across its points, so the DoRA points exceed the
     budget by their magnitude vectors: say by how much."""
-    from loraplace.placement import resolve
 
     extra = resolve(spec, target, use_dora=True).trainable_params - achieved
     return (
@@ -124,7 +132,7 @@ def _baselines(study: Study, common: dict, kind: str) -> list[RunSpec]:
         # Neither training settings nor seeds can change a zero-shot number: keep only what
         # evaluation reads, so a study stores one and studies that differ in training share it.
         settings = study.train_settings()
-        eval_only = TrainSettings(**{k: getattr(settings, k) for k in _EVAL_IDENTITY})
+        eval_only = TrainSettings(**{k: getattr(settings, k) for k in ZERO_SHOT_FIELDS})
         return [
             RunSpec(
                 placement_name="zero-shot",
@@ -164,8 +172,6 @@ def _seed_runs(study, kind, base, setting, train, common, **extra) -> list[RunSp
 
 def _placement_runs(study, spec, generated, target, common, labels, warnings) -> list[RunSpec]:
     """One placement's runs on one task: every grid point x seed."""
-    from loraplace.placement import resolve
-    from loraplace.placement.peft_config import lora_config_kwargs
 
     own_rank = spec.rank is not None or spec.role_rank or spec.layer_rank or spec.module_rank
     own_alpha = spec.alpha is not None or spec.alpha_rule is not None
@@ -225,7 +231,6 @@ def _check_variant(rp, point: dict) -> None:
 
 def budget_params(study: Study, target: Any) -> int:
     """The study's budget in trainable parameters on ``target`` (it must have one)."""
-    from loraplace.budget import parse_budget
 
     if study.budget is None:
         raise ValueError("budget_params needs a study with a budget")
@@ -234,8 +239,6 @@ def budget_params(study: Study, target: Any) -> int:
 
 def _placement_specs(study: Study, target: Any, budget: int | None, scores: Any):
     """(spec, generated?) for every placement entry, generated ones expanded."""
-    from loraplace.budget.generated import AllocateEntry, generate, parse_generated
-    from loraplace.placement import parse_placement
 
     for entry in study.placements:
         gen = parse_generated(entry)

@@ -10,8 +10,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from loraplace.budget.generated import parse_generated
+from loraplace.defaults import default_study_config
 from loraplace.errors import UserError, closest
 from loraplace.study.bounds import check_bounds, check_select
+from loraplace.study.grid import grid_axes
 from loraplace.study.schema import Study
 
 
@@ -104,7 +107,6 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
     _check_grid(study, source)
     _check_tasks(study, source)
     check_select(study, source)
-    from loraplace.budget.generated import parse_generated
 
     for entry in study.placements:
         gen = parse_generated(entry)  # a malformed allocate/random entry fails here
@@ -118,8 +120,6 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
 
 def _check_grid(study: Study, source: str) -> None:
     """An empty axis list expands the grid to no runs: refused like ``seeds: []``."""
-    from loraplace.study.grid import grid_axes
-
     for axis, values in grid_axes(study).items():
         if not values:
             key = "train.lr" if axis == "lr" else axis
@@ -161,7 +161,6 @@ def _check_tasks(study: Study, source: str) -> None:
 
 def load_study(path: str | Path | None, overrides: list[str] | None = None) -> Study:
     """Read a study file (or the built-in default when path is None) and apply overrides."""
-    from loraplace.defaults import default_study_config
 
     if path is None:
         config, source = default_study_config(), "default study"

@@ -8,8 +8,7 @@ evaluation settings. Validation checks everything that can be checked without th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import importlib.util
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from loraplace import identity as ident
 from loraplace.runs import TrainSettings
 
 # Settings that live under ``eval:`` in the study file but in TrainSettings in a RunSpec.
-_EVAL_FIELDS = {
-    "every": "eval_every",
-    "batch_size": "eval_batch_size",
-    "max_blocks": "max_eval_blocks",
-}
+_EVAL_FIELDS = {short: long for long, short in ident.EVAL_FIELDS.items()}
 _STRICT = ConfigDict(extra="forbid")
 
 
@@ -87,7 +83,6 @@ class TaskConfig(BaseModel):
             return self
         if not self.task:
             raise ValueError(f"lm-eval task {self.name!r} needs task: the harness's task name")
-        import importlib.util
 
         if importlib.util.find_spec("lm_eval") is None:
             raise ValueError(
@@ -96,19 +91,9 @@ class TaskConfig(BaseModel):
         return self
 
 
-# TaskConfig keys added after task studies were stored, at their defaults (left out of ids)
-TASK_ADDED: dict[str, Any] = {
-    "task": None,
-    "include_path": None,
-    "metric": "acc",
-    "num_fewshot": None,
-    "retain": False,
-}
-
-
 def task_dict(task: TaskConfig) -> dict[str, Any]:
     """A task's settings, without the later keys at their defaults (ids stay as they were)."""
-    return {k: v for k, v in task.model_dump().items() if k not in TASK_ADDED or v != TASK_ADDED[k]}
+    return ident.hashed(task)
 
 
 class EvalConfig(BaseModel):
@@ -341,14 +326,6 @@ class Study(BaseModel):
         ]
 
     @property
-    def wants_probe(self) -> bool:
-        from loraplace.budget.generated import AllocateEntry, parse_generated
-
-        return self.probe is not None or any(
-            isinstance(parse_generated(e), AllocateEntry) for e in self.placements
-        )
-
-    @property
     def ranks(self) -> list[int]:
         return [self.rank] if isinstance(self.rank, int) else list(self.rank)
 
@@ -359,24 +336,7 @@ class Study(BaseModel):
     @property
     def study_id(self) -> str:
         """Hash of the validated config (where and how results are written excluded)."""
-        cfg = self.model_dump(
-            mode="json", exclude={"out", "peak_tflops", "threads", "sinks", "save"}
-        )
-        # Keys added later are hashed only when set, so older studies keep their ids.
-        for key, default in _ADDED.items():
-            if cfg.get(key) == default:
-                cfg.pop(key)
-        for key, default in _TRAIN_ADDED.items():
-            if cfg["train"].get(key) == default:
-                cfg["train"].pop(key)
-        if not cfg["eval"]["tasks"]:  # eval.tasks came later too
-            del cfg["eval"]["tasks"]
-        else:
-            cfg["eval"]["tasks"] = [task_dict(t) for t in self.eval.tasks]
-        if cfg["eval"]["dataset"] is None:  # and eval.dataset
-            del cfg["eval"]["dataset"]
-        blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return ident.study_id(self)  # which keys count: loraplace.identity.FIELDS
 
     def train_settings(self, lr: float | None = None) -> TrainSettings:
         """The runs' TrainSettings; with an lr grid, at ``lr`` (default: the grid's first)."""
@@ -397,14 +357,6 @@ class Study(BaseModel):
         """The ``eval.tasks`` metrics as a RunSpec's ``eval_tasks``."""
         return tuple(task_dict(t) for t in self.eval.tasks)
 
-    def retain_dataset(self, dataset: str | None = None) -> str | None:
-        """The retain set for ``dataset`` (default: the study's own)."""
-        if self.retain != "auto":
-            return self.retain
-        from loraplace.data import retain_dataset_for
-
-        return retain_dataset_for(dataset or self.dataset)
-
 
 @dataclass(frozen=True)
 class Task:
@@ -416,29 +368,3 @@ class Task:
 
 
 DEFAULT_TEST_FRACTION = 0.1
-# Study keys added after studies were stored, at their defaults (left out of the id).
-_ADDED: dict[str, Any] = {
-    "datasets": None,
-    "use_dora": False,
-    "use_rslora": False,
-    "init_lora_weights": True,
-    "select": None,
-    "analysis": {"margin": None},
-    "quantize": None,
-    "data": {
-        "fields": {},
-        "loss_on": "completion",
-        "chat_template": None,
-        "val_fraction": 0.1,
-        "split": "block",
-        "separator": None,
-    },
-}
-_TRAIN_ADDED: dict[str, Any] = {
-    "diverge_rise": 1.5,
-    "test_fraction": 0.0,
-    "grad_accum": 1,
-    "grad_checkpointing": False,
-    "lora_bias": False,
-    "modules_to_save": [],
-}

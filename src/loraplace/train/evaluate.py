@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -93,7 +94,6 @@ def evaluate(
     scored: bool [N, L-1], which next-token targets count (instruction data: the
         completion); None = every one. The loss is over scored tokens only.
     """
-    import time
 
     device = torch.device(device)
     if max_blocks is not None:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 import torch
 
+from loraplace.errors import UserError
+from loraplace.placement import lora_config
 from loraplace.runs import RunSpec
 
 
@@ -30,8 +32,6 @@ def _saved_originals(model: torch.nn.Module, names: tuple[str, ...]) -> dict[str
 def attach(model: torch.nn.Module, spec: RunSpec) -> tuple[torch.nn.Module, Callable[[], None]]:
     """(the network to train, a function that restores ``model``) for a LoRA run."""
     from peft import get_peft_model
-
-    from loraplace.placement import lora_config
 
     t = spec.train
     originals = _saved_originals(model, t.modules_to_save)
@@ -104,8 +104,6 @@ def checkpointing(model: torch.nn.Module, on: bool) -> Callable[[], None]:
     if not getattr(model, "supports_gradient_checkpointing", False) or not hasattr(
         model, "activation_checkpointing_enable"
     ):
-        from loraplace.errors import UserError
-
         raise UserError(
             f"{type(model).__name__} does not support gradient checkpointing: "
             "set train.grad_checkpointing: false"

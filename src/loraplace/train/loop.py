@@ -11,36 +11,28 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from loraplace.data import Blocks
 from loraplace.quantize import count_params
 from loraplace.runs import RunResult, RunSpec, TrainSettings
+from loraplace.schedule import scheduled_lr
 from loraplace.train import measure
+from loraplace.train.baseline import Baseline, eval_kw, evaluate_base, oracle_floor
 from loraplace.train.divergence import Diverged, LossWatch, worse_than_zero_shot
 from loraplace.train.evaluate import EvalResult, autocast_context, evaluate
 from loraplace.train.forward import Forward, forward_for
 from loraplace.train.heldout import test_metrics
 from loraplace.train.inject import adapted
-from loraplace.train.kernels import fuse_activations
 from loraplace.train.manifest import build_manifest
 from loraplace.train.memory import MemoryMeter
 from loraplace.train.pause import Pause, Paused
 from loraplace.train.prefix_cache import PrefixCache
+from loraplace.train.zero_shot import zero_shot_result
 
 # on_step(step, steps, loss, tokens_per_s): called after every optimizer step.
 StepCallback = Callable[[int, int, float, float], None]
-
-
-@dataclass
-class Baseline:
-    """The base model's eval results, computed once per (model, data) and shared by runs."""
-
-    val: EvalResult
-    retain: EvalResult | None = None
-    test: EvalResult | None = None  # the test split, when the run has one
 
 
 def total_steps(t: TrainSettings, n_train: int) -> int:
@@ -52,7 +44,6 @@ def total_steps(t: TrainSettings, n_train: int) -> int:
 
 def lr_at(step: int, t: TrainSettings, steps: int) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then decay to 0."""
-    from loraplace.schedule import scheduled_lr
 
     return scheduled_lr(step, lr=t.lr, warmup=t.warmup_steps, steps=steps, schedule=t.schedule)
 
@@ -68,43 +59,6 @@ def batches(n: int, batch_size: int, steps: int, seed: int):
             pos = 0
         yield order[pos : pos + batch_size]
         pos += batch_size
-
-
-def _eval_kw(t: TrainSettings, device: torch.device, precision: str) -> dict:
-    """The evaluation settings every eval of a run shares."""
-    return dict(
-        batch_size=t.eval_batch_size,
-        device=device,
-        precision=precision,
-        max_blocks=t.max_eval_blocks,
-    )
-
-
-def _eval_val(model: torch.nn.Module, blocks: Blocks | None, kw: dict) -> EvalResult | None:
-    """Eval loss on a Blocks' val rows over their scored tokens (None without blocks)."""
-    if blocks is None:
-        return None
-    return evaluate(model, blocks.val, **kw, scored=blocks.scored("val"))
-
-
-def evaluate_base(
-    model: torch.nn.Module,
-    blocks: Blocks,
-    retain: Blocks | None,
-    t: TrainSettings,
-    test: Blocks | None = None,
-) -> Baseline:
-    """Zero-shot eval of the base model on the val blocks (and the retain and test sets)."""
-    device = measure.resolve_device(t.device)
-    kw = _eval_kw(t, device, measure.resolve_precision(t.precision, device))
-    restore_kernels = fuse_activations(model)  # the same kernels as the runs use
-    try:
-        val = evaluate(model, blocks.val, **kw, scored=blocks.scored("val"))
-        ret = _eval_val(model, retain, kw)
-        tst = _eval_val(model, test, kw)
-    finally:
-        restore_kernels()
-    return Baseline(val=val, retain=ret, test=tst)
 
 
 DATA_INFO_KEYS = ("format", "loss_on", "split", "val_fraction", "scored_tokens", "dropped_tokens")
@@ -158,8 +112,6 @@ def train_run(
         ``rung_eval_loss``); see ``train/pause.py``.
     """
     if spec.kind == "zero-shot":  # an evaluation, not a 0-step training run
-        from loraplace.train.zero_shot import zero_shot_result
-
         return zero_shot_result(
             spec, model, blocks, retain=retain, test=test, baseline=baseline, tokenizer=tokenizer
         )
@@ -179,7 +131,7 @@ def train_run(
     try:
         with adapted(model, spec, fused_kernels=fused_kernels) as net:
             forward = forward_for(model, net, spec, blocks.train, precision, prefix_cache)
-            evals = _Evaluator(net, forward, _eval_kw(t, device, precision))
+            evals = _Evaluator(net, forward, eval_kw(t, device, precision))
             params = _param_counts(net, base_params)
             steps = total_steps(t, blocks.train.shape[0])
             train_time = _optimize(net, spec, blocks, forward, evals, curves, steps, on_step, pause)
@@ -466,10 +418,3 @@ def scale_settings(spec: RunSpec) -> dict:
         "modules_to_save": list(t.modules_to_save),
         "quantize": spec.quantize,
     }
-
-
-def oracle_floor(blocks: Blocks, max_blocks: int | None) -> float | None:
-    """The oracle's mean NLL on exactly the val tokens evaluated (synthetic data only)."""
-    if blocks.val_oracle_nll is None:
-        return None
-    return float(blocks.val_oracle_nll[:max_blocks].mean())

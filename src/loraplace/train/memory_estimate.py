@@ -48,7 +48,11 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from loraplace.models import meta_model
+from loraplace.placement.accounting import run_trainable_params
+from loraplace.placement.peft_config import lora_config
 from loraplace.placement.resolve import ResolvedPlacement
+from loraplace.quantize import weight_bytes
 from loraplace.train.evaluate import token_nll
 from loraplace.train.inject import checkpointing
 
@@ -147,7 +151,6 @@ def _linear_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 def weight_bytes_of(model: nn.Module, quantize: str | None, dtype_bytes: int = FP32) -> int:
     """The base model's weights; a quantized base keeps its LM head and embeddings as loaded."""
-    from loraplace.quantize import weight_bytes
 
     shapes = _linear_shapes(model)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -200,10 +203,6 @@ def estimate_memory(
     and the weight norm it takes every forward pass is activation memory.
     """
     from peft import get_peft_model
-
-    from loraplace.models import meta_model
-    from loraplace.placement.accounting import run_trainable_params
-    from loraplace.placement.peft_config import lora_config
 
     config = copy.deepcopy(config)  # a copy (the trace edits it) with its attention kernel
     config.pad_token_id = None  # transformers' padding check reads values meta tensors lack

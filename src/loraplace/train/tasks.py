@@ -20,11 +20,7 @@ from typing import Literal
 import torch
 
 from loraplace.errors import UserError
-
-TASK_PREFIX = "task:"  # metric name of a task's accuracy: task:<name>
-ACCURACY = "accuracy"  # the mean accuracy over a run's tasks: report --metric accuracy
-RETAIN_PREFIX = "retain:"  # a retain task's score: retain:<name>
-RETAIN_ACCURACY = "retain_accuracy"  # the mean over a run's retain tasks
+from loraplace.metrics import ACCURACY, RETAIN_ACCURACY, RETAIN_PREFIX, TASK_PREFIX
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import torch
 from loraplace.data import Blocks
 from loraplace.runs import RunResult, RunSpec
 from loraplace.train import measure
+from loraplace.train.baseline import Baseline, evaluate_base, oracle_floor
 from loraplace.train.heldout import test_metrics
-from loraplace.train.loop import Baseline, evaluate_base, oracle_floor
 from loraplace.train.manifest import build_manifest
 
 
