@@ -287,6 +287,11 @@ class Study(BaseModel):
     # CPU threads for torch (None: torch's default, one per core). Recorded in each run's
     # manifest; on a busy machine fewer threads than cores can be much faster.
     threads: int | None = None
+    # Runs side by side in worker processes on this machine (executors/pool.py): a count,
+    # or "auto" (on a CPU, one worker per core at one thread each when runs are small
+    # enough to gain; else one). None: one run at a time in this process. Not part of
+    # any id: it changes where runs execute, not what they compute.
+    workers: int | Literal["auto"] | None = Field(default=None)
     # Optional copies of every run's numbers: {"mlflow": tracking URI, "tensorboard": dir}.
     sinks: SinksConfig = Field(default_factory=lambda: SinksConfig())
     # Equal-budget comparison: every placement gets the rank (per-role ranks with
@@ -359,7 +364,7 @@ class Study(BaseModel):
     def study_id(self) -> str:
         """Hash of the validated config (where and how results are written excluded)."""
         cfg = self.model_dump(
-            mode="json", exclude={"out", "peak_tflops", "threads", "sinks", "save"}
+            mode="json", exclude={"out", "peak_tflops", "threads", "workers", "sinks", "save"}
         )
         # Keys added later are hashed only when set, so older studies keep their ids.
         for key, default in _ADDED.items():
