@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from loraplace.adapters import save_result_adapter
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
+from loraplace.executors.pool import PoolExecutor
 from loraplace.identity import blocks_args
 from loraplace.lock import busy_error, live_holder
 from loraplace.runs import RunResult, RunSpec
@@ -204,7 +205,6 @@ def run_study(
 
         torch.set_num_threads(study.threads)
     from loraplace.assets import Assets
-    from loraplace.executors.local import LocalExecutor
 
     assets = assets or Assets()
     display = display or StudyDisplay()
@@ -220,8 +220,7 @@ def run_study(
         todo, skipped = _register(store, study, prepared, command)
         halving = study.select is not None and study.select.prune == "halving"
         if executor is None:
-            peak = study.peak_tflops * 1e12 if study.peak_tflops else None
-            executor = LocalExecutor(assets, peak_flops=peak, keep_adapters=study.save != "none")
+            executor = _default_executor(study, assets, len(todo), halving)
         if halving:
             executor = _halving(study, prepared.specs, store, executor)
         rec = _Recorder(study, store, todo, sinks, display)
@@ -298,6 +297,40 @@ class _Recorder:
         self.display.run_finished(spec, result)
 
 
+def _cores() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit included)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def worker_count(study: Study, runs: int) -> int:
+    """How many runs execute side by side for ``study.workers`` (1: in this process)."""
+    if study.workers is None or runs < 2:
+        return 1
+    if study.workers != "auto":
+        return min(study.workers, runs)
+    cores = _cores()
+    if study.train.device not in ("cpu", "auto") or study.quantize:
+        return 1  # one accelerator is not shared; quantized kernels keep their own threads
+    from loraplace.device import resolve_device  # torch
+
+    return 1 if resolve_device(study.train.device).type != "cpu" else min(cores, runs)
+
+
+def _default_executor(study: Study, assets: Assets, runs: int, halving: bool) -> Executor:
+    """In-process, or worker processes side by side when the study asks for them."""
+    from loraplace.executors.local import LocalExecutor
+
+    peak = study.peak_tflops * 1e12 if study.peak_tflops else None
+    keep = study.save != "none"
+    workers = 1 if halving else worker_count(study, runs)
+    if workers == 1:
+        return LocalExecutor(assets, peak_flops=peak, keep_adapters=keep)
+    threads = study.threads or max(1, _cores() // workers)
+    return PoolExecutor(workers, threads, peak_flops=peak, keep_adapters=keep)
+
+
 def _check_halving(study: Study, executor: Executor | None) -> None:
     """What successive halving cannot do, as user errors before anything is written."""
     from loraplace.executors.local import LocalExecutor
@@ -306,6 +339,8 @@ def _check_halving(study: Study, executor: Executor | None) -> None:
         raise UserError("prune: halving runs in-process only: drop --executor ray")
     if study.train.epochs is not None:
         raise UserError("prune: halving places rungs by steps: set train.steps, not train.epochs")
+    if isinstance(study.workers, int) and study.workers > 1:
+        raise UserError("prune: halving runs in-process only: drop workers (or set it to 1)")
 
 
 def _halving(study: Study, specs: list[RunSpec], store: Store, inner: Executor) -> Executor:

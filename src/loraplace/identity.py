@@ -57,7 +57,7 @@ FIELDS: dict[str, dict[str, str]] = {
         **_each(ADDED, "datasets use_dora use_rslora init_lora_weights select analysis"),
         **_each(ADDED, "quantize data"),
         # Where and how results are written, not what they are.
-        **_each(LABEL, "out peak_tflops threads sinks save"),
+        **_each(LABEL, "out peak_tflops threads workers sinks save"),
     },
     # The study's train: section mirrors TrainSettings (less the eval fields, under eval:).
     "TrainConfig": {},  # filled below from TrainSettings

@@ -72,6 +72,8 @@ def check_bounds(study, source: str = "study") -> None:
     _at_least(source, "eval.batch_size", study.eval.batch_size, 1)
     _at_least(source, "eval.max_blocks", study.eval.max_blocks, 1, optional=True)
     _at_least(source, "threads", study.threads, 1, optional=True)
+    if study.workers != "auto":
+        _at_least(source, "workers", study.workers, 1, optional=True)
     for seed in study.seeds:
         _seed(source, "seeds", seed)
     for rank in study.ranks:

@@ -273,6 +273,11 @@ class Study(BaseModel):
     # CPU threads for torch (None: torch's default, one per core). Recorded in each run's
     # manifest; on a busy machine fewer threads than cores can be much faster.
     threads: int | None = None
+    # Runs side by side in worker processes on this machine (executors/pool.py): a count,
+    # or "auto" (on a CPU, one worker per core at one thread each when runs are small
+    # enough to gain; else one). None: one run at a time in this process. Not part of
+    # any id: it changes where runs execute, not what they compute.
+    workers: int | Literal["auto"] | None = Field(default=None)
     # Optional copies of every run's numbers: {"mlflow": tracking URI, "tensorboard": dir}.
     sinks: SinksConfig = Field(default_factory=lambda: SinksConfig())
     # Equal-budget comparison: every placement gets the rank (per-role ranks with
