@@ -88,6 +88,12 @@ class Assets:
             self._model_fp[ref] = model_fingerprint(ref)
         return self._model_fp[ref]
 
+    def model_fingerprints(self, ref: str) -> dict[str, str]:
+        """What runs record of the base model: its fingerprint, and a GGUF's source."""
+        from loraplace.models import model_source
+
+        return {"model": self.model_fingerprint(ref), **model_source(ref)}
+
     def blocks(
         self,
         dataset: str,

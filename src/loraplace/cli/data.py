@@ -45,12 +45,14 @@ def _model_tokenizer(model: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir
+    from loraplace.models import local_ref
 
     builtin = BUILTIN_MODELS.get(model)
     if builtin is not None and builtin.tokenizer is not None:
         return builtin.tokenizer()  # the very tokenizer its pretraining saves
     if builtin is not None:
         model = str(builtin_model_dir(model))
+    model = local_ref(model)  # a GGUF: the tokenizer saved beside its converted weights
     return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
 
 

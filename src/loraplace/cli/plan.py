@@ -21,8 +21,9 @@ def _arch(model: str, trust_remote_code: bool = False):
     from loraplace.arch import describe, meta_from_config
     from loraplace.arch.config_json import describe_config_json
     from loraplace.builtin import is_builtin_model
-    from loraplace.models import _is_local, load_config
+    from loraplace.models import _is_local, load_config, local_ref
 
+    model = local_ref(model)  # a GGUF: its converted directory, whose config.json reads fast
     if not trust_remote_code and not is_builtin_model(model) and _is_local(model):
         arch = describe_config_json(model)  # no torch: seconds less for a 7B plan
         if arch is not None:

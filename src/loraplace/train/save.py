@@ -48,10 +48,11 @@ def adapter_dir(out_dir: str | Path, run_id: str) -> Path:
 def loadable_base(ref: str) -> str:
     """A base-model reference ``from_pretrained`` can load from anywhere on this machine."""
     from loraplace.builtin import builtin_model_dir, is_builtin_model
-    from loraplace.models import _is_local
+    from loraplace.models import _is_local, local_ref
 
     if is_builtin_model(ref):
         return str(builtin_model_dir(ref).resolve())
+    ref = local_ref(ref)  # a GGUF: the cached directory dequantized from it
     if _is_local(ref):
         return str(Path(ref).expanduser().resolve())
     return ref  # a hub id loads as it is
