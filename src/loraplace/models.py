@@ -71,6 +71,27 @@ def model_source(ref: str) -> dict[str, str]:
     return {} if record is None else {"gguf": f"{record['quant']} {record['gguf_sha256']}"}
 
 
+def export_base(ref: str) -> tuple[str, str | None]:
+    """(base model an exported config names, a note on it) for ``ref``.
+
+    A GGUF model exports its converted directory: those are the weights the placement was
+    planned and trained on, and ``from_pretrained`` loads them offline; the original hub
+    checkpoint holds different (unquantized) numbers. The note says where they came from.
+    """
+    from loraplace.gguf_source import gguf_record, is_gguf_ref
+
+    record = gguf_record(ref) if is_gguf_ref(ref) else None
+    if record is None:
+        return ref, None
+    note = (
+        f"{ref}: weights dequantized to fp32 from {record['quant']} "
+        f"(GGUF sha256 {record['gguf_sha256'][:16]})"
+    )
+    if record.get("hub_id"):
+        note += f"; original checkpoint {record['hub_id']}"
+    return local_ref(ref), note
+
+
 _hub_ok: bool | None = None
 
 

@@ -260,7 +260,7 @@ def export(
     an adapter_config.json naming a loadable base model), as the study saved it.
     """
     from loraplace.arch import describe, meta_from_config
-    from loraplace.models import load_config
+    from loraplace.models import export_base, load_config
     from loraplace.placement import resolve
     from loraplace.placement.export import FORMATS, write_export
     from loraplace.placement.verify import verified_export
@@ -291,7 +291,10 @@ def export(
         placement, arch, rank=rank, alpha=alpha, layers=layers, experts=experts, tower=tower
     )
     side = _export_data_side(data, study, loss_on) if fmt != "peft" else None
-    files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout, data=side)
+    base, note = export_base(model)
+    files, serving = verified_export(
+        rp, fmt, config, base_model=base, dropout=dropout, data=side, base_note=note
+    )
     for path in write_export(files, out_dir):
         out.print(
             f"wrote {escape(str(path))} ({len(rp.modules)} modules, "

@@ -64,7 +64,7 @@ def _gemma() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:  # assembled beside the target and renamed: a reader never sees a partial file
-        pkg.assemble(tmp, overwrite=True)
+        _assemble_with_progress(pkg, tmp)
         os.replace(tmp, target)
     except FileNotFoundError as exc:
         raise UserError(
@@ -78,6 +78,15 @@ def _gemma() -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _assemble_with_progress(pkg, out: Path) -> None:
+    from loraplace.heartbeat import Heartbeat, Stages
+
+    label = "gemma-3-270m: joining its 4 GGUF parts into the cache (first use only)"
+    with Heartbeat(label) as beat, Stages(beat) as stages:
+        stages.enter("copying the parts and checking their sha256")
+        pkg.assemble(out, overwrite=True)
 
 
 REAL_MODELS: dict[str, RealModel] = {

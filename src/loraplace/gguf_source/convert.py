@@ -30,6 +30,7 @@ from loraplace.lock import exclusive_lock
 
 CONVERT_VERSION = 1  # bump when the conversion writes different files for the same GGUF
 INFO_FILE = "loraplace_gguf.json"
+PROGRESS_EVERY_S = 5.0  # seconds between plain progress lines off a terminal
 
 
 def _entry(sha256: str) -> Path:
@@ -71,7 +72,7 @@ def converted_dir(path: Path) -> Path:
 def _convert_with_progress(path: Path, header: GGUFHeader, sha: str, out: Path) -> dict:
     label = f"converting {path.name} ({header.quant}) to safetensors (first use only; cached)"
     start = time.perf_counter()
-    with Heartbeat(label) as beat, Stages(beat) as stages:
+    with Heartbeat(label, every=PROGRESS_EVERY_S) as beat, Stages(beat) as stages:
         info = _convert(path, header, out, stages.enter)
     info.update(
         gguf_sha256=sha,

@@ -169,6 +169,7 @@ def verified_export(
     base_model: str,
     dropout: float = 0.0,
     data=None,
+    base_note: str | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Render, load back and compare; returns (files, serving warnings).
 
@@ -176,7 +177,9 @@ def verified_export(
     """
     from loraplace.placement.export import export_placement
 
-    files = export_placement(rp, fmt, base_model=base_model, dropout=dropout, data=data)
+    files = export_placement(
+        rp, fmt, base_model=base_model, dropout=dropout, data=data, base_note=base_note
+    )
     verify_export(rp, fmt, files, model_config)
     return files, serving_warnings(rp)
 
