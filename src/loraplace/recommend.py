@@ -136,10 +136,11 @@ def recommend_placement(
     model, an allocation from probes on ``data`` (which is then required).
     """
     from loraplace.errors import UserError
+    from loraplace.gguf_source import is_gguf_ref
     from loraplace.store import resolve_store_path
 
     store = resolve_store_path(source)
-    if store.exists():
+    if store.exists() and not is_gguf_ref(str(source)):  # a .gguf file is a model
         rec = recommend_from_store(store, budget)
         if rec is not None:
             return rec

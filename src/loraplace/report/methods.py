@@ -255,7 +255,7 @@ def _gguf_words(runs: list[RunRecord]) -> list[Any]:
     quants = " / ".join(q for q, _ in sources)
     shas = ", ".join(sha[:16] for _, sha in sources)
     return [
-        f"Its weights were dequantized to fp32 from {quants} in a GGUF file (sha256 ",
+        f"The weights were dequantized to fp32 from {quants} in a GGUF file (sha256 ",
         U(shas),
         "), once, into the safetensors directory every run loads; the model fingerprint "
         "covers the GGUF file and the dequantized tensors. ",
