@@ -13,11 +13,13 @@ renamed, under a lock, so a crash or two concurrent first uses never leave half 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,35 +90,27 @@ def _convert(path: Path, header: GGUFHeader, out: Path, stage: Any) -> dict:
     """Dequantize ``path`` into the directory ``out``; returns what the record holds."""
     import importlib.metadata
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from loraplace.builtin.shipped import weights_fingerprint
 
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # its tqdm bar floods a log; Stages shows progress
+    hf_logging.disable_progress_bar()  # tqdm bars flood a log; Stages shows the progress
     try:
-        stage(f"dequantizing {header.n_tensors} {header.quant} tensors to fp32")
-        kw = {"gguf_file": path.name}
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kw)
-        stage("reading the tokenizer and chat template")
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kw)
-    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot convert {path}: {first}") from None
+        with _counted_tensors(header, stage):
+            model, tokenizer = _load(path, stage)
+        # The weights are plain fp32 tensors now; only the GGUF marker blocks save_pretrained
+        # ("quantized with gguf and is not serializable"), and a saved marker would make the
+        # directory reload as GGUF. Both go.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        stage("writing model.safetensors")
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    # The weights are plain fp32 tensors now; only the GGUF marker blocks save_pretrained
-    # ("quantized with gguf and is not serializable"), and a saved marker would make the
-    # directory reload as GGUF. Both go.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    stage("writing model.safetensors")
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
     stage("hashing the dequantized tensors")
     return {
         "architecture": header.architecture,
@@ -127,6 +121,48 @@ def _convert(path: Path, header: GGUFHeader, out: Path, stage: Any) -> dict:
         "chat_template": bool(getattr(tokenizer, "chat_template", None)),
         "gguf_version": importlib.metadata.version("gguf"),
     }
+
+
+def _load(path: Path, stage: Any) -> tuple[Any, Any]:
+    """The GGUF's model (dequantized to fp32) and tokenizer, through transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": path.name}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kw)
+        stage("reading the tokenizer and chat template")
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kw)
+    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot convert {path}: {first}") from None
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def _counted_tensors(header: GGUFHeader, stage: Any) -> Iterator[None]:
+    """Count the tensors transformers dequantizes, as the stage text.
+
+    Its GGUF loader iterates the tensors through a plain ``tqdm`` bar (outside its own
+    progress-bar switch), which floods a log; the loop's iterable is counted here instead.
+    """
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    def counted(items: Iterable, *args: Any, **kwargs: Any) -> Iterator:
+        items = list(items)
+        for i, item in enumerate(items):
+            stage(f"dequantizing {header.quant} tensors to fp32: {i}/{len(items)}")
+            yield item
+
+    saved = getattr(gguf_utils, "tqdm", None)
+    stage(f"dequantizing {header.n_tensors} {header.quant} tensors to fp32")
+    if saved is not None:
+        gguf_utils.tqdm = counted
+    try:
+        yield
+    finally:
+        if saved is not None:
+            gguf_utils.tqdm = saved
 
 
 def _print_done(path: Path, info: dict, entry: Path) -> None:
