@@ -153,6 +153,16 @@ def test_methods_and_exports_say_the_weights_were_dequantized(tmp_path, cache, c
     assert "dequantized to fp32 from Q4_1 in a GGUF file" in words and sha[:16] in words
     assert _gguf_words([SimpleNamespace(spec={"fingerprints": {"model": "ab"}})]) == []  # type: ignore[list-item]
 
+    from loraplace.package.contents import fingerprints
+
+    spec = {
+        "model": str(path),
+        "dataset": "d",
+        "fingerprints": {"model": "ab", "gguf": f"Q8_0 {sha}"},
+    }
+    study = SimpleNamespace(runs=[SimpleNamespace(spec=spec)])
+    assert fingerprints(study)["gguf"] == {str(path): [f"Q8_0 {sha}"]}  # type: ignore[arg-type]
+
 
 def test_conversion_prints_progress_lines_off_a_terminal(tmp_path, cache, capsys, monkeypatch):
     from loraplace.gguf_source import convert
