@@ -288,3 +288,33 @@ def test_console_script_refuses_a_non_gguf_file_in_one_line(tmp_path):
         f"error: {path} is not a GGUF file (it does not start with 'GGUF'): give a .gguf model "
         "file, a model directory or a built-in model name"
     ]
+
+
+def test_concurrent_first_uses_convert_once(tmp_path, cache, monkeypatch):
+    import threading
+    import time
+
+    from loraplace.gguf_source import convert
+
+    calls: list[int] = []
+
+    def slow_convert(path, header, out, stage):
+        calls.append(1)
+        time.sleep(0.5)  # the other thread arrives while this one holds the lock
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+        return {"quant": header.quant}
+
+    monkeypatch.setattr(convert, "_convert", slow_convert)
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    got: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(convert.converted_dir(path))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 2 and got[0] == got[1]
+    leftovers = [p.name for p in (cache / "gguf").iterdir() if ".tmp-" in p.name]
+    assert leftovers == []  # the temporary directory was renamed into place
