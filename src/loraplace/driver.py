@@ -92,7 +92,7 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
     """
     t = study.train_settings()
     model, _ = assets.model(study.model, t.device, study.quantize, t.precision)
-    fingerprints = {"model": assets.model_fingerprint(study.model)}
+    fingerprints = assets.model_fingerprints(study.model)
     task_fingerprints = {
         task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
     }

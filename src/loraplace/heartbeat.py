@@ -9,6 +9,7 @@ Work that ends within the first interval shows nothing at all.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
@@ -87,3 +88,35 @@ class Heartbeat:
             return False
         self._status = status
         return True
+
+
+class Stages:
+    """A Heartbeat that keeps beating through one long call: ``stages.enter("stage text")``.
+
+    A GGUF dequantization is a single call into transformers lasting up to minutes, with no
+    callback to hang an ``update`` on; a daemon thread shows the current stage every
+    ``tick`` seconds instead, so the line (and its elapsed time) stays alive throughout.
+    """
+
+    def __init__(self, beat: Heartbeat, tick: float = 1.0) -> None:
+        self.beat = beat
+        self.tick = tick
+        self.stage = "starting"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick):
+            self.beat.update(self.stage)
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        self.beat.update(stage)
+
+    def __enter__(self) -> Stages:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -10,10 +10,12 @@ a lock file races with a process that has just opened it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from loraplace.errors import UserError
@@ -22,6 +24,24 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock; one writer per study is then the user's care
     fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """A blocking exclusive file lock, so two processes never build one cache entry at once.
+
+    Used around first-use work (pretraining a built-in, converting a GGUF); the atomic
+    rename of the finished entry keeps the cache whole even where there is no lock.
+    """
+    if fcntl is None:  # Windows
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def lock_path(store_path: Path) -> Path:

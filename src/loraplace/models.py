@@ -1,8 +1,10 @@
-"""Loading base models and tokenizers: built-in names, local directories and hub ids.
+"""Loading base models and tokenizers: built-in names, local directories, GGUF files, hub ids.
 
-One path for all three: a built-in model is first materialised (pretrained at first use)
-into the cache with ``save_pretrained``, then loaded by ``from_pretrained`` exactly like a
-local directory or a hub id. Safe by default: safetensors weights only, no remote code.
+One path for all: a built-in model is first materialised (pretrained at first use) into
+the cache with ``save_pretrained``, a GGUF model (a ``.gguf`` file or a real built-in name)
+is dequantized once into the cache (``gguf_source``), then either loads by
+``from_pretrained`` exactly like a local directory or a hub id. Safe by default:
+safetensors weights only, no remote code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlparse
 
 from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir, is_builtin_model
 from loraplace.errors import UserError
+from loraplace.gguf_source import gguf_dir, gguf_record, is_gguf_ref
 from loraplace.quantize import prepare_loaded, quantization_config
 from loraplace.quiet import quiet_transformers
 
@@ -37,6 +40,11 @@ def _is_local(ref: str) -> bool:
 
 def _local_dir(ref: str) -> Path:
     path = Path(ref).expanduser()
+    if path.is_file():
+        raise UserError(
+            f"{ref!r} is a file, not a model directory or a GGUF file: give a directory "
+            "written by save_pretrained, a .gguf file or a built-in model name"
+        )
     if not path.is_dir():
         raise UserError(f"model directory {ref!r} does not exist: check the path")
     if not (path / "config.json").is_file():
@@ -44,6 +52,41 @@ def _local_dir(ref: str) -> Path:
             f"{ref!r} has no config.json: point at a directory written by save_pretrained"
         )
     return path
+
+
+def local_ref(ref: str) -> str:
+    """A GGUF reference as its converted directory (dequantized on first use); else ``ref``."""
+    entry = gguf_dir(ref)
+    return ref if entry is None else str(entry)
+
+
+def model_source(ref: str) -> dict[str, str]:
+    """What a run records of where its base weights came from beyond the fingerprint.
+
+    A GGUF model: ``{"gguf": "<quantisation> <sha256 of the GGUF file>"}``, so Methods and
+    exports can say the weights were dequantized from, e.g., Q4_1. Others: nothing.
+    """
+    record = gguf_record(ref) if is_gguf_ref(ref) else None
+    return {} if record is None else {"gguf": f"{record['quant']} {record['gguf_sha256']}"}
+
+
+def export_base(ref: str) -> tuple[str, str | None]:
+    """(base model an exported config names, a note on it) for ``ref``.
+
+    A GGUF model exports its converted directory: those are the weights the placement was
+    planned and trained on, and ``from_pretrained`` loads them offline; the original hub
+    checkpoint holds different (unquantized) numbers. The note says where they came from.
+    """
+    record = gguf_record(ref) if is_gguf_ref(ref) else None
+    if record is None:
+        return ref, None
+    note = (
+        f"{ref}: weights dequantized to fp32 from {record['quant']} "
+        f"(GGUF sha256 {record['gguf_sha256'][:16]})"
+    )
+    if record.get("hub_id"):
+        note += f"; original checkpoint {record['hub_id']}"
+    return local_ref(ref), note
 
 
 _hub_ok: bool | None = None
@@ -103,6 +146,7 @@ def load_config(ref: str, *, trust_remote_code: bool = False) -> PretrainedConfi
         return BUILTIN_MODELS[ref].config()
     from transformers import AutoConfig
 
+    ref = local_ref(ref)
     if _is_local(ref):
         return AutoConfig.from_pretrained(str(_local_dir(ref)), trust_remote_code=trust_remote_code)
     try:
@@ -162,7 +206,7 @@ def load_model(
     dtype: weight dtype ("float32" for training on CPU; "auto" keeps the checkpoint's).
     attn_implementation: e.g. "eager" (fastest for tiny models on CPU); None = default.
     """
-    source = str(builtin_model_dir(ref)) if is_builtin_model(ref) else ref
+    source = str(builtin_model_dir(ref)) if is_builtin_model(ref) else local_ref(ref)
     model, tokenizer = _from_pretrained(
         source,
         device=device,
@@ -247,7 +291,8 @@ def model_fingerprint(ref: str) -> str:
     """A short content hash of a model: its config, plus its weight files when on disk.
 
     A built-in model hashes its name, version and config (its weights follow from those,
-    and the fingerprint is the same before and after the first-use pretraining).
+    and the fingerprint is the same before and after the first-use pretraining). A GGUF
+    model hashes the GGUF file's sha256 and the sha256 of its dequantized tensors.
     """
     h = hashlib.sha256()
     if is_builtin_model(ref):
@@ -256,6 +301,10 @@ def model_fingerprint(ref: str) -> str:
         config = spec.config().to_dict()
         config.pop("transformers_version", None)  # a library upgrade does not change weights
         h.update(json.dumps(config, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+    record = gguf_record(ref) if is_gguf_ref(ref) else None
+    if record is not None:  # the GGUF file's bytes and the tensors dequantized from them
+        h.update(f"gguf:{record['gguf_sha256']}:{record['weights_sha256']}".encode())
         return h.hexdigest()[:16]
     if _is_local(ref):
         path = _local_dir(ref)

@@ -16,6 +16,7 @@ from typing import Any
 from loraplace.arch import describe, meta_from_config
 from loraplace.budget import allocation, parse_budget
 from loraplace.errors import UserError
+from loraplace.gguf_source import is_gguf_ref
 from loraplace.models import load_config
 from loraplace.placement import PlacementSpec, resolve
 from loraplace.probe import probe
@@ -144,7 +145,7 @@ def recommend_placement(
     """
 
     store = resolve_store_path(source)
-    if store.exists():
+    if store.exists() and not is_gguf_ref(str(source)):  # a .gguf file is a model
         rec = recommend_from_store(store, budget)
         if rec is not None:
             return rec

@@ -1,5 +1,7 @@
 """A LLaMA-style model's layout read from its config.json alone: no torch, no transformers.
 
+(LLaMA, Mistral and Gemma 3's text model, whose projections are LLaMA's.)
+
 ``plan`` and ``inspect`` only need shapes. Building the model on the meta device costs
 seconds of imports (torch, transformers' modeling code) for a layout that, in the LLaMA
 family, follows from a handful of config numbers. This reader covers only families whose
@@ -18,7 +20,10 @@ from loraplace.arch.describe import _dims, _outside_blocks_role
 from loraplace.arch.layout import ArchInfo, ModuleInfo
 from loraplace.arch.roles import block_role
 
-FAMILIES = ("llama", "mistral")  # q/k/v/o + gate/up/down, RMSNorm, no other weights
+FAMILIES = ("llama", "mistral", "gemma3_text")  # q/k/v/o + gate/up/down and RMSNorms only
+# RMSNorm weights per layer: (hidden-wide, head-wide). Gemma 3 norms before and after both
+# attention and MLP, and normalises q and k per head (q_norm, k_norm).
+NORMS = {"llama": (2, 0), "mistral": (2, 0), "gemma3_text": (4, 2)}
 NEEDED = (
     "hidden_size",
     "intermediate_size",
@@ -68,7 +73,10 @@ def describe_config_json(path: str | Path) -> ArchInfo | None:
     modules.append(ModuleInfo("lm_head", head_role, None, d, vocab, "linear"))
     attn_bias = dims["q"] + 2 * dims["kv"] + d if data.get("attention_bias") else 0
     mlp_bias = 2 * ffn + d if data.get("mlp_bias") else 0
-    per_layer = sum(fin * fout for _, fin, fout in shapes) + attn_bias + mlp_bias + 2 * d
+    n_wide, n_head = NORMS[str(cfg.model_type)]
+    head_dim = dims["q"] // int(cfg.num_attention_heads)
+    norms = n_wide * d + n_head * head_dim
+    per_layer = sum(fin * fout for _, fin, fout in shapes) + attn_bias + mlp_bias + norms
     embeddings = vocab * d * (1 if cfg.tie_word_embeddings else 2)
     return ArchInfo(
         family=str(cfg.model_type),

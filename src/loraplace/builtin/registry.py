@@ -7,12 +7,11 @@ Modules that ship a model register it here (``register_builtin_model``); the pac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from loraplace.builtin.shipped import shipped_dir
 from loraplace.data.cache import cache_dir
 from loraplace.errors import UserError, closest
 from loraplace.heartbeat import Heartbeat
+from loraplace.lock import exclusive_lock
 
 
 @dataclass(frozen=True)
@@ -66,22 +66,6 @@ def _get(name: str) -> BuiltinModel:
     return BUILTIN_MODELS[name]
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive file lock, so two processes never pretrain the same model at once."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the atomic rename still keeps the cache whole
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def builtin_model_dir(name: str) -> Path:
     """The directory of a built-in model: shipped in the package, else pretrained and cached.
 
@@ -97,7 +81,7 @@ def builtin_model_dir(name: str) -> Path:
     if (final / spec.info_file).is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{name}-{spec.version}.lock"):
+    with exclusive_lock(root / f".{name}-{spec.version}.lock"):
         if (final / spec.info_file).is_file():  # another process finished while we waited
             return final
         tmp = root / f".{name}-{spec.version}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -12,6 +12,7 @@ from rich.table import Table
 from loraplace.builtin import BUILTIN_MODELS, builtin_model_dir
 from loraplace.cli.app import app
 from loraplace.data import registered_dataset
+from loraplace.models import local_ref
 from loraplace.quiet import quiet_transformers
 
 data_app = typer.Typer(
@@ -53,6 +54,7 @@ def _model_tokenizer(model: str, trust_remote_code: bool):
         return builtin.tokenizer()  # the very tokenizer its pretraining saves
     if builtin is not None:
         model = str(builtin_model_dir(model))
+    model = local_ref(model)  # a GGUF: the tokenizer saved beside its converted weights
     return AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
 
 

@@ -22,8 +22,9 @@ def _arch(model: str, trust_remote_code: bool = False):
     """Shapes only: read from a LLaMA-style config.json, else the model on the meta device."""
     from loraplace.arch import describe, meta_from_config
     from loraplace.arch.config_json import describe_config_json
-    from loraplace.models import _is_local, load_config
+    from loraplace.models import _is_local, load_config, local_ref
 
+    model = local_ref(model)  # a GGUF: its converted directory, whose config.json reads fast
     if not trust_remote_code and not is_builtin_model(model) and _is_local(model):
         arch = describe_config_json(model)  # no torch: seconds less for a 7B plan
         if arch is not None:
@@ -259,7 +260,7 @@ def export(
     an adapter_config.json naming a loadable base model), as the study saved it.
     """
     from loraplace.arch import describe, meta_from_config
-    from loraplace.models import load_config
+    from loraplace.models import export_base, load_config
     from loraplace.placement import resolve
     from loraplace.placement.export import FORMATS, write_export
     from loraplace.placement.verify import verified_export
@@ -287,7 +288,10 @@ def export(
         placement, arch, rank=rank, alpha=alpha, layers=layers, experts=experts, tower=tower
     )
     side = _export_data_side(data, study, loss_on) if fmt != "peft" else None
-    files, serving = verified_export(rp, fmt, config, base_model=model, dropout=dropout, data=side)
+    base, note = export_base(model)
+    files, serving = verified_export(
+        rp, fmt, config, base_model=base, dropout=dropout, data=side, base_note=note
+    )
     for path in write_export(files, out_dir):
         out.print(
             f"wrote {escape(str(path))} ({len(rp.modules)} modules, "

@@ -73,7 +73,7 @@ def recommend(
 
             paths = copy_saved(saved, out_dir)
         else:
-            from loraplace.models import load_config
+            from loraplace.models import export_base, load_config
             from loraplace.placement.export_data import local_data_side
             from loraplace.placement.verify import verified_export
 
@@ -82,8 +82,9 @@ def recommend(
                 src.get("dataset"), text_field=src.get("text_field", "text"), data=src.get("data")
             )
             # loaded back as the trainer reads it before anything is written
+            base, note = export_base(rec.model)
             files, _ = verified_export(
-                rp, fmt, load_config(rec.model), base_model=rec.model, data=side
+                rp, fmt, load_config(rec.model), base_model=base, data=side, base_note=note
             )
             paths = write_export(files, out_dir)
         for path in paths:

@@ -30,6 +30,7 @@ from loraplace.driver import (
     run_study,
 )
 from loraplace.errors import UserError
+from loraplace.progress import StepLines
 from loraplace.runs import RunResult, RunSpec
 from loraplace.store import STORE_NAME, Store
 from loraplace.study import load_study
@@ -37,10 +38,19 @@ from loraplace.summary import render_table, run_end_rows, table_caption
 
 
 class RichDisplay(StudyDisplay):
-    """Two bars: the study (runs done / total, ETA) and the current run (step, loss, tok/s)."""
+    """Two bars: the study (runs done / total, ETA) and the current run (step, loss, tok/s).
+
+    Off a terminal (a log, CI) rich draws no bars: plain lines of the current run's step,
+    loss, tokens/s and time left come instead, at most every 10 s (``progress.StepLines``).
+    """
 
     def __init__(self, console: Console):
         self.console = console
+        self.lines: StepLines | None = None
+        if not console.is_terminal:
+            self.lines = StepLines(
+                lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+            )
         self.progress: Progress | None = None
         self.overall: TaskID | None = None
         self.current: TaskID | None = None
@@ -77,6 +87,8 @@ class RichDisplay(StudyDisplay):
         self.progress.start()
 
     def run_started(self, spec: RunSpec) -> None:
+        if self.lines is not None:
+            self.lines.start(f"{_run_label(spec)} seed {spec.seed}")
         if self.progress is None or self.current is None:
             return
         steps = spec.train.steps if spec.kind != "zero-shot" else 1
@@ -88,6 +100,8 @@ class RichDisplay(StudyDisplay):
         )
 
     def step(self, spec: RunSpec, step: int, steps: int, loss: float, tokens_per_s: float) -> None:
+        if self.lines is not None:
+            self.lines.step(step, steps, loss, tokens_per_s)
         now = time.monotonic()
         if (
             self.progress is None

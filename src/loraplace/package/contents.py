@@ -70,6 +70,7 @@ def fingerprints(study: StudyData) -> dict[str, Any]:
             "model": r.spec.get("model"),
             "data": r.spec.get("dataset"),
             "retain": r.spec.get("retain_dataset"),
+            "gguf": r.spec.get("model"),  # a GGUF base: its quantisation and file sha256
         }
         for kind, ref in refs.items():
             if ref is None or kind not in fps:

@@ -42,8 +42,11 @@ def export_placement(
     base_model: str,
     dropout: float = 0.0,
     data: DataSide | None = None,
+    base_note: str | None = None,
 ) -> dict[str, str]:
     """Render the placement; returns {file name: content}.
+
+    ``base_note``: where the base weights came from (a GGUF's quantisation), as a comment.
 
     With ``data`` (the study's data file), the Axolotl and LLaMA-Factory files also carry
     the dataset keys that reproduce the study's text and loss mask (export_data.py).
@@ -56,6 +59,8 @@ def export_placement(
         f"# loraplace placement {rp.name!r}: {len(rp.modules)} modules, "
         f"{rp.trainable_params:,} trainable params\n"
     )
+    if base_note:
+        header += f"# base: {base_note}\n"
     if data is not None:
         header += f"# data: {data.path} ({data.format}, loss on {data.loss_on})\n"
         header += "".join(f"# note: {n}\n" for n in data_notes(data, fmt))

@@ -23,7 +23,7 @@ def mamba_refused(family: str, name: str) -> bool:
 
 # Dense families that transformers has no checkpoint conversion for (its table, checked by
 # tests/test_arch_config_json.py): they skip importing it, which imports torch (seconds).
-NO_CONVERSION = frozenset({"llama", "mistral"})
+NO_CONVERSION = frozenset({"llama", "mistral", "gemma3_text"})
 
 
 def rewritten_targets(family: str, names: list[str]) -> list[str]:

@@ -169,13 +169,16 @@ def verified_export(
     base_model: str,
     dropout: float = 0.0,
     data=None,
+    base_note: str | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Render, load back and compare; returns (files, serving warnings).
 
     ``data``: an export_data.DataSide, whose dataset keys the trainer files then carry.
     """
 
-    files = export_placement(rp, fmt, base_model=base_model, dropout=dropout, data=data)
+    files = export_placement(
+        rp, fmt, base_model=base_model, dropout=dropout, data=data, base_note=base_note
+    )
     verify_export(rp, fmt, files, model_config)
     return files, serving_warnings(rp)
 

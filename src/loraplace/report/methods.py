@@ -178,6 +178,10 @@ def settings_rows(runs: list[RunRecord]) -> list[tuple[str, str]]:
         ("Base model", joined(r.spec.get("model") for r in runs)),
         ("Model parameters", m("total_params")),
         ("Model fingerprint", joined(f.get("model") for f in fps)),
+        *[
+            ("Base weights", f"dequantized from {q} (GGUF sha256 {sha})")
+            for q, sha in gguf_sources(runs)
+        ],
         ("Data", joined(r.spec.get("dataset") for r in runs)),
         ("Data fingerprint", joined(f.get("data") for f in fps)),
         ("Optimizer", "AdamW, PyTorch defaults: betas (0.9, 0.999), eps 1e-8"),
@@ -229,9 +233,33 @@ def _model_para(s: Summary, runs: list[RunRecord]) -> Para:
         Cite("wolf2020transformers"),
         " on PyTorch ",
         Cite("paszke2019pytorch"),
-        ". Its weights stay frozen; only the adapters train.",
+        ". ",
+        *_gguf_words(runs),
+        "Its weights stay frozen; only the adapters train.",
     ]
     return Para(parts)
+
+
+def gguf_sources(runs: list[RunRecord]) -> list[tuple[str, str]]:
+    """(quantisation, GGUF sha256) of each distinct GGUF the runs' base weights came from."""
+    recorded = distinct((r.spec.get("fingerprints") or {}).get("gguf") for r in runs)
+    pairs = [str(v).partition(" ") for v in recorded]
+    return [(quant, sha) for quant, _, sha in pairs if sha]
+
+
+def _gguf_words(runs: list[RunRecord]) -> list[Any]:
+    """The sentence saying the base weights were dequantized from a GGUF file, if they were."""
+    sources = gguf_sources(runs)
+    if not sources:
+        return []
+    quants = " / ".join(q for q, _ in sources)
+    shas = ", ".join(sha[:16] for _, sha in sources)
+    return [
+        f"The weights were dequantized to fp32 from {quants} in a GGUF file (sha256 ",
+        U(shas),
+        "), once, into the safetensors directory every run loads; the model fingerprint "
+        "covers the GGUF file and the dequantized tensors. ",
+    ]
 
 
 def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
