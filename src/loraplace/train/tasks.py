@@ -128,8 +128,8 @@ def choice(model, tokenizer, examples: list[dict], task: TaskSettings, device) -
         for i, s in enumerate(seqs):
             x[i, : len(s)] = torch.tensor(s)
             scored[i, max(0, len(prompt) - 1) : len(s) - 1] = True  # the option's tokens
-        nll = token_nll(model, x.to(device)).cpu()
-        logp = -(nll * scored).sum(dim=1)
+        nll = token_nll(model, x.to(device), scored.to(device)).cpu()  # 0 where not scored
+        logp = -nll.sum(dim=1)
         correct += options[int(logp.argmax())] == ex["reference"]
     return correct / len(examples)
 
