@@ -262,7 +262,7 @@ def test_methods_give_counted_tokens_and_mark_an_old_store_nominal():
         return _record(
             spec={"train": {"block_size": 64, "batch_size": 8, "split_seed": 0}},
             metrics={"eval_tokens": 640.0, "steps": 10.0, **metrics},
-            manifest={"data_info": {"format": "prompt-completion"}},
+            manifest={"data_info": {"format": "prompt-completion"}, "batching": "grouped"},
         )
 
     s = SimpleNamespace(study=SimpleNamespace(config={"dataset": "qa.jsonl"}))
@@ -272,6 +272,7 @@ def test_methods_give_counted_tokens_and_mark_an_old_store_nominal():
         "Each run trains on 2,345 tokens (non-padding, as fed to the model; 456 of them "
         "scored by the loss) and is evaluated on 640 validation tokens." in text
     )
+    assert " Batches: grouped." in text
     rows = dict(settings_rows([new]))
     assert rows["Train tokens per run"] == "2,345"
     assert rows["Scored train tokens per run"] == "456"

@@ -290,6 +290,9 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
             f" ({joined((i.get('scored_tokens') for i in infos), fmt.count)} scored "
             f"validation tokens); examples are split by {split}.",
         ]
+        batching = distinct(r.manifest.get("batching") for r in runs)
+        if batching:  # stores before batching was recorded have none
+            parts.append(f" Batches: {joined(batching)}.")
     retain = distinct(r.spec.get("retain_dataset") for r in runs)
     if retain:
         parts += [
