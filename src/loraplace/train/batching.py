@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 import torch
 
+from loraplace.data import Blocks
+
 WINDOW_BATCHES = 50  # batches per length-sorted window (transformers' megabatch_mult)
 RAW_BATCHING = "shuffled epochs of full blocks (no padding)"
 GROUPED_BATCHING = (
@@ -115,3 +117,21 @@ def batch_tokens(
         real = lengths[micro] if lengths is not None else torch.full((len(micro),), w)
         processed += int(real.clamp(max=w).sum())
     return processed, int(scored.sum())
+
+
+class Tally:
+    """The processed and scored tokens of a run's train batches so far."""
+
+    def __init__(self, blocks: Blocks, grad_accum: int):
+        self.rows, self.grad_accum = blocks.train, grad_accum
+        self.mask, self.lengths = blocks.scored("train"), blocks.train_lengths
+        # Each row's width (instruction data), which groups batches; None for raw text.
+        self.widths = None if self.mask is None else row_widths(self.mask)
+        self.processed = self.scored = 0
+
+    def add(self, idx: torch.Tensor) -> None:
+        mask = None if self.mask is None else self.mask[idx]
+        lengths = None if self.lengths is None else self.lengths[idx]
+        processed, scored = batch_tokens(self.rows[idx], mask, lengths, self.grad_accum)
+        self.processed += processed
+        self.scored += scored

@@ -19,14 +19,7 @@ from loraplace.data import Blocks
 from loraplace.quantize import count_params
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.train import measure
-from loraplace.train.batching import (
-    GROUPED_BATCHING,
-    RAW_BATCHING,
-    batch_order,
-    batch_tokens,
-    row_widths,
-    trimmed,
-)
+from loraplace.train.batching import GROUPED_BATCHING, RAW_BATCHING, Tally, batch_order, trimmed
 from loraplace.train.divergence import Diverged, LossWatch, worse_than_zero_shot
 from loraplace.train.evaluate import EvalResult, autocast_context, evaluate
 from loraplace.train.forward import Forward, forward_for
@@ -222,21 +215,12 @@ def _optimize(
     net.train()
     watch = LossWatch(t)  # non-finite, spiking or rising loss: see divergence.py
     start, train_time = 0, 0.0
-    counts = (0, 0)  # (processed, scored) tokens of the batches so far
     if pause is not None:  # continue a run stopped at a rung, where it stopped
         start, train_time = pause.resume(net, opt, curves, watch)
-    scored, lengths = blocks.scored("train"), blocks.train_lengths
-    widths = None if scored is None else row_widths(scored)  # instruction data: grouped
-    for step, idx in enumerate(
-        batch_order(len(blocks.train), t.batch_size, steps, spec.seed, widths)
-    ):
-        n = batch_tokens(
-            blocks.train[idx],
-            None if scored is None else scored[idx],
-            None if lengths is None else lengths[idx],
-            t.grad_accum,
-        )
-        counts = (counts[0] + n[0], counts[1] + n[1])
+    tally = Tally(blocks, t.grad_accum)  # tokens of the batches so far
+    order = batch_order(len(blocks.train), t.batch_size, steps, spec.seed, tally.widths)
+    for step, idx in enumerate(order):
+        tally.add(idx)
         if step < start:
             continue  # trained before the stop: its batch is drawn and skipped
         if pause is not None and step == pause.stop_at:
@@ -261,10 +245,10 @@ def _optimize(
         curves["train_loss"].append((done, loss))
         curves["lr"].append((done, lr))
         if on_step is not None:
-            on_step(done, steps, loss, counts[0] / train_time)
+            on_step(done, steps, loss, tally.processed / train_time)
         if t.eval_every and done % t.eval_every == 0 and done < steps:
             curves["eval_loss"].append((done, evals("val", blocks).loss))
-    return train_time, counts
+    return train_time, (tally.processed, tally.scored)
 
 
 def _backward(
