@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -177,3 +178,18 @@ def test_cached_instruction_blocks_without_lengths_are_rebuilt(sft, tmp_path, mo
     old = {k: v for k, v in load_file(entry / "blocks.safetensors").items() if "length" not in k}
     save_file(old, entry / "blocks.safetensors")  # an entry written before lengths were kept
     assert cache.load_cached(blocks.fingerprint, "x") is None
+
+
+def test_an_sft_run_through_the_prefix_cache_gives_the_plain_numbers(sft):
+    from loraplace.train.prefix_cache import PrefixCache
+
+    model, blocks, _ = sft
+    spec = _spec(model, epochs=2)
+    top = resolve("seed-full", model, rank=2, layers="last:1").as_dicts()  # layer 0 frozen
+    spec = dataclasses.replace(spec, modules=top, placement_name="top")
+    plain = train_run(spec, model, blocks, prefix_cache=False)
+    cache = PrefixCache()
+    cached = train_run(spec, model, blocks, prefix_cache=cache)
+    assert cached.manifest["prefix_layers_cached"] == 1 and cache.hits > 0
+    assert cached.metrics["eval_loss"] == pytest.approx(plain.metrics["eval_loss"], abs=1e-6)
+    assert cached.metrics["train_tokens"] == plain.metrics["train_tokens"]
