@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import common
@@ -56,17 +55,8 @@ def main() -> None:
     diff = float((grads[0] - grads[1]).abs().max())
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["torch cross_entropy"] / med["loraplace next_token_nll"]
-    mach = common.machine()
-    report = {
-        "command": "python benchmarks/bench_loss.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": mach,
-        "args": vars(args),
-        "median_s": med,
-        "times_s": times,
-        "ratio": ratio,
-        "max_grad_diff": diff,
-    }
+    report = common.timing_report("bench_loss.py", args, times, ratio=ratio, max_grad_diff=diff)
+    mach = report["machine"]
     md = "\n".join(
         [
             "### Next-token loss, forward + backward: torch vs loraplace",
@@ -77,15 +67,12 @@ def main() -> None:
             f"- Logits {args.tokens} x {args.vocab} fp32, mean NLL, {args.repeats} timed "
             "repeats per arm, alternating",
             "",
-            "| arm | median (ms) | best (ms) |",
-            "| --- | ---: | ---: |",
-            *(f"| {k} | {1e3 * med[k]:.1f} | {1e3 * min(times[k]):.1f} |" for k in arms),
+            *common.arm_table(times, "ms", 1e3),
             "",
             f"**{ratio:.2f}x faster**; largest gradient difference {diff:.1e}.",
         ]
     )
-    common.save_json("bench_loss", report)
-    common.update_results_md("bench_loss", md)
+    common.publish("bench_loss", report, md)
     for k in arms:
         print(f"{k}: {1e3 * med[k]:.1f} ms (median)")
     print(f"max |grad difference|: {diff:.1e}")

@@ -199,6 +199,38 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def arm_table(times: dict[str, list[float]], unit: str = "s", scale: float = 1.0) -> list[str]:
+    """Markdown rows of each arm's median and best time (seconds x scale, in unit)."""
+    fmt = ".1f" if scale != 1.0 else ".2f"
+    return [
+        f"| arm | median ({unit}) | best ({unit}) |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {k} | {scale * statistics.median(v):{fmt}} | {scale * min(v):{fmt}} |"
+            for k, v in times.items()
+        ),
+    ]
+
+
+def timing_report(script: str, args, times: dict[str, list[float]], **extra) -> dict:
+    """The JSON of an alternating-arms benchmark: command, date, machine, times, medians."""
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "args": vars(args),
+        "median_s": {k: statistics.median(v) for k, v in times.items()},
+        "times_s": times,
+        **extra,
+    }
+
+
+def publish(name: str, report: dict, markdown: str) -> None:
+    """Write a benchmark's JSON under results/ and its block of RESULTS.md."""
+    save_json(name, report)
+    update_results_md(name, markdown)
+
+
 def save_json(name: str, data: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"

@@ -206,10 +206,27 @@ def test_html_prints_to_pdf_with_chromium(report, tmp_path):
     assert data[:5] == b"%PDF-" and len(data) > 50_000
 
 
+def _record(spec: dict, metrics: dict, manifest: dict):
+    """One trained run as the report reads it."""
+    from loraplace.analysis import RunRecord
+
+    return RunRecord(
+        run_id="r",
+        placement="p",
+        kind="lora",
+        seed=0,
+        status="done",
+        diverged_step=None,
+        error=None,
+        spec=spec,
+        metrics=metrics,
+        manifest=manifest,
+    )
+
+
 def test_data_paragraph_reports_format_and_loss_mask():
     from types import SimpleNamespace
 
-    from loraplace.analysis import RunRecord
     from loraplace.report.methods import _data_para
 
     man = {
@@ -220,14 +237,7 @@ def test_data_paragraph_reports_format_and_loss_mask():
             "scored_tokens": 1234,
         }
     }
-    run = RunRecord(
-        run_id="r",
-        placement="p",
-        kind="lora",
-        seed=0,
-        status="done",
-        diverged_step=None,
-        error=None,
+    run = _record(
         spec={"train": {"block_size": 64, "split_seed": 0}, "fingerprints": {"data": "ab" * 32}},
         metrics={"train_tokens": 6400.0, "eval_tokens": 640.0},
         manifest=man,
@@ -241,3 +251,35 @@ def test_data_paragraph_reports_format_and_loss_mask():
         "examples are split by example." in text
     )
     assert "no loss mask" not in text
+
+
+def test_methods_give_counted_tokens_and_mark_an_old_store_nominal():
+    """Runs that counted their tokens state them; a store before the counts says nominal."""
+    from types import SimpleNamespace
+
+    from loraplace.report.methods import _data_para, settings_rows
+
+    def run(metrics: dict):
+        return _record(
+            spec={"train": {"block_size": 64, "batch_size": 8, "split_seed": 0}},
+            metrics={"eval_tokens": 640.0, "steps": 10.0, **metrics},
+            manifest={"data_info": {"format": "prompt-completion"}, "batching": "grouped"},
+        )
+
+    s = SimpleNamespace(study=SimpleNamespace(config={"dataset": "qa.jsonl"}))
+    new = run({"train_tokens": 2345.0, "train_scored_tokens": 456.0})
+    text = "".join(_data_para(s, [new]).text)  # type: ignore[arg-type]
+    assert (
+        "Each run trains on 2,345 tokens (non-padding, as fed to the model; 456 of them "
+        "scored by the loss) and is evaluated on 640 validation tokens." in text
+    )
+    assert " Batches: grouped." in text
+    rows = dict(settings_rows([new]))
+    assert rows["Train tokens per run"] == "2,345"
+    assert rows["Scored train tokens per run"] == "456"
+    assert rows["Tokens per step"] == "234"  # 2,345 / 10 steps, not 8 x 64
+    old = run({"train_tokens": 5120.0})
+    text = "".join(_data_para(s, [old]).text)  # type: ignore[arg-type]
+    assert "(the train count is nominal, steps x batch x block" in text
+    rows = dict(settings_rows([old]))
+    assert rows["Tokens per step"] == "512" and "Scored train tokens per run" not in rows

@@ -202,3 +202,62 @@ def test_unknown_report_metric_is_one_line(tmp_path, capsys):
     assert run_cli(["report", str(tmp_path / "a.db"), "--metric", "bleu"]) == 2
     err = capsys.readouterr().err
     assert "stores metric 'bleu'" in err and "loss, task:answer, accuracy" in err
+
+
+def _llama_like(tok):
+    """A tiny random LLaMA over the test vocabulary (RoPE: positions must be right)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _prompts(tok, n: int, seed: int = 0) -> list[dict]:
+    """Prompts of 1 to 12 words (and one empty), so batches need left padding."""
+    import random
+
+    rng = random.Random(seed)
+    words = [w for p in SUBJECTS + VERBS + OBJECTS for w in p.split()]
+    out = [{"prompt_ids": [], "reference": "x", "choices": []}]
+    for _ in range(n - 1):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+        out.append({"prompt_ids": tok(text)["input_ids"], "reference": "x", "choices": []})
+    return out
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_batched_left_padded_generation_gives_the_one_by_one_answers(loaded, family):
+    from loraplace.train.tasks import greedy_answers
+
+    model, tok = loaded
+    if family == "llama":
+        model = _llama_like(tok)
+    examples = _prompts(tok, 40)
+    one = TaskSettings(name="em", max_new_tokens=6, stop=(), batch_size=1)
+    many = TaskSettings(name="em", max_new_tokens=6, stop=(), batch_size=16)
+    alone = greedy_answers(model, tok, examples, one, "cpu")
+    batched = greedy_answers(model, tok, examples, many, "cpu")
+    assert batched == alone
+    assert len(set(alone)) > 5  # the answers differ by prompt: a real comparison
+    hand = [_greedy(model, tok, ex["prompt_ids"] or [0], 6) for ex in examples[:5]]
+    assert alone[:5] == hand
+
+
+def test_prompts_near_the_context_end_go_alone():
+    from loraplace.train.tasks import _batches
+
+    examples = [{"prompt_ids": [1] * n} for n in (3, 60, 5, 2, 59)]
+    # context 64, 6 new tokens: prompts up to 58 tokens batch; 59 and 60 go alone.
+    assert list(_batches(examples, 2, room=58)) == [[3, 0], [2], [4], [1]]

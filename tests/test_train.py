@@ -12,7 +12,8 @@ from loraplace.data import Blocks
 from loraplace.placement import resolve
 from loraplace.runs import RunSpec, TrainSettings
 from loraplace.train import evaluate, train_run
-from loraplace.train.loop import batches, lr_at, total_steps
+from loraplace.train.batching import batch_order as batches
+from loraplace.train.loop import lr_at, total_steps
 from loraplace.train.measure import flops_per_token
 from loraplace.train.memory import LABELS
 

@@ -33,6 +33,9 @@ class Blocks:
     val_labels: torch.Tensor | None = None
     val_examples: list[dict] | None = None
     train_examples: list[dict] | None = None
+    # Instruction data only: each row's real tokens (the rest is padding), int64 [n].
+    train_lengths: torch.Tensor | None = None
+    val_lengths: torch.Tensor | None = None
 
     @property
     def block_size(self) -> int:

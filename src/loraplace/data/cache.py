@@ -72,6 +72,8 @@ def load_cached(key: str, name: str) -> Blocks | None:
         meta = json.loads((entry / "meta.json").read_text())
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if "train_labels" in tensors and "train_lengths" not in tensors:
+        return None  # instruction data cached before row lengths were kept: rebuild it
     return Blocks(
         name=name,
         train=tensors["train"].long(),
@@ -84,6 +86,8 @@ def load_cached(key: str, name: str) -> Blocks | None:
         val_labels=_long(tensors.get("val_labels")),
         val_examples=meta.get("val_examples"),
         train_examples=meta.get("train_examples"),
+        train_lengths=_long(tensors.get("train_lengths")),
+        val_lengths=_long(tensors.get("val_lengths")),
     )
 
 
@@ -104,6 +108,8 @@ def store(blocks: Blocks) -> pathlib.Path:
         tensors = {"train": blocks.train, "val": blocks.val}
         if blocks.train_labels is not None and blocks.val_labels is not None:
             tensors.update(train_labels=blocks.train_labels, val_labels=blocks.val_labels)
+        if blocks.train_lengths is not None and blocks.val_lengths is not None:
+            tensors.update(train_lengths=blocks.train_lengths, val_lengths=blocks.val_lengths)
         save_file({k: v.to(torch.int32) for k, v in tensors.items()}, tmp / "blocks.safetensors")
         meta = {"n_docs": blocks.n_docs, "n_tokens": blocks.n_tokens, "info": blocks.info}
         for split in ("train_examples", "val_examples"):

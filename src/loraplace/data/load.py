@@ -238,6 +238,7 @@ def _carve_test(blocks: Blocks, test_fraction: float, holdout: str) -> Blocks:
         )
     key = f"{blocks.fingerprint}:test_fraction={test_fraction}:{holdout}"
     labels, examples = blocks.train_labels, blocks.train_examples
+    lengths = blocks.train_lengths
     test = holdout == "test"
     return dataclasses.replace(
         blocks,
@@ -254,6 +255,10 @@ def _carve_test(blocks: Blocks, test_fraction: float, holdout: str) -> Blocks:
         val_examples=examples[n - n_test :]
         if test and examples is not None
         else blocks.val_examples,
+        train_lengths=None if lengths is None else lengths[: n - n_test].clone(),
+        val_lengths=lengths[n - n_test :].clone()
+        if test and lengths is not None
+        else blocks.val_lengths,
     )
 
 
@@ -359,6 +364,7 @@ def with_eval_dataset(blocks: Blocks, held: Blocks) -> Blocks:
         blocks,
         val=torch.cat([held.train, held.val]),
         val_labels=both(held.train_labels, held.val_labels),
+        val_lengths=both(held.train_lengths, held.val_lengths),
         val_examples=(held.train_examples or []) + (held.val_examples or [])
         if held.val_examples is not None
         else None,
@@ -386,6 +392,7 @@ def _cap_train(blocks: Blocks, n_train: int | None) -> Blocks:
         train=blocks.train[:n_train].clone(),
         train_labels=None if labels is None else labels[:n_train].clone(),
         train_examples=None if examples is None else examples[:n_train],
+        train_lengths=None if blocks.train_lengths is None else blocks.train_lengths[:n_train],
         fingerprint=_capped_fingerprint(blocks.fingerprint, n_train),
         info={**blocks.info, "n_train_available": n_available},
     )

@@ -218,6 +218,7 @@ def sft_blocks(
     train_idx, val_idx = split_examples(len(rows), settings.val_fraction, split_seed)
     ids, labels = pad_rows(rows, length, _pad_id(tokenizer))
     scored = int((labels[:, 1:] != IGNORE).sum())
+    lengths = torch.tensor([len(r.ids) for r in rows], dtype=torch.int64)
     return Blocks(
         name=name,
         train=ids[train_idx],
@@ -226,6 +227,8 @@ def sft_blocks(
         val_labels=labels[val_idx],
         val_examples=task_examples([rows[i] for i in val_idx]),
         train_examples=task_examples([rows[i] for i in train_idx]),
+        train_lengths=lengths[train_idx],
+        val_lengths=lengths[val_idx],
         fingerprint=fingerprint,
         n_docs=len(rows),
         n_tokens=sum(len(r.ids) for r in rows),

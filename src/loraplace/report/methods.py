@@ -172,6 +172,9 @@ def settings_rows(runs: list[RunRecord]) -> list[tuple[str, str]]:
         * (r.spec.get("train") or {}).get("block_size", 0)
         for r in runs
     )
+    counted = _counted(runs)
+    if counted:  # mean non-padding tokens per step (raw text: batch x block, exactly)
+        tokens = distinct(r.metrics["train_tokens"] / r.metrics["steps"] for r in runs)
     fps = [r.spec.get("fingerprints") or {} for r in runs]
     pk = [r.manifest.get("packages") or {} for r in runs]
     return [
@@ -192,6 +195,7 @@ def settings_rows(runs: list[RunRecord]) -> list[tuple[str, str]]:
         ("Block (tokens per sequence)", t("block_size")),
         ("Tokens per step", joined(tokens, fmt.count)),
         ("Train tokens per run", m("train_tokens")),
+        *([("Scored train tokens per run", m("train_scored_tokens"))] if counted else []),
         ("Weight decay", t("weight_decay")),
         ("Gradient clipping (max norm)", t("grad_clip")),
         ("LoRA dropout", t("lora_dropout")),
@@ -262,6 +266,30 @@ def _gguf_words(runs: list[RunRecord]) -> list[Any]:
     ]
 
 
+def _counted(runs: list[RunRecord]) -> bool:
+    """Whether the runs counted their tokens (stores before that hold a nominal count)."""
+    return bool(runs) and all(
+        r.metric("train_scored_tokens") is not None and r.metric("steps") for r in runs
+    )
+
+
+def _train_tokens_sentence(runs: list[RunRecord]) -> str:
+    """How many tokens each run trained on and was evaluated on."""
+    train = joined(_metric(runs, "train_tokens"), fmt.count)
+    evals = joined(_metric(runs, "eval_tokens"), fmt.count)
+    if _counted(runs):
+        scored = joined(_metric(runs, "train_scored_tokens"), fmt.count)
+        return (
+            f"Each run trains on {train} tokens (non-padding, as fed to the model; {scored} "
+            f"of them scored by the loss) and is evaluated on {evals} validation tokens. "
+        )
+    return (
+        f"Each run trains on {train} tokens and is evaluated on {evals} validation tokens "
+        "(the train count is nominal, steps x batch x block: the store predates counted "
+        "tokens). "
+    )
+
+
 def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
     cfg = s.study.config
     fps = [r.spec.get("fingerprints") or {} for r in runs]
@@ -277,9 +305,7 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
         "tokenizer and packed into blocks of "
         f"{joined(_train(runs, 'block_size'))} tokens; the train/validation split is drawn "
         f"once with split seed {joined(_train(runs, 'split_seed'))} and is the same for "
-        f"every run seed. Each run trains on {joined(_metric(runs, 'train_tokens'), fmt.count)} "
-        f"tokens and is evaluated on {joined(_metric(runs, 'eval_tokens'), fmt.count)} "
-        "validation tokens. ",
+        f"every run seed. {_train_tokens_sentence(runs)}",
     ]
     infos = [r.manifest.get("data_info") or {} for r in runs]
     loss_on = joined(i.get("loss_on") for i in infos)
@@ -292,6 +318,9 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
             f" ({joined((i.get('scored_tokens') for i in infos), fmt.count)} scored "
             f"validation tokens); examples are split by {split}.",
         ]
+        batching = distinct(r.manifest.get("batching") for r in runs)
+        if batching:  # stores before batching was recorded have none
+            parts.append(f" Batches: {joined(batching)}.")
     retain = distinct(r.spec.get("retain_dataset") for r in runs)
     if retain:
         parts += [

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from loraplace.train.batching import trimmed
+from loraplace.train.head import head_split, scored_nll
 from loraplace.train.kernels import next_token_nll
 
 
@@ -53,13 +55,22 @@ def _forward_takes(model: torch.nn.Module) -> frozenset[str]:
 _TAKES: dict[type, frozenset[str]] = {}
 
 
-def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Per-token NLL (nats, fp32) of the next token at every position but the last: [B, L-1]."""
+def token_nll(
+    model: torch.nn.Module, x: torch.Tensor, scored: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-token NLL (nats, fp32) of the next token at every position but the last: [B, L-1].
+
+    scored: bool [B, L-1], the targets that count; only those rows go through the LM
+    head, and the others read 0 (None = every target: raw text). See ``train/head.py``.
+    """
     takes = _forward_takes(model)
     # No KV cache: nothing reads it, and a config's use_cache=True would otherwise keep
     # every layer's keys and values alive to the end of the forward pass (a quarter of
     # GPT-2's eval-batch peak; see train/memory_estimate.py).
     kw = {"use_cache": False} if "use_cache" in takes else {}
+    split = head_split(model, kw)
+    if split is not None:
+        return scored_nll(split.logits, split.hidden(x, **kw), x, scored)
     if "logits_to_keep" in takes:
         # No lm_head for the last position (it predicts nothing scored), and contiguous
         # logits: slicing full logits would copy the largest tensor of the step, twice
@@ -71,7 +82,8 @@ def token_nll(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     targets = x[:, 1:]
     # Upcast before the softmax: bf16 logits lose the small differences that matter here.
     nll = next_token_nll(logits.float().flatten(0, 1), targets.flatten())
-    return nll.view(targets.shape)
+    nll = nll.view(targets.shape)
+    return nll if scored is None else torch.where(scored.to(nll.device), nll, 0.0)
 
 
 @torch.no_grad()
@@ -83,16 +95,18 @@ def evaluate(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     max_blocks: int | None = None,
-    nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    nll_fn: Callable[..., torch.Tensor] | None = None,
     scored: torch.Tensor | None = None,
 ) -> EvalResult:
     """Token-weighted mean NLL of ``model`` over ``blocks`` (int64 [N, L]).
 
     max_blocks: evaluate only the first max_blocks rows (None = all).
-    nll_fn: per-token NLL of (row indices, rows on the device) in place of
-        ``token_nll(model, rows)``, e.g. a frozen-prefix cache's (same numbers, less work).
+    nll_fn: per-token NLL of (row indices, rows on the device, scored mask) in place of
+        ``token_nll(model, rows, scored)``, e.g. a frozen-prefix cache's (same numbers, less work).
     scored: bool [N, L-1], which next-token targets count (instruction data: the
-        completion); None = every one. The loss is over scored tokens only.
+        completion); None = every one. The loss is over scored tokens only, and a
+        batch runs only as wide as its last scored target needs (the rest is padding
+        or unscored, and causal attention never looks right).
     """
 
     device = torch.device(device)
@@ -106,14 +120,16 @@ def evaluate(
     n_tokens = 0
     batch_ppls: list[float] = []
     for i in range(0, blocks.shape[0], batch_size):
-        x = blocks[i : i + batch_size].to(device, non_blocking=True)
+        part = None if scored is None else scored[i : i + batch_size]
+        rows, mask = trimmed(blocks[i : i + batch_size], part)
+        x = rows.to(device, non_blocking=True)
         with autocast_context(device, precision):
             if nll_fn is None:
-                nll = token_nll(model, x)
+                nll = token_nll(model, x, mask)
             else:
-                nll = nll_fn(torch.arange(i, i + x.shape[0]), x)
-        if scored is not None:
-            nll = nll[scored[i : i + x.shape[0]].to(nll.device)]
+                nll = nll_fn(torch.arange(i, i + x.shape[0]), x, mask)
+        if mask is not None:
+            nll = nll[mask.to(nll.device)]
         batch_sum = float(nll.double().sum())
         nll_sum += batch_sum
         n_tokens += nll.numel()

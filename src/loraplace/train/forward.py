@@ -23,9 +23,10 @@ class Forward:
     def __init__(self, net: torch.nn.Module, train_rows: torch.Tensor, prefix: PrefixRunner | None):
         self.prefix = prefix
         self.cached_layers = prefix.k if prefix is not None else 0  # 0 = plain forward passes
-        self.train_nll: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (rows, x) -> nll
+        # (rows, x, scored mask or None) -> nll [B, L-1], 0 where not scored
+        self.train_nll: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
         if prefix is None:
-            self.train_nll = lambda rows, x: token_nll(net, x)
+            self.train_nll = lambda rows, x, scored: token_nll(net, x, scored)
         else:
             self.train_nll = functools.partial(prefix.token_nll, "train", train_rows)
 

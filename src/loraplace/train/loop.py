@@ -20,6 +20,7 @@ from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.schedule import scheduled_lr
 from loraplace.train import measure
 from loraplace.train.baseline import Baseline, eval_kw, evaluate_base, oracle_floor
+from loraplace.train.batching import GROUPED_BATCHING, RAW_BATCHING, Tally, batch_order, trimmed
 from loraplace.train.divergence import Diverged, LossWatch, worse_than_zero_shot
 from loraplace.train.evaluate import EvalResult, autocast_context, evaluate
 from loraplace.train.forward import Forward, forward_for
@@ -46,19 +47,6 @@ def lr_at(step: int, t: TrainSettings, steps: int) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then decay to 0."""
 
     return scheduled_lr(step, lr=t.lr, warmup=t.warmup_steps, steps=steps, schedule=t.schedule)
-
-
-def batches(n: int, batch_size: int, steps: int, seed: int):
-    """Row indices of each step's batch: shuffled epochs, reshuffled at each epoch's end."""
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=g)
-    pos = 0
-    for _ in range(steps):
-        if pos + batch_size > n:  # drop the ragged tail: every batch has batch_size rows
-            order = torch.randperm(n, generator=g)
-            pos = 0
-        yield order[pos : pos + batch_size]
-        pos += batch_size
 
 
 DATA_INFO_KEYS = ("format", "loss_on", "split", "val_fraction", "scored_tokens", "dropped_tokens")
@@ -134,12 +122,14 @@ def train_run(
             evals = _Evaluator(net, forward, eval_kw(t, device, precision))
             params = _param_counts(net, base_params)
             steps = total_steps(t, blocks.train.shape[0])
-            train_time = _optimize(net, spec, blocks, forward, evals, curves, steps, on_step, pause)
+            train_time, counts = _optimize(
+                net, spec, blocks, forward, evals, curves, steps, on_step, pause
+            )
             final, retain_eval, metrics = _final_evals(
                 net, spec, baseline, evals, curves, steps, blocks, retain, test, tokenizer
             )
             memory = meter.stop()
-            metrics.update(_run_metrics(final, baseline, t, steps, train_time, params, memory))
+            metrics.update(_run_metrics(final, baseline, steps, train_time, counts, params, memory))
             metrics.update(_held_out_metrics(spec, baseline, evals, blocks, retain_eval, test))
             if steps and metrics["tokens_per_s"] > 0:
                 metrics["mfu"] = _mfu(net, spec, metrics["tokens_per_s"], peak_flops, device)
@@ -164,10 +154,13 @@ def _optimize(
     steps: int,
     on_step: StepCallback | None,
     pause: Pause | None,
-) -> float:
-    """The training loop proper: AdamW over the trainable parameters; returns its seconds."""
+) -> tuple[float, tuple[int, int]]:
+    """The training loop proper: AdamW over the trainable parameters.
+
+    Returns (seconds, (processed, scored) tokens); see ``train/batching.py``.
+    """
     if not steps:
-        return 0.0
+        return 0.0, (0, 0)
     t, device = spec.train, evals.kw["device"]
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
@@ -176,7 +169,10 @@ def _optimize(
     start, train_time = 0, 0.0
     if pause is not None:  # continue a run stopped at a rung, where it stopped
         start, train_time = pause.resume(net, opt, curves, watch)
-    for step, idx in enumerate(batches(blocks.train.shape[0], t.batch_size, steps, spec.seed)):
+    tally = Tally(blocks, t.grad_accum)  # tokens of the batches so far
+    order = batch_order(len(blocks.train), t.batch_size, steps, spec.seed, tally.widths)
+    for step, idx in enumerate(order):
+        tally.add(idx)
         if step < start:
             continue  # trained before the stop: its batch is drawn and skipped
         if pause is not None and step == pause.stop_at:
@@ -201,10 +197,10 @@ def _optimize(
         curves["train_loss"].append((done, loss))
         curves["lr"].append((done, lr))
         if on_step is not None:
-            on_step(done, steps, loss, done * t.batch_size * t.block_size / train_time)
+            on_step(done, steps, loss, tally.processed / train_time)
         if t.eval_every and done % t.eval_every == 0 and done < steps:
             curves["eval_loss"].append((done, evals("val", blocks).loss))
-    return train_time
+    return train_time, (tally.processed, tally.scored)
 
 
 def _backward(
@@ -225,13 +221,16 @@ def _backward(
     n_scored = None if train_scored is None else train_scored[idx].sum().clamp(min=1)
     loss_value = 0.0
     for micro in idx.chunk(t.grad_accum):
-        x = blocks.train[micro].to(device, non_blocking=True)
+        rows, mask = trimmed(
+            blocks.train[micro], None if train_scored is None else train_scored[micro]
+        )
+        x = rows.to(device, non_blocking=True)
         with autocast_context(device, precision):
-            nll = forward.train_nll(micro, x)
-        if train_scored is None or n_scored is None:  # raw text (both None together)
+            nll = forward.train_nll(micro, x, mask)  # 0 at targets not scored
+        if n_scored is None:  # raw text: every target scored
             loss = nll.mean() / t.grad_accum
         else:
-            loss = (nll * train_scored[micro].to(nll.device)).sum() / n_scored
+            loss = nll.sum() / n_scored
         loss.backward()
         loss_value += loss.item()
     return loss_value
@@ -271,14 +270,19 @@ def _final_evals(
 def _run_metrics(
     final: EvalResult,
     baseline: Baseline,
-    t: TrainSettings,
     steps: int,
     train_time: float,
+    counts: tuple[int, int],
     params: dict[str, float],
     memory: dict[str, float],
 ) -> dict[str, float]:
-    """A run's headline numbers: val loss beside zero-shot, size, time, memory, throughput."""
-    train_tokens = steps * t.batch_size * t.block_size
+    """A run's headline numbers: val loss beside zero-shot, size, time, memory, throughput.
+
+    train_tokens: the non-padding tokens the run fed the model; train_scored_tokens: the
+    targets its loss read (stores before these counts hold a nominal train_tokens,
+    steps x batch x block, and no train_scored_tokens).
+    """
+    train_tokens, scored_tokens = counts
     return dict(
         eval_loss=final.loss,
         eval_ppl=math.exp(final.loss),
@@ -292,6 +296,7 @@ def _run_metrics(
         **memory,
         steps=steps,
         train_tokens=train_tokens,
+        train_scored_tokens=scored_tokens,
     )
 
 
@@ -360,6 +365,8 @@ def _manifest(
         "data_info": {k: blocks.info.get(k) for k in DATA_INFO_KEYS if k in blocks.info},
         # layers served from the frozen-prefix cache (0 = plain forward passes)
         "prefix_layers_cached": prefix_layers,
+        # what each step's batch holds (train/batching.py)
+        "batching": RAW_BATCHING if blocks.train_labels is None else GROUPED_BATCHING,
         "peak_mem_measure": mem_label,
         **scale_settings(spec),
     }

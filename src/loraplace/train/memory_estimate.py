@@ -32,6 +32,11 @@ the fused kernels of a real CPU or GPU do not, and the fused kernels keep other 
 for sdpa models the attention part differs (by under 3 % of a tiny GPT-2's step peak).
 Tensors are counted in fp32; bf16 autocast halves many of them, so for bf16 runs this is
 an upper bound.
+
+The LM head runs where ``token_nll`` runs it (``train/head.py``): at every position but
+the last, as raw text scores them. Completion-only instruction data scores a few positions
+a row, so its logits and their gradient are far smaller than traced here: for such data
+the estimate is an upper bound too.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from loraplace.train.kernels import next_token_nll
+from loraplace.train.head import scored_nll
 
 CACHE_MB_ENV = "LORAPLACE_PREFIX_CACHE_MB"  # memory bound in MiB; 0 disables prefix reuse
 DEFAULT_CACHE_MB = 2048
@@ -218,16 +218,22 @@ class PrefixRunner:
         return e.hidden[rows.to(x.device)]
 
     def token_nll(
-        self, split: str, data: torch.Tensor, rows: torch.Tensor, x: torch.Tensor
+        self,
+        split: str,
+        data: torch.Tensor,
+        rows: torch.Tensor,
+        x: torch.Tensor,
+        scored: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-token NLL [B, L-1], as ``evaluate.token_nll`` gives it, from layer k on."""
-        h = self.hidden(split, data, rows, x)
+        """Per-token NLL [B, L-1], as ``evaluate.token_nll`` gives it, from layer k on.
+
+        x may be narrower than the data's rows (a batch cut to its scored columns): the
+        cached states are cut to match, as causal attention never looks right.
+        """
+        h = self.hidden(split, data, rows, x)[:, : x.shape[1]]
         pos = self._positions(x.shape[1], x.device)
         h = self.core.ln_f(self._blocks(h, self.core.h[self.k :], pos))
-        logits = self.model.lm_head(h[:, :-1])  # the last position predicts nothing scored
-        targets = x[:, 1:]
-        nll = next_token_nll(logits.float().flatten(0, 1), targets.flatten())
-        return nll.view(targets.shape)
+        return scored_nll(self.model.lm_head, h, x, scored)
 
 
 def runner_for(

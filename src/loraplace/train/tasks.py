@@ -57,50 +57,80 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[: min(ends)] if ends else text
 
 
-def _groups(examples: list[dict], batch_size: int):
-    """Batches of examples whose prompts have one length: no padding, exact positions."""
-    by_len: dict[int, list[dict]] = {}
-    for ex in examples:
-        by_len.setdefault(len(ex["prompt_ids"]), []).append(ex)
-    for _, group in sorted(by_len.items()):
-        for i in range(0, len(group), batch_size):
-            yield group[i : i + batch_size]
-
-
 def _context_of(model) -> int | None:
     cfg = getattr(model, "config", None)
     return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
 
 
+def _batches(examples: list[dict], batch_size: int, room: int | None):
+    """Indices of examples in batches, prompts of similar length together (less padding).
+
+    room: the longest prompt whose generation the context does not cut short; a longer
+    one goes alone, so that a batch-mate never shortens its generation (None: no limit).
+    """
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["prompt_ids"]))
+    fits = [i for i in order if room is None or len(examples[i]["prompt_ids"]) <= room]
+    for start in range(0, len(fits), batch_size):
+        yield fits[start : start + batch_size]
+    for i in order:
+        if room is not None and len(examples[i]["prompt_ids"]) > room:
+            yield [i]
+
+
+def left_padded(prompts: list[list[int]], pad: int, eos: int, device):
+    """(input ids, attention mask) of prompts left-padded to the longest; an empty prompt
+    starts from EOS, as a document start."""
+    prompts = [p or [eos] for p in prompts]
+    width = max(map(len, prompts))
+    x = torch.full((len(prompts), width), pad, dtype=torch.int64)
+    mask = torch.zeros((len(prompts), width), dtype=torch.int64)
+    for i, p in enumerate(prompts):
+        x[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    return x.to(device), mask.to(device)
+
+
 @torch.no_grad()
-def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
-    """Share of examples whose greedy generation matches the reference after normalising."""
+def greedy_answers(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> list[str]:
+    """Each example's greedy generation, cut at EOS and at the first stop string.
+
+    Prompts go through ``generate`` in batches of ``task.batch_size``, left-padded with an
+    attention mask (transformers derives the position ids from it) and the KV cache: the
+    same greedy tokens as one prompt at a time, up to float rounding.
+    """
     from loraplace.data.packing import eos_id_of
 
     eos = eos_id_of(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     context = _context_of(model)
-    correct = 0
-    for batch in _groups(examples, task.batch_size):
-        x = torch.tensor([ex["prompt_ids"] for ex in batch], device=device)
-        if x.shape[1] == 0:  # nothing to condition on: start from EOS, as a document start
-            x = torch.full((len(batch), 1), eos, device=device)
+    room = None if context is None else context - task.max_new_tokens
+    answers: dict[int, str] = {}
+    for batch in _batches(examples, task.batch_size, room):
+        x, mask = left_padded([examples[i]["prompt_ids"] for i in batch], pad, eos, device)
         new = task.max_new_tokens
         if context is not None:
             new = min(new, context - x.shape[1])
         out = model.generate(
             input_ids=x,
-            attention_mask=torch.ones_like(x),
+            attention_mask=mask,
             max_new_tokens=max(1, new),
             do_sample=False,
             eos_token_id=eos,
             pad_token_id=pad,
         )
-        for ex, ids in zip(batch, out[:, x.shape[1] :].tolist(), strict=True):
+        for i, ids in zip(batch, out[:, x.shape[1] :].tolist(), strict=True):
             ids = ids[: ids.index(eos)] if eos in ids else ids
-            text = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), task.stop)
-            correct += normalize(text) == normalize(ex["reference"])
-    return correct / len(examples)
+            answers[i] = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), task.stop)
+    return [answers[i] for i in range(len(examples))]
+
+
+def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
+    """Share of examples whose greedy generation matches the reference after normalising."""
+    answers = greedy_answers(model, tokenizer, examples, task, device)
+    hits = [
+        normalize(a) == normalize(ex["reference"]) for a, ex in zip(answers, examples, strict=True)
+    ]
+    return sum(hits) / len(examples)
 
 
 @torch.no_grad()
@@ -124,8 +154,8 @@ def choice(model, tokenizer, examples: list[dict], task: TaskSettings, device) -
         for i, s in enumerate(seqs):
             x[i, : len(s)] = torch.tensor(s)
             scored[i, max(0, len(prompt) - 1) : len(s) - 1] = True  # the option's tokens
-        nll = token_nll(model, x.to(device)).cpu()
-        logp = -(nll * scored).sum(dim=1)
+        nll = token_nll(model, x.to(device), scored.to(device)).cpu()  # 0 where not scored
+        logp = -nll.sum(dim=1)
         correct += options[int(logp.argmax())] == ex["reference"]
     return correct / len(examples)
 
