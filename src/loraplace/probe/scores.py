@@ -225,6 +225,7 @@ def probe(
     seed: int = 0,
     split_seed: int = 0,
     text_field: str = "text",
+    gradients: bool = True,
 ) -> ProbeResult:
     """Probe a model reference on a dataset reference (the CLI's and search's entry point).
 
@@ -233,6 +234,7 @@ def probe(
         block_size: tokens per block; default min(128, the model's context).
         seed: picks the blocks; same seed, same blocks, same scores.
         split_seed: the dataset's train/val split (as in the study).
+        gradients: False for forward passes only (nfn and out_norm).
     """
     from loraplace.data import load_blocks
     from loraplace.models import load_model
@@ -262,4 +264,4 @@ def probe(
         "split_seed": split_seed,
         "data_fingerprint": blocks.fingerprint,
     }
-    return probe_model(mdl, picked, meta=meta)
+    return probe_model(mdl, picked, meta=meta, gradients=gradients)
