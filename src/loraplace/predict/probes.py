@@ -38,6 +38,10 @@ PLOP_PICK = 3  # module types PLoP adapts (v, o, down in the paper's GSM8K runs)
 _CACHE: dict[tuple, tuple[ProbeResult, float]] = {}  # one probe serves its three scores
 
 
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
 def _probe(ctx: Context, *, batches: int, batch_size: int, gradients: bool):
     """The probe for ``ctx`` and the seconds it took (cached within the process, so
     taylor, lora_grad and out_norm share one pass but each reports its full cost)."""

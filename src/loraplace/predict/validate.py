@@ -194,6 +194,9 @@ def validate(
         sub = data.for_task(task)
         ctx, cands = study_candidates(sub, options, seed)
         tasks.append((task, sub, ctx, cands))
+    from loraplace.predict import probes
+
+    probes.clear_cache()  # a model or data file may have changed since an earlier call
     cells, predictions = [], []
     for task, sub, ctx, cands in tasks:
         m = measured(sub)
