@@ -1,9 +1,14 @@
 """The best placement for a budget, from what the store already knows.
 
 Evidence comes in order of strength: measured runs (a study's or a search's, all in the
-store), then — when nothing measured fits the budget — an allocation from importance
-probes, which is a proposal with no measured loss. The recommendation carries its
-evidence, so a reader can see why it was chosen and how sure it is.
+store), then — when nothing measured fits the budget — a prediction, which is a proposal
+with no measured loss. The prediction comes from the predictor that validated best for
+this model and data (``loraplace validate``'s ``validation.json``: lowest regret, then
+highest Kendall's tau, then cheapest), ranking the presets matched to the budget and
+random placements of it; with no validation for this model and data, from the default,
+the taylor probe's allocation. The recommendation carries its evidence and one line
+saying which predictor it followed and how that predictor scored, so a reader can see
+why it was chosen and how sure it is.
 """
 
 from __future__ import annotations
@@ -60,10 +65,13 @@ class Recommendation:
     evidence: list[str]
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     data_source: dict[str, Any] = field(default_factory=dict)  # the measured runs' data
+    # One line: which predictor this followed and how it scored in validation (or none).
+    followed: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "followed": self.followed,
             "budget": self.budget,
             "placement": self.label,
             "model": self.model,
@@ -128,20 +136,29 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
 
 
 def recommend_placement(
-    source: str | Path, budget: int | str, data: str | None = None
+    source: str | Path,
+    budget: int | str,
+    data: str | None = None,
+    validation: str | Path | None = None,
 ) -> Recommendation:
     """The recommendation for ``source`` (a store, its directory, or a model) at ``budget``.
 
     A store answers from its measured runs; when none fits the budget, or ``source`` is a
-    model, an allocation from probes on ``data`` (which is then required).
+    model, a prediction on ``data`` (which is then required).
+
+    Args:
+        validation: a ``validation.json`` (or its directory); default: the store
+            directory's own, when there is one.
     """
     from loraplace.errors import UserError
     from loraplace.store import resolve_store_path
 
     store = resolve_store_path(source)
+    vdoc = _validation(validation, store.parent if store.exists() else None)
     if store.exists():
         rec = recommend_from_store(store, budget)
         if rec is not None:
+            rec.followed = "followed: measured runs at this budget (no predictor needed)"
             return rec
         if data is None:
             raise UserError(
@@ -151,14 +168,103 @@ def recommend_placement(
         cands, _ = measured_candidates(store)
         if not cands:
             raise UserError(f"{store} holds no finished runs: run the study first")
-        return recommend_from_probe(cands[0].model, data, budget)
+        return recommend_unmeasured(cands[0].model, data, budget, vdoc)
     if Path(source).suffix == ".db":
         raise UserError(f"no results store at {source}: run `loraplace run` first")
     if data is None:
         raise UserError(
             f"{str(source)!r} is a model, not a results store: give --data DATASET to probe it"
         )
-    return recommend_from_probe(str(source), data, budget)
+    return recommend_unmeasured(str(source), data, budget, vdoc)
+
+
+def _validation(path: str | Path | None, store_dir: Path | None) -> dict[str, Any] | None:
+    """The validation document to follow: the one given, else the store directory's."""
+    from loraplace.predict.validate import FILE, read
+
+    if path is not None:
+        return read(path)
+    if store_dir is not None and (store_dir / FILE).exists():
+        return read(store_dir)
+    return None
+
+
+def recommend_unmeasured(
+    model: str, data: str, budget: int | str, vdoc: dict[str, Any] | None
+) -> Recommendation:
+    """Nothing measured fits: follow the predictor that validated best, else the default."""
+    from loraplace.predict.validate import best_validated
+
+    best = best_validated(vdoc, model, data) if vdoc is not None else None
+    if best is None:
+        rec = recommend_from_probe(model, data, budget)
+        why = (
+            "no validation file"
+            if vdoc is None
+            else f"the validation of study {vdoc.get('study')!r} has no cell for {model} on {data}"
+        )
+        rec.followed = (
+            f"followed: the default (taylor probe allocation): {why}; run `loraplace "
+            "validate` on a finished study of this model and data to choose a predictor"
+        )
+        return rec
+    return recommend_from_predictor(model, data, budget, best, vdoc or {})
+
+
+def validation_line(best: dict[str, Any]) -> str:
+    """How the followed predictor scored in validation, in one line."""
+    cells = best["cells"]
+    n = len(cells)
+    agree = sum(1 for c in cells if c["top1_agrees"])
+    taus = [c["tau"] for c in cells if c["tau"] is not None]
+    tau = f"{sum(taus) / len(taus):.2f}" if taus else "undefined"
+    regret = sum(c["regret"] for c in cells) / n
+    cis = [c["regret_ci"] for c in cells if c["regret_ci"] is not None]
+    ci = f" ± {max(cis):.4f}" if cis else ""
+    fracs = [c["cost_fraction"] for c in cells if c["cost_fraction"] is not None]
+    cost = f", cost {sum(fracs) / len(fracs):.3f} of the study" if fracs else ""
+    return (
+        f"followed predictor {best['predictor']}: best in the validation on study "
+        f"{best.get('study')!r} ({n} cell(s)): top-1 agreed {agree}/{n}, Kendall tau {tau}, "
+        f"regret {regret:.4f}{ci} {cells[0]['metric']}{cost}"
+    )
+
+
+def recommend_from_predictor(
+    model: str, data: str, budget: int | str, best: dict[str, Any], vdoc: dict[str, Any]
+) -> Recommendation:
+    """The top placement of a validated predictor among the budget's candidates."""
+    from loraplace.budget import parse_budget
+    from loraplace.predict import Context, run_predictor
+    from loraplace.predict.candidates import budget_candidates
+
+    arch = _meta(model)
+    cap = parse_budget(budget, arch)
+    cands = budget_candidates(model, cap, arch)
+    template = {**(vdoc.get("template") or {}), "model": model, "dataset": data}
+    ctx = Context(model, data, cap, template, int(vdoc.get("seed", 0)), vdoc.get("options", {}))
+    pred = run_predictor(best["predictor"], ctx, cands)
+    top = next(c for c in cands if c.label == pred.top)
+    return Recommendation(
+        source="predictor",
+        budget=cap,
+        label=top.label,
+        modules=[dict(m) for m in top.modules],
+        use_rslora=top.use_rslora,
+        model=model,
+        trainable_params=top.params,
+        expected_loss=None,
+        ci95=None,
+        n_seeds=0,
+        evidence=[
+            f"no measured placement fits {cap:,} params: {len(cands)} candidates (presets "
+            f"matched to the budget, random placements of it) ranked by {pred.predictor} "
+            f"in {pred.seconds:.1f} s",
+            "ranking: " + ", ".join(pred.order[:5]) + (" ..." if len(cands) > 5 else ""),
+            "not measured: run it in a study (with seeds) before relying on it",
+        ],
+        followed=validation_line(best),
+    )
 
 
 def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommendation | None:
