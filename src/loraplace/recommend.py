@@ -245,25 +245,47 @@ def recommend_from_predictor(
     ctx = Context(model, data, cap, template, int(vdoc.get("seed", 0)), vdoc.get("options", {}))
     pred = run_predictor(best["predictor"], ctx, cands)
     top = next(c for c in cands if c.label == pred.top)
-    return Recommendation(
-        source="predictor",
-        budget=cap,
-        label=top.label,
-        modules=[dict(m) for m in top.modules],
-        use_rslora=top.use_rslora,
-        model=model,
-        trainable_params=top.params,
-        expected_loss=None,
-        ci95=None,
-        n_seeds=0,
-        evidence=[
+    rec = proposal(
+        "predictor",
+        cap,
+        top.label,
+        [dict(m) for m in top.modules],
+        model,
+        top.params,
+        [
             f"no measured placement fits {cap:,} params: {len(cands)} candidates (presets "
             f"matched to the budget, random placements of it) ranked by {pred.predictor} "
             f"in {pred.seconds:.1f} s",
             "ranking: " + ", ".join(pred.order[:5]) + (" ..." if len(cands) > 5 else ""),
-            "not measured: run it in a study (with seeds) before relying on it",
         ],
-        followed=validation_line(best),
+    )
+    rec.followed = validation_line(best)
+    return rec
+
+
+def proposal(
+    source: str,
+    budget: int,
+    label: str,
+    modules: list[dict[str, Any]],
+    model: str,
+    params: int,
+    evidence: list[str],
+    use_rslora: bool = False,
+) -> Recommendation:
+    """A recommendation nothing measured: no expected loss, and a warning that says so."""
+    return Recommendation(
+        source=source,
+        budget=budget,
+        label=label,
+        modules=modules,
+        use_rslora=use_rslora,
+        model=model,
+        trainable_params=params,
+        expected_loss=None,
+        ci95=None,
+        n_seeds=0,
+        evidence=[*evidence, "not measured: run it in a study (with seeds) before relying on it"],
     )
 
 
@@ -340,24 +362,20 @@ def recommend_from_probe(
     result = probe(model, data, seed=seed)
     alloc = allocation(result.importance(score), _meta(model), cap)
     rp = alloc.resolved
-    return Recommendation(
-        source="probe",
-        budget=cap,
-        label=rp.name,
-        modules=[dict(m) for m in rp.as_dicts()],
-        use_rslora=rp.use_rslora,
-        model=model,
-        trainable_params=rp.trainable_params,
-        expected_loss=None,
-        ci95=None,
-        n_seeds=0,
-        evidence=[
+    return proposal(
+        "probe",
+        cap,
+        str(rp.name),
+        [dict(m) for m in rp.as_dicts()],
+        model,
+        rp.trainable_params,
+        [
             f"no measured placement fits {cap:,} params: allocated from the {score!r} probe "
             f"on {data} (seed {seed})",
             f"{len(rp.modules)} modules, {rp.trainable_params:,} params; roles: "
             + ", ".join(f"{k} x{v['modules']}" for k, v in rp.by_role().items()),
-            "not measured: run it in a study (with seeds) before relying on it",
         ],
+        use_rslora=rp.use_rslora,
     )
 
 
