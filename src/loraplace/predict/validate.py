@@ -269,7 +269,25 @@ def markdown(doc: dict[str, Any]) -> str:
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(doc)]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", summary(doc)]) + "\n"
+
+
+def summary(doc: dict[str, Any]) -> str:
+    """One line: the cheapest predictor whose regret is within seed noise on every cell."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for c in doc["cells"]:
+        by.setdefault(c["predictor"], []).append(c)
+    ok = [p for p, cs in by.items() if all(c["within_noise"] for c in cs)]
+    counts = ", ".join(
+        f"{p} {sum(c['within_noise'] for c in cs)}/{len(cs)}" for p, cs in by.items()
+    )
+    if not ok:
+        return f"No predictor's regret is within seed noise on every cell ({counts})."
+    cheapest = min(ok, key=lambda p: (sum(c["seconds"] for c in by[p]), p))
+    return (
+        f"Cheapest predictor with regret within seed noise (95 % CI reaching 0) on every "
+        f"cell: **{cheapest}** (cells within noise: {counts})."
+    )
 
 
 def write(doc: dict[str, Any], out: Path) -> list[Path]:
