@@ -52,7 +52,7 @@ def _recommend(capsys, *args: str) -> dict:
 
 def test_recommend_follows_the_best_validated_predictor(setup, capsys):
     from loraplace.predict import Context, run_predictor
-    from loraplace.predict.candidates import budget_candidates
+    from loraplace.predict.candidates import allocated_candidates, budget_candidates
     from loraplace.recommend import _meta
 
     root, model, data = setup
@@ -63,9 +63,13 @@ def test_recommend_follows_the_best_validated_predictor(setup, capsys):
         "top-1 agreed 1/1, Kendall tau 0.67, regret 0.0000 ± 0.0000 eval_loss, cost 0.100 "
         "of the study"
     )
-    cands = budget_candidates(model, 600, _meta(model))
     ctx = Context(model, data, 600, {"train": {"block_size": 16}}, 0)
-    assert rec["placement"] == run_predictor("out_norm", ctx, cands).top
+    arch = _meta(model)
+    allocated = allocated_candidates(ctx, arch)
+    assert [c.label for c in allocated] == ["allocated-taylor", "allocated-lora_grad"]
+    assert all(0 < c.params <= 600 for c in allocated)
+    cands = budget_candidates(model, 600, arch) + allocated
+    assert run_predictor("out_norm", ctx, cands).order[0] == rec["placement"]
     assert rec["trainable_params"] <= 600
 
 

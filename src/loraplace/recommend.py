@@ -4,11 +4,11 @@ Evidence comes in order of strength: measured runs (a study's or a search's, all
 store), then — when nothing measured fits the budget — a prediction, which is a proposal
 with no measured loss. The prediction comes from the predictor that validated best for
 this model and data (``loraplace validate``'s ``validation.json``: lowest regret, then
-highest Kendall's tau, then cheapest), ranking the presets matched to the budget and
-random placements of it; with no validation for this model and data, from the default,
-the taylor probe's allocation. The recommendation carries its evidence and one line
-saying which predictor it followed and how that predictor scored, so a reader can see
-why it was chosen and how sure it is.
+highest Kendall's tau, then cheapest), ranking the presets matched to the budget, random
+placements of it and the probe allocations; with no validation for this model and data,
+from the default, the taylor probe's allocation. The recommendation carries its evidence
+and one line saying which predictor it followed and how that predictor scored, so a
+reader can see why it was chosen and how sure it is.
 """
 
 from __future__ import annotations
@@ -236,13 +236,13 @@ def recommend_from_predictor(
     """The top placement of a validated predictor among the budget's candidates."""
     from loraplace.budget import parse_budget
     from loraplace.predict import Context, run_predictor
-    from loraplace.predict.candidates import budget_candidates
+    from loraplace.predict.candidates import allocated_candidates, budget_candidates
 
     arch = _meta(model)
     cap = parse_budget(budget, arch)
-    cands = budget_candidates(model, cap, arch)
     template = {**(vdoc.get("template") or {}), "model": model, "dataset": data}
     ctx = Context(model, data, cap, template, int(vdoc.get("seed", 0)), vdoc.get("options", {}))
+    cands = budget_candidates(model, cap, arch) + allocated_candidates(ctx, arch)
     pred = run_predictor(best["predictor"], ctx, cands)
     top = next(c for c in cands if c.label == pred.top)
     rec = proposal(
@@ -254,8 +254,8 @@ def recommend_from_predictor(
         top.params,
         [
             f"no measured placement fits {cap:,} params: {len(cands)} candidates (presets "
-            f"matched to the budget, random placements of it) ranked by {pred.predictor} "
-            f"in {pred.seconds:.1f} s",
+            f"matched to the budget, random placements and probe allocations of it) ranked "
+            f"by {pred.predictor} in {pred.seconds:.1f} s",
             "ranking: " + ", ".join(pred.order[:5]) + (" ..." if len(cands) > 5 else ""),
         ],
     )

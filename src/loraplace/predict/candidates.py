@@ -2,8 +2,9 @@
 
 Two sources: a finished study (its trained placements, so that every prediction can be
 checked against what the study measured), and a budget alone (what ``recommend`` has
-before anything is measured): every preset matched to the budget that fits it, and
-random placements that spend it (``budget/generated.py``).
+before anything is measured): every preset matched to the budget that fits it, random
+placements that spend it (``budget/generated.py``), and the knapsack allocations of the
+taylor and lora_grad probes (``budget/allocate.py``), as a study's generated entries.
 """
 
 from __future__ import annotations
@@ -78,3 +79,19 @@ def budget_candidates(model: str, budget: int, arch) -> list[Candidate]:
             seen.add(key)
             unique.append(c)
     return unique
+
+
+ALLOCATED = ("taylor", "lora_grad")  # the allocations a study's generated entries name
+
+
+def allocated_candidates(ctx: Context, arch) -> list[Candidate]:
+    """The probe allocations of ``ctx.budget`` (one probe pass of 4 x 8 blocks, seed ctx.seed)."""
+    from loraplace.budget import allocation
+    from loraplace.predict.probes import study_probe
+
+    result, _ = study_probe(ctx)
+    out = []
+    for score in ALLOCATED:
+        rp = allocation(result.importance(score), arch, ctx.budget).resolved
+        out.append(Candidate(f"allocated-{score}", rp.as_dicts(), rp.use_rslora))
+    return out

@@ -66,6 +66,17 @@ def _probe(ctx: Context, *, batches: int, batch_size: int, gradients: bool):
     return _CACHE[key]
 
 
+def study_probe(ctx: Context):
+    """The probe a study runs for its allocations (``probe:`` defaults, 4 x 8 blocks)."""
+    opts = ctx.options
+    return _probe(
+        ctx,
+        batches=int(opts.get("probe_batches", 4)),
+        batch_size=int(opts.get("probe_batch_size", 8)),
+        gradients=True,
+    )
+
+
 def score_sum(importance: dict[tuple[int, str], float], candidates: list[Candidate]):
     """label -> sum of the importance of the (layer, role)s the placement adapts."""
     return {c.label: sum(importance.get(k, 0.0) for k in c.units) for c in candidates}
@@ -73,13 +84,16 @@ def score_sum(importance: dict[tuple[int, str], float], candidates: list[Candida
 
 def _probe_predictor(score: str):
     def predict(ctx: Context, candidates: list[Candidate]) -> Prediction:
-        opts = ctx.options
-        result, seconds = _probe(
-            ctx,
-            batches=int(opts.get("probe_batches", 4)),
-            batch_size=int(opts.get("probe_batch_size", 8)),
-            gradients=score != "out_norm",
-        )
+        if score == "out_norm":  # forward passes suffice
+            opts = ctx.options
+            result, seconds = _probe(
+                ctx,
+                batches=int(opts.get("probe_batches", 4)),
+                batch_size=int(opts.get("probe_batch_size", 8)),
+                gradients=False,
+            )
+        else:
+            result, seconds = study_probe(ctx)
         scores = score_sum(result.importance(score), candidates)
         return Prediction(score, scores, seconds, {"tokens": result.meta.get("tokens")})
 
