@@ -154,3 +154,47 @@ def test_user_errors_are_one_line_and_write_nothing(tmp_path, capsys, case, args
 def test_validate_checks_options_before_reading(tmp_path):
     with pytest.raises(UserError, match="needs proxy_model"):
         validate(write_store(tmp_path / "s.db"), ["proxy"], options={"proxy_model": ""})
+
+
+def test_validate_scores_each_task_of_a_study_with_a_registered_predictor(tmp_path):
+    from loraplace.predict.base import PREDICTORS, PredictorInfo, register
+
+    def alphabetical(ctx, cands):  # A first: right on t1, wrong on t2
+        return Prediction("alpha", {c.label: -ord(c.label[0]) for c in cands}, 2.0)
+
+    store = Store(tmp_path / "s.db")
+    store.add_study("s2", "multi", {"name": "multi"}, "loraplace run multi.yaml")
+    losses = {"t1": {"A": [1.0, 1.1], "B": [1.2, 1.4]}, "t2": {"A": [2.0, 2.2], "B": [1.9, 2.0]}}
+    specs = [
+        RunSpec(
+            study="multi",
+            placement_name=label,
+            kind="lora",
+            model="tiny-markov",
+            dataset=f"data-{task}",
+            seed=seed,
+            modules=modules(COVER[label]),
+            task=task,
+        )
+        for task, by in losses.items()
+        for label, values in by.items()
+        for seed in range(len(values))
+    ]
+    store.add_runs("s2", specs)
+    for s in specs:
+        store.mark_running(s.run_id)
+        m = {"eval_loss": losses[s.task][s.placement_name][s.seed], "train_time_s": 5.0}
+        store.save_result(RunResult(s.run_id, "done", m))
+    store.close()
+    register(PredictorInfo("alpha", "test only", alphabetical))
+    try:
+        doc = validate(tmp_path / "s.db", ["alpha"])
+    finally:
+        del PREDICTORS["alpha"]
+    got = [(c["task"], c["top1"], c["best"], c["tau"], c["study_seconds"]) for c in doc["cells"]]
+    assert got == [("t1", "A", "A", 1.0, 20.0), ("t2", "A", "B", -1.0, 20.0)]
+    # t2: A - B = 0.1, 0.2 -> 0.15 +- t(0.975, 1) * 0.05
+    assert doc["cells"][1]["regret"] == pytest.approx(0.15)
+    assert doc["cells"][1]["regret_ci"] == pytest.approx(12.706204736174698 * 0.05)
+    assert doc["datasets"] == {"t1": "data-t1", "t2": "data-t2"}
+    assert best_validated(doc, "tiny-markov", "data-t2")["cells"][0]["task"] == "t2"

@@ -192,6 +192,8 @@ def validate(
     tasks = []
     for task in data.tasks():
         sub = data.for_task(task)
+        if task is not None and not any(r.kind == "lora" for r in sub.runs):
+            continue  # a task with only baseline runs: nothing to rank
         ctx, cands = study_candidates(sub, options, seed)
         tasks.append((task, sub, ctx, cands))
     from loraplace.predict import probes
