@@ -180,7 +180,10 @@ def test_validate_scores_each_task_of_a_study_with_a_registered_predictor(tmp_pa
         for label, values in by.items()
         for seed in range(len(values))
     ]
-    store.add_runs("s2", specs)
+    zero = RunSpec("multi", "zero-shot", "zero-shot", "tiny-markov", "data-t1", 0)
+    store.add_runs("s2", [zero, *specs])  # a baseline outside the tasks: nothing to rank
+    store.mark_running(zero.run_id)
+    store.save_result(RunResult(zero.run_id, "done", {"eval_loss": 3.0}))
     for s in specs:
         store.mark_running(s.run_id)
         m = {"eval_loss": losses[s.task][s.placement_name][s.seed], "train_time_s": 5.0}

@@ -189,11 +189,11 @@ def validate(
         raise UserError(f"no results store at {store}: run the study first (`loraplace run`)")
     check_predictors(predictors, options)
     data = read_study_data(store, study)
+    groups = [(task, data.for_task(task)) for task in data.tasks()]
+    # a group with only baseline runs has nothing to rank (unless nothing else has)
+    trained = [(t, sub) for t, sub in groups if any(r.kind == "lora" for r in sub.runs)]
     tasks = []
-    for task in data.tasks():
-        sub = data.for_task(task)
-        if task is not None and not any(r.kind == "lora" for r in sub.runs):
-            continue  # a task with only baseline runs: nothing to rank
+    for task, sub in trained or groups:
         ctx, cands = study_candidates(sub, options, seed)
         tasks.append((task, sub, ctx, cands))
     from loraplace.predict import probes
