@@ -135,6 +135,8 @@ def test_written_files_agree_and_best_validated_picks_lowest_regret(tmp_path):
         ("one placement", ["-p", "taylor"], "needs at least 2"),
         ("unknown", ["-p", "taylr"], "unknown predictor 'taylr' (did you mean \"taylor\"?)"),
         ("proxy", ["-p", "plop,proxy"], "predictor 'proxy' needs proxy_model"),
+        ("fraction", ["-p", "taylor", "--short-fraction", "1.5"], "--short-fraction 1.5 must"),
+        ("no proxy", ["-p", "proxy", "--proxy-model", "nowhere/x"], "nowhere/x"),
     ],
 )
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, capsys, case, args, message):

@@ -87,10 +87,19 @@ def train_and_rank(name: str, specs: dict[str, Any], detail: dict[str, Any]) -> 
     return Prediction(name, {k: -v for k, v in losses.items()}, seconds, detail)
 
 
+def check_options(predictors: list[str], options: dict[str, Any]) -> None:
+    """The training predictors' options, checked before any predictor runs."""
+    for key in ("short_fraction", "proxy_fraction"):
+        value = options.get(key)
+        if value is not None and not 0 < float(value) <= 1:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} {value} must lie in (0, 1]: e.g. 0.1")
+    if "proxy" in predictors and options.get("proxy_model"):
+        _arch(str(options["proxy_model"]))  # an unknown or unreadable model fails here
+
+
 def _short_runs(ctx: Context, candidates: list[Candidate]) -> Prediction:
     fraction = float(ctx.options.get("short_fraction") or SHORT_FRACTION)
-    if not 0 < fraction <= 1:
-        raise UserError(f"short_fraction {fraction} must lie in (0, 1]: e.g. 0.1")
     specs = {c.label: short_spec(ctx, c, model=ctx.model, fraction=fraction) for c in candidates}
     return train_and_rank("short-runs", specs, {"fraction": fraction})
 

@@ -188,6 +188,9 @@ def validate(
     if not store.exists():
         raise UserError(f"no results store at {store}: run the study first (`loraplace run`)")
     check_predictors(predictors, options)
+    from loraplace.predict.training import check_options
+
+    check_options(predictors, options)
     data = read_study_data(store, study)
     groups = [(task, data.for_task(task)) for task in data.tasks()]
     # a group with only baseline runs has nothing to rank (unless nothing else has)
