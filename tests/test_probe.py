@@ -117,9 +117,19 @@ def test_nfn_and_out_norm_by_hand(blocks, result):
             model(input_ids=ids)
     h.remove()
     wz_sq = sum(float(((o - mod.bias.detach()) ** 2).sum()) for _, o in seen)
-    z_sq = sum(float((z**2).sum()) for z, _ in seen)
+    # PLoP's NFN: per token |W z^| for the unit input z^, over the random |W u|, whose
+    # square is |W|_F^2 / in in expectation; the mean over the 8 x L tokens.
+    w = mod.weight.detach()  # Conv1D: [in, out]
+    unit = [
+        float((z[b, t] @ w).norm() / z[b, t].norm())
+        for z, _ in seen
+        for b in range(z.shape[0])
+        for t in range(z.shape[1])
+    ]
+    rand = math.sqrt(float((w**2).sum()) / 32)
+    assert len(unit) == 8 * L
     assert result.scores["nfn"][(1, "mlp.up")] == pytest.approx(
-        math.sqrt(wz_sq / (128 / 32 * z_sq)), rel=1e-5
+        sum(unit) / len(unit) / rand, rel=1e-5
     )
     assert result.scores["out_norm"][(1, "mlp.up")] == pytest.approx(
         math.sqrt(wz_sq / (8 * L * 128)), rel=1e-5

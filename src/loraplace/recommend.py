@@ -1,9 +1,14 @@
 """The best placement for a budget, from what the store already knows.
 
 Evidence comes in order of strength: measured runs (a study's or a search's, all in the
-store), then — when nothing measured fits the budget — an allocation from importance
-probes, which is a proposal with no measured loss. The recommendation carries its
-evidence, so a reader can see why it was chosen and how sure it is.
+store), then — when nothing measured fits the budget — a prediction, which is a proposal
+with no measured loss. The prediction comes from the predictor that validated best for
+this model and data (``loraplace validate``'s ``validation.json``: lowest regret, then
+highest Kendall's tau, then cheapest), ranking the presets matched to the budget, random
+placements of it and the probe allocations; with no validation for this model and data,
+from the default, the taylor probe's allocation. The recommendation carries its evidence
+and one line saying which predictor it followed and how that predictor scored, so a
+reader can see why it was chosen and how sure it is.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from loraplace.errors import UserError
 from loraplace.gguf_source import is_gguf_ref
 from loraplace.models import load_config
 from loraplace.placement import PlacementSpec, resolve
+from loraplace.predict import Context, run_predictor
+from loraplace.predict.candidates import allocated_candidates, budget_candidates
+from loraplace.predict.validate import FILE, best_validated, read
 from loraplace.probe import probe
 from loraplace.store import Store, resolve_store_path
 
@@ -69,10 +77,13 @@ class Recommendation:
     evidence: list[str]
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     data_source: dict[str, Any] = field(default_factory=dict)  # the measured runs' data
+    # One line: which predictor this followed and how it scored in validation (or none).
+    followed: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "followed": self.followed,
             "budget": self.budget,
             "placement": self.label,
             "model": self.model,
@@ -136,18 +147,28 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
 
 
 def recommend_placement(
-    source: str | Path, budget: int | str, data: str | None = None
+    source: str | Path,
+    budget: int | str,
+    data: str | None = None,
+    validation: str | Path | None = None,
 ) -> Recommendation:
     """The recommendation for ``source`` (a store, its directory, or a model) at ``budget``.
 
     A store answers from its measured runs; when none fits the budget, or ``source`` is a
-    model, an allocation from probes on ``data`` (which is then required).
+    model, a prediction on ``data`` (which is then required).
+
+    Args:
+        validation: a ``validation.json`` (or its directory); default: the store
+            directory's own, when there is one.
     """
 
     store = resolve_store_path(source)
-    if store.exists() and not is_gguf_ref(str(source)):  # a .gguf file is a model
+    is_store = store.exists() and not is_gguf_ref(str(source))  # a .gguf file is a model
+    vdoc = _validation(validation, store.parent if is_store else None)
+    if is_store:
         rec = recommend_from_store(store, budget)
         if rec is not None:
+            rec.followed = "followed: measured runs at this budget (no predictor needed)"
             return rec
         if data is None:
             raise UserError(
@@ -157,14 +178,120 @@ def recommend_placement(
         cands, _ = measured_candidates(store)
         if not cands:
             raise UserError(f"{store} holds no finished runs: run the study first")
-        return recommend_from_probe(cands[0].model, data, budget)
+        return recommend_unmeasured(cands[0].model, data, budget, vdoc)
     if Path(source).suffix == ".db":
         raise UserError(f"no results store at {source}: run `loraplace run` first")
     if data is None:
         raise UserError(
             f"{str(source)!r} is a model, not a results store: give --data DATASET to probe it"
         )
-    return recommend_from_probe(str(source), data, budget)
+    return recommend_unmeasured(str(source), data, budget, vdoc)
+
+
+def _validation(path: str | Path | None, store_dir: Path | None) -> dict[str, Any] | None:
+    """The validation document to follow: the one given, else the store directory's."""
+
+    if path is not None:
+        return read(path)
+    if store_dir is not None and (store_dir / FILE).exists():
+        return read(store_dir)
+    return None
+
+
+def recommend_unmeasured(
+    model: str, data: str, budget: int | str, vdoc: dict[str, Any] | None
+) -> Recommendation:
+    """Nothing measured fits: follow the predictor that validated best, else the default."""
+
+    best = best_validated(vdoc, model, data) if vdoc is not None else None
+    if best is None:
+        rec = recommend_from_probe(model, data, budget)
+        why = (
+            "no validation file"
+            if vdoc is None
+            else f"the validation of study {vdoc.get('study')!r} has no cell for {model} on {data}"
+        )
+        rec.followed = (
+            f"followed: the default (taylor probe allocation): {why}; run `loraplace "
+            "validate` on a finished study of this model and data to choose a predictor"
+        )
+        return rec
+    return recommend_from_predictor(model, data, budget, best, vdoc or {})
+
+
+def validation_line(best: dict[str, Any]) -> str:
+    """How the followed predictor scored in validation, in one line."""
+    cells = best["cells"]
+    n = len(cells)
+    agree = sum(1 for c in cells if c["top1_agrees"])
+    taus = [c["tau"] for c in cells if c["tau"] is not None]
+    tau = f"{sum(taus) / len(taus):.2f}" if taus else "undefined"
+    regret = sum(c["regret"] for c in cells) / n
+    cis = [c["regret_ci"] for c in cells if c["regret_ci"] is not None]
+    ci = f" ± {max(cis):.4f}" if cis else ""
+    fracs = [c["cost_fraction"] for c in cells if c["cost_fraction"] is not None]
+    cost = f", cost {sum(fracs) / len(fracs):.3f} of the study" if fracs else ""
+    return (
+        f"followed predictor {best['predictor']}: best in the validation on study "
+        f"{best.get('study')!r} ({n} cell(s)): top-1 agreed {agree}/{n}, Kendall tau {tau}, "
+        f"regret {regret:.4f}{ci} {cells[0]['metric']}{cost}"
+    )
+
+
+def recommend_from_predictor(
+    model: str, data: str, budget: int | str, best: dict[str, Any], vdoc: dict[str, Any]
+) -> Recommendation:
+    """The top placement of a validated predictor among the budget's candidates."""
+
+    arch = _meta(model)
+    cap = parse_budget(budget, arch)
+    template = {**(vdoc.get("template") or {}), "model": model, "dataset": data}
+    ctx = Context(model, data, cap, template, int(vdoc.get("seed", 0)), vdoc.get("options", {}))
+    cands = budget_candidates(model, cap, arch) + allocated_candidates(ctx, arch)
+    pred = run_predictor(best["predictor"], ctx, cands)
+    top = next(c for c in cands if c.label == pred.top)
+    rec = proposal(
+        "predictor",
+        cap,
+        top.label,
+        [dict(m) for m in top.modules],
+        model,
+        top.params,
+        [
+            f"no measured placement fits {cap:,} params: {len(cands)} candidates (presets "
+            f"matched to the budget, random placements and probe allocations of it) ranked "
+            f"by {pred.predictor} in {pred.seconds:.1f} s",
+            "ranking: " + ", ".join(pred.order[:5]) + (" ..." if len(cands) > 5 else ""),
+        ],
+    )
+    rec.followed = validation_line(best)
+    return rec
+
+
+def proposal(
+    source: str,
+    budget: int,
+    label: str,
+    modules: list[dict[str, Any]],
+    model: str,
+    params: int,
+    evidence: list[str],
+    use_rslora: bool = False,
+) -> Recommendation:
+    """A recommendation nothing measured: no expected loss, and a warning that says so."""
+    return Recommendation(
+        source=source,
+        budget=budget,
+        label=label,
+        modules=modules,
+        use_rslora=use_rslora,
+        model=model,
+        trainable_params=params,
+        expected_loss=None,
+        ci95=None,
+        n_seeds=0,
+        evidence=[*evidence, "not measured: run it in a study (with seeds) before relying on it"],
+    )
 
 
 def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommendation | None:
@@ -237,24 +364,20 @@ def recommend_from_probe(
     result = probe(model, data, seed=seed)
     alloc = allocation(result.importance(score), _meta(model), cap)
     rp = alloc.resolved
-    return Recommendation(
-        source="probe",
-        budget=cap,
-        label=rp.name,
-        modules=[dict(m) for m in rp.as_dicts()],
-        use_rslora=rp.use_rslora,
-        model=model,
-        trainable_params=rp.trainable_params,
-        expected_loss=None,
-        ci95=None,
-        n_seeds=0,
-        evidence=[
+    return proposal(
+        "probe",
+        cap,
+        str(rp.name),
+        [dict(m) for m in rp.as_dicts()],
+        model,
+        rp.trainable_params,
+        [
             f"no measured placement fits {cap:,} params: allocated from the {score!r} probe "
             f"on {data} (seed {seed})",
             f"{len(rp.modules)} modules, {rp.trainable_params:,} params; roles: "
             + ", ".join(f"{k} x{v['modules']}" for k, v in rp.by_role().items()),
-            "not measured: run it in a study (with seeds) before relying on it",
         ],
+        use_rslora=rp.use_rslora,
     )
 
 

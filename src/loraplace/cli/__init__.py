@@ -26,6 +26,7 @@ _COMMAND_MODULES = [
     "probe",
     "audit",
     "package",
+    "validate",
 ]
 # verb -> the module that defines it (a verb missing here still works: all are imported).
 _VERB_MODULE = {
@@ -42,6 +43,7 @@ _VERB_MODULE = {
     "audit": "audit",
     "package": "package",
     "verify": "package",
+    "validate": "validate",
 }
 
 

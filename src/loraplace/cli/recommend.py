@@ -28,6 +28,11 @@ def recommend(
     ),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="where the export goes"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    validation: Path | None = typer.Option(
+        None,
+        "--validation",
+        help="validation.json of `loraplace validate` (default: the store dir's, if any)",
+    ),
 ) -> int:
     """The best placement for a budget: measured runs first, then probes."""
     from loraplace.placement.export import FORMATS, write_export
@@ -36,7 +41,7 @@ def recommend(
 
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    rec = recommend_placement(source, budget, data)
+    rec = recommend_placement(source, budget, data, validation)
     rp = placement_of(rec)
     if as_json:
         print(json.dumps(rec.to_json(), indent=2))
@@ -50,6 +55,7 @@ def recommend(
             f"[bold]recommended[/] for {rec.budget:,} params: [bold]{escape(rec.label)}[/] — "
             f"{rec.trainable_params:,} params, expected eval loss {loss} ({rec.source})"
         )
+        out.print(f"  {escape(rec.followed)}")
         for e in rec.evidence:
             out.print(f"  • {escape(str(e))}")
         if rec.alternatives:

@@ -32,7 +32,7 @@ class ScoreInfo:
 SCORES: dict[str, ScoreInfo] = {
     "taylor": ScoreInfo("sum |w * grad w| over the weight (first-order Taylor)"),
     "lora_grad": ScoreInfo("expected |grad B| of a fresh rank-1 LoRA (B=0, PEFT's A)"),
-    "nfn": ScoreInfo("PLoP normalised feature norm |Wz| / |W~z|", False, extensive=False),
+    "nfn": ScoreInfo("PLoP normalised feature norm: mean |W z^| / |W u|", False, extensive=False),
     "out_norm": ScoreInfo("RMS of the module output Wz (bias excluded)", extensive=False),
 }
 

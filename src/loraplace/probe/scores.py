@@ -10,12 +10,16 @@ the mean token loss, weights frozen in place, nothing updated):
   variance ``1/(3 in)``), ``dL/dB = G A^T`` with ``G = dL/dW``, so
   ``E||dL/dB||^2 = r ||G||^2 / (3 in)``; the score is ``||G|| / sqrt(3 in)``. It is how
   hard the first LoRA step pulls at that module.
-- ``nfn``: PLoP's normalised feature norm, ``||W z|| / ||W~ z||`` for the module's inputs
-  ``z``, with the random matrix ``W~`` (entries of variance ``1/in``) taken in expectation:
-  ``sqrt(sum_t ||W z_t||^2 / ((out/in) sum_t ||z_t||^2))`` over the probe tokens. How much
-  more the pretrained weight responds to this data than a random one would. PLoP adapts
-  the module types with the *lowest* NFN (least aligned with the task), so its importance
-  is ``1 / nfn``.
+- ``nfn``: PLoP's normalised feature norm (Hayou et al., ICLR 2026; the official code,
+  github.com/soufiane001/plop, ``src/metrics.py``): for each probe token, its input
+  ``z_t`` scaled to unit length, the ratio ``||W z^_t|| / ||W u||`` of the weight's response
+  to it against its response to a random unit input ``u``; the mean over tokens. The
+  random response is taken in expectation, ``E||W u||^2 = ||W||_F^2 / in`` (the code draws
+  Gaussian inputs; deterministic here, and equal in expectation), so the score does not
+  depend on the weight's scale or the tokens' norms: only on how well the weight is
+  aligned with this data. A (layer, role) with several modules gets their mean, as the
+  code averages modules of a type. PLoP adapts the module types with the *lowest* NFN
+  (least aligned with the task), so its importance is ``1 / nfn``.
 - ``out_norm``: the root mean square of the module's output ``W z`` (bias excluded), per
   token and coordinate: the raw feature norm, not normalised.
 
@@ -56,8 +60,9 @@ def pick_batches(
 def _pool(targets: list, per_module: dict[str, dict[str, float]], n_tok: int):
     """Per-module sums pooled into (layer, role) scores, with each unit's modules and
     their weight and LoRA parameter counts."""
-    taylor, g_sq = per_module["taylor"], per_module["g_sq"]
-    out_sq, in_sq = per_module["out_sq"], per_module["in_sq"]
+    taylor, g_sq = per_module["taylor"], per_module["g_sq"]  # empty: forward only
+    out_sq, unit_norm = per_module["out_sq"], per_module["unit_norm"]
+    w_sq = per_module["w_sq"]
     modules: dict[Key, list[str]] = defaultdict(list)
     wparams: dict[Key, int] = defaultdict(int)
     lparams: dict[Key, int] = defaultdict(int)
@@ -68,18 +73,56 @@ def _pool(targets: list, per_module: dict[str, dict[str, float]], n_tok: int):
         wparams[k] += m.in_features * m.out_features
         lparams[k] += m.in_features + m.out_features
         acc = pooled[k]
-        acc["taylor"] += taylor[m.name]
-        acc["lora_sq"] += g_sq[m.name] / (3.0 * m.in_features)
+        acc["taylor"] += taylor.get(m.name, 0.0)
+        acc["lora_sq"] += g_sq.get(m.name, 0.0) / (3.0 * m.in_features)
         acc["out_sq"] += out_sq[m.name]
-        acc["rand_sq"] += in_sq[m.name] * m.out_features / m.in_features
+        # this module's nfn: the mean |W z^| over tokens against the random |W u|
+        rand = math.sqrt(w_sq[m.name] / m.in_features)
+        acc["nfn_sum"] += unit_norm[m.name] / n_tok / rand if rand > 0 and n_tok else 0.0
+        acc["n_modules"] += 1
         acc["coords"] += n_tok * m.out_features
     scores: dict[str, dict[Key, float]] = {name: {} for name in SCORES}
     for k, acc in pooled.items():
         scores["taylor"][k] = acc["taylor"]
         scores["lora_grad"][k] = math.sqrt(acc["lora_sq"])
-        scores["nfn"][k] = math.sqrt(acc["out_sq"] / acc["rand_sq"]) if acc["rand_sq"] else 0.0
+        scores["nfn"][k] = acc["nfn_sum"] / acc["n_modules"]
         scores["out_norm"][k] = math.sqrt(acc["out_sq"] / acc["coords"])
     return scores, modules, wparams, lparams
+
+
+# Scores that need the loss's gradient (a backward pass); the others need forward passes.
+GRADIENT_SCORES = ("taylor", "lora_grad")
+
+
+def _passes(model: nn.Module, named: dict, targets: list, batches: list, gradients: bool):
+    """Run the probe batches (the forward hooks record the feature sums); with
+    ``gradients``, backward too: per-module taylor and squared-gradient sums."""
+    device = next(model.parameters()).device
+    n_tok = 0
+    if not gradients:
+        with torch.no_grad():
+            for batch in batches:
+                model(input_ids=batch.to(device))
+                n_tok += int(batch.numel())
+        return {}, {}, n_tok
+    for m in targets:
+        named[m.name].weight.requires_grad_(True)
+    for batch in batches:
+        ids = batch.to(device)
+        loss = model(input_ids=ids, labels=ids).loss
+        # Mean of the batch losses (equal batches: the mean over all probe tokens).
+        (loss / len(batches)).backward()
+        n_tok += int(ids.numel())
+    taylor: dict[str, float] = {}
+    g_sq: dict[str, float] = {}
+    for m in targets:
+        w, g = named[m.name].weight.detach().float(), named[m.name].weight.grad
+        if g is None:  # a module the loss does not reach
+            g = torch.zeros_like(w)
+        g = g.float()
+        taylor[m.name] = float((w * g).abs().sum())
+        g_sq[m.name] = float((g * g).sum())
+    return taylor, g_sq, n_tok
 
 
 def _probe_targets(arch: ArchInfo) -> list:
@@ -104,20 +147,20 @@ def probe_model(
     *,
     arch: ArchInfo | None = None,
     meta: dict | None = None,
+    gradients: bool = True,
 ) -> ProbeResult:
     """Score every in-block linear layer of ``model`` on ``batches`` of token ids.
 
     The model is left as it was found (mode, requires_grad, no .grad); nothing is updated.
+    gradients: False runs forward passes only (PLoP's cost) and scores nfn and out_norm.
     """
     arch = arch or describe(model)
     targets = _probe_targets(arch)
     named = dict(model.named_modules())
-    device = next(model.parameters()).device
 
     # Per-module accumulators, all additive over tokens and batches.
     out_sq: dict[str, float] = defaultdict(float)  # sum_t ||W z_t||^2
-    in_sq: dict[str, float] = defaultdict(float)  # sum_t ||z_t||^2
-    n_tok = 0
+    unit_norm: dict[str, float] = defaultdict(float)  # sum_t ||W z_t|| / ||z_t||
 
     def hook(name: str):
         def fn(mod, inputs, output):
@@ -126,7 +169,10 @@ def probe_model(
             if getattr(mod, "bias", None) is not None:
                 wz = wz - mod.bias.detach().to(torch.float32)  # W z alone, as PLoP defines it
             out_sq[name] += float((wz * wz).sum())
-            in_sq[name] += float((z * z).sum())
+            wz_norm = wz.reshape(-1, wz.shape[-1]).norm(dim=1)
+            z_norm = z.reshape(-1, z.shape[-1]).norm(dim=1)
+            # a zero input (none in practice) responds with nothing: it adds 0, as in PLoP
+            unit_norm[name] += float((wz_norm / z_norm.clamp_min(1e-12)).sum())
 
         return fn
 
@@ -139,24 +185,7 @@ def probe_model(
         for p in model.parameters():
             p.requires_grad_(False)
             p.grad = None
-        for m in targets:
-            named[m.name].weight.requires_grad_(True)
-        for batch in batches:
-            ids = batch.to(device)
-            loss = model(input_ids=ids, labels=ids).loss
-            # Mean of the batch losses (equal batches: the mean over all probe tokens).
-            (loss / len(batches)).backward()
-            n_tok += int(ids.numel())
-        grads = {m.name: named[m.name].weight.grad for m in targets}
-        taylor: dict[str, float] = {}
-        g_sq: dict[str, float] = {}
-        for m in targets:
-            w, g = named[m.name].weight.detach().float(), grads[m.name]
-            if g is None:  # a module the loss does not reach
-                g = torch.zeros_like(w)
-            g = g.float()
-            taylor[m.name] = float((w * g).abs().sum())
-            g_sq[m.name] = float((g * g).sum())
+        taylor, g_sq, n_tok = _passes(model, named, targets, batches, gradients)
     finally:
         for h in handles:
             h.remove()
@@ -165,8 +194,17 @@ def probe_model(
             p.requires_grad_(saved_grad[n])
         model.train(was_training)
     seconds = time.perf_counter() - t0
-    per_module = {"taylor": taylor, "g_sq": g_sq, "out_sq": out_sq, "in_sq": in_sq}
+    w_sq = {m.name: float(named[m.name].weight.detach().float().square().sum()) for m in targets}
+    per_module = {
+        "taylor": taylor,
+        "g_sq": g_sq,
+        "out_sq": out_sq,
+        "unit_norm": unit_norm,
+        "w_sq": w_sq,
+    }
     scores, modules, wparams, lparams = _pool(targets, per_module, n_tok)
+    if not gradients:  # forward passes only: the gradient scores were not measured
+        scores = {k: v for k, v in scores.items() if k not in GRADIENT_SCORES}
     info = {
         "family": arch.family,
         "n_layers": arch.n_layers,
@@ -188,6 +226,7 @@ def probe(
     seed: int = 0,
     split_seed: int = 0,
     text_field: str = "text",
+    gradients: bool = True,
 ) -> ProbeResult:
     """Probe a model reference on a dataset reference (the CLI's and search's entry point).
 
@@ -196,6 +235,7 @@ def probe(
         block_size: tokens per block; default min(128, the model's context).
         seed: picks the blocks; same seed, same blocks, same scores.
         split_seed: the dataset's train/val split (as in the study).
+        gradients: False for forward passes only (nfn and out_norm).
     """
     from loraplace.data import load_blocks
 
@@ -224,4 +264,4 @@ def probe(
         "split_seed": split_seed,
         "data_fingerprint": blocks.fingerprint,
     }
-    return probe_model(mdl, picked, meta=meta)
+    return probe_model(mdl, picked, meta=meta, gradients=gradients)
