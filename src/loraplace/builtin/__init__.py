@@ -206,3 +206,5 @@ import loraplace.builtin.pytext  # noqa: E402, F401
 
 # The instruction benchmark lists after the language-modelling built-ins.
 importlib.import_module("loraplace.builtin.instruct")
+# Real tasks from the standard library's own data (docs/real_tasks.md).
+importlib.import_module("loraplace.builtin.real_tasks")
