@@ -62,10 +62,10 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
 
 
 def _groups(examples: list[dict], batch_size: int):
-    """Batches of example indices whose prompts have one length: no padding, exact positions."""
-    by_len: dict[int, list[int]] = {}
-    for i, ex in enumerate(examples):
-        by_len.setdefault(len(ex["prompt_ids"]), []).append(i)
+    """Batches of examples whose prompts have one length: no padding, exact positions."""
+    by_len: dict[int, list[dict]] = {}
+    for ex in examples:
+        by_len.setdefault(len(ex["prompt_ids"]), []).append(ex)
     for _, group in sorted(by_len.items()):
         for i in range(0, len(group), batch_size):
             yield group[i : i + batch_size]
@@ -77,17 +77,16 @@ def _context_of(model) -> int | None:
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> list[str]:
-    """Each example's greedy generation, cut at EOS, the first stop string and
-    ``max_new_tokens``, in the order of ``examples`` (what ``exact_match`` scores)."""
+def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
+    """Share of examples whose greedy generation matches the reference after normalising."""
     from loraplace.data.packing import eos_id_of
 
     eos = eos_id_of(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     context = _context_of(model)
-    answers = [""] * len(examples)
+    correct = 0
     for batch in _groups(examples, task.batch_size):
-        x = torch.tensor([examples[i]["prompt_ids"] for i in batch], device=device)
+        x = torch.tensor([ex["prompt_ids"] for ex in batch], device=device)
         if x.shape[1] == 0:  # nothing to condition on: start from EOS, as a document start
             x = torch.full((len(batch), 1), eos, device=device)
         new = task.max_new_tokens
@@ -101,18 +100,10 @@ def greedy_answers(model, tokenizer, examples: list[dict], task: TaskSettings, d
             eos_token_id=eos,
             pad_token_id=pad,
         )
-        for i, ids in zip(batch, out[:, x.shape[1] :].tolist(), strict=True):
+        for ex, ids in zip(batch, out[:, x.shape[1] :].tolist(), strict=True):
             ids = ids[: ids.index(eos)] if eos in ids else ids
-            answers[i] = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), task.stop)
-    return answers
-
-
-def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
-    """Share of examples whose greedy generation matches the reference after normalising."""
-    answers = greedy_answers(model, tokenizer, examples, task, device)
-    correct = sum(
-        normalize(a) == normalize(ex["reference"]) for a, ex in zip(answers, examples, strict=True)
-    )
+            text = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), task.stop)
+            correct += normalize(text) == normalize(ex["reference"])
     return correct / len(examples)
 
 
