@@ -23,13 +23,13 @@ SIZES = {
 MIME_SIZES = {(3, 11): (74, 25, 50)}
 # The first 12 hex digits of each file's sha256 (its cache name): the data, pinned.
 DIGESTS = {
-    "real-unicode-names": "ec2485fa31f4",
-    "real-unicode-names-chat": "25abef62f48f",
-    "real-reverse-words": "5f0833cb82ba",
-    "real-reverse-words-chat": "9013884d3a18",
+    "real-unicode-names": "e405811fc405",
+    "real-unicode-names-chat": "6bf032acafb6",
+    "real-reverse-words": "62831be23a1c",
+    "real-reverse-words-chat": "dd3ea475390e",
 }
 MIME_DIGESTS = {
-    (3, 11): {"real-mime-types": "6dd262477757", "real-mime-types-chat": "8fbf1663c010"}
+    (3, 11): {"real-mime-types": "b4a9efc1b3cf", "real-mime-types-chat": "d355ab219558"}
 }
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -112,7 +112,8 @@ def test_the_first_test_examples_are_pinned():
     assert first("real-unicode-names") == [" YEN SIGN", " BROKEN BAR", " REGISTERED SIGN"]
     assert first("real-reverse-words") == [" tnecca", " etuca", " desserdda"]
     assert rt.records("real-reverse-words")[0] == {
-        "prompt": "Write the word above backwards, last letter first.\nAnswer:",
+        "prompt": "Write the word above backwards, last letter first. "
+        "Answer with that word only.\nAnswer:",
         "completion": " evoba",
         "split": "train",
     }
@@ -163,7 +164,9 @@ def test_prompt_completion_mask_token_by_token(tok):
     b = load_blocks("real-mime-types", tok, 128)
     i = next(i for i, e in enumerate(b.train_examples) if e["reference"] == " application/json")
     ids, labels = b.train[i].tolist(), b.train_labels[i].tolist()
-    prompt = "What is the MIME type of a file with the extension .json?\nAnswer:"
+    prompt = (
+        "What is the MIME type of the file extension .json? Answer with the type only.\nAnswer:"
+    )
     n_prompt = len(prompt.encode())
     assert labels[:n_prompt] == [IGNORE] * n_prompt
     # Scored: the answer's bytes (Ġ is the byte-level space) and EOS; then padding.
@@ -172,14 +175,15 @@ def test_prompt_completion_mask_token_by_token(tok):
 
 
 def test_messages_mask_token_by_token(tok):
-    b = load_blocks("real-mime-types-chat", tok, 160)
+    b = load_blocks("real-mime-types-chat", tok, 192)
     i = next(i for i, e in enumerate(b.train_examples) if e["reference"] == "application/json")
     ids, labels = b.train[i].tolist(), b.train_labels[i].tolist()
     # The reply and its end marker are scored; the user turn and the generation prompt not.
     assert "".join(_scored_tokens(tok, ids, labels)) == "application/json<|im_end|>Ċ"
     prompt = tok.decode(b.train_examples[i]["prompt_ids"])
     assert prompt == (
-        "<|im_start|>user\nWhat is the MIME type of a file with the extension .json?<|im_end|>\n"
+        "<|im_start|>user\nWhat is the MIME type of the file extension .json? "
+        "Answer with the type only.<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
 
@@ -208,14 +212,14 @@ def test_a_fixed_split_needs_file_records():
 
 
 def _write_byte_model(root: Path) -> Path:
-    """A random tiny GPT-2 over the byte tokenizer (context 160: the longest chat example)."""
+    """A random tiny GPT-2 over the byte tokenizer (context 192: the longest chat example)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = byte_tokenizer()
     torch.manual_seed(0)
     config = GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=160,
+        n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=192,
         bos_token_id=0, eos_token_id=0,
     )  # fmt: skip
     GPT2LMHeadModel(config).save_pretrained(root)
@@ -237,7 +241,7 @@ def test_a_tiny_study_on_a_real_task_reports_exact_match(tmp_path, capsys):
         placements=["seed-ffn"],
         seeds=[0],
     )
-    config["train"].update(steps=3, block_size=128, test_fraction=0.1)
+    config["train"].update(steps=3, block_size=160, test_fraction=0.1)
     config["eval"]["tasks"] = [{**task.eval_task(), "max_new_tokens": 4}]
     runs, metrics = run_study(tmp_path, config)
     assert [(r["placement"], r["status"]) for r in runs] == [

@@ -114,15 +114,18 @@ TASKS = {
     t.name: t
     for t in (
         RealTask("real-mime-types", "knowledge", "mimetypes (MimeTypes().types_map[True])",
-                 mime_pairs, "What is the MIME type of a file with the extension {key}?",
+                 mime_pairs,
+                 "What is the MIME type of the file extension {key}? Answer with the type only.",
                  50, 25, 16),
         RealTask("real-unicode-names", "knowledge",
                  "unicodedata.ucd_3_2_0 (Unicode 3.2 character names)",
-                 unicode_pairs, "What is the Unicode name of the character {key}?",
+                 unicode_pairs,
+                 "What is the Unicode name of the character {key}? Answer with the name only.",
                  200, 100, 24),
         RealTask("real-reverse-words", "skill",
                  "the words of unicodedata.ucd_3_2_0 character names",
-                 word_pairs, "Write the word {key} backwards, last letter first.",
+                 word_pairs,
+                 "Write the word {key} backwards, last letter first. Answer with that word only.",
                  200, 100, 12),
     )
 }  # fmt: skip
