@@ -263,3 +263,4 @@ def test_a_tiny_study_on_a_real_task_reports_exact_match(tmp_path, capsys):
     assert run_cli(["report", str(tmp_path / "out"), "--metric", "accuracy"]) == 0
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert "Task accuracy" in report and "real-mime-types" in report
+    assert "examples are split by the dataset's own fixed split" in report
