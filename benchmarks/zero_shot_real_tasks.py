@@ -158,10 +158,8 @@ def main() -> None:
                 flush=True,
             )
             rows.append(row)
-    save_json(
-        f"zero_shot_real_tasks_{args.model}",
-        {"model": label, "machine": machine(), "threads": args.threads, "rows": rows},
-    )
+    meta = {"model": label, "limit": args.limit, "threads": args.threads, "machine": machine()}
+    save_json(f"zero_shot_real_tasks_{args.model}_{'_'.join(args.forms)}", {**meta, "rows": rows})
 
 
 if __name__ == "__main__":

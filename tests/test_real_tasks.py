@@ -15,12 +15,13 @@ from loraplace.data import RegisteredDataset, builtin_datasets, load_blocks
 from loraplace.data.sft import IGNORE, SIDES
 
 # (train, val, test) of each task. The Unicode tasks read the frozen Unicode 3.2 database,
-# the same in every Python; the MIME table is each release's own (pinned for 3.11 here).
+# the same in every Python; the MIME table and the HTTP statuses are each release's own
+# (pinned for 3.11 here).
 SIZES = {
     "real-unicode-names": (585, 100, 200),
     "real-reverse-words": (370, 100, 200),
 }
-MIME_SIZES = {(3, 11): (74, 25, 50)}
+RELEASE_SIZES = {(3, 11): {"real-mime-types": (74, 25, 50), "real-http-status": (32, 10, 20)}}
 # The first 12 hex digits of each file's sha256 (its cache name): the data, pinned.
 DIGESTS = {
     "real-unicode-names": "e405811fc405",
@@ -28,8 +29,13 @@ DIGESTS = {
     "real-reverse-words": "62831be23a1c",
     "real-reverse-words-chat": "dd3ea475390e",
 }
-MIME_DIGESTS = {
-    (3, 11): {"real-mime-types": "b4a9efc1b3cf", "real-mime-types-chat": "d355ab219558"}
+RELEASE_DIGESTS = {
+    (3, 11): {
+        "real-mime-types": "b4a9efc1b3cf",
+        "real-mime-types-chat": "d355ab219558",
+        "real-http-status": "c49365cbf80c",
+        "real-http-status-chat": "0128b1cc3b80",
+    }
 }
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -60,9 +66,9 @@ def tok():
 def _sizes(name: str) -> tuple[int, int, int]:
     if name in SIZES:
         return SIZES[name]
-    if sys.version_info[:2] not in MIME_SIZES:
-        pytest.skip(f"MIME table of Python {sys.version_info[:2]} not pinned: add its sizes")
-    return MIME_SIZES[sys.version_info[:2]]
+    if sys.version_info[:2] not in RELEASE_SIZES:
+        pytest.skip(f"{name} on Python {sys.version_info[:2]} not pinned: add its sizes")
+    return RELEASE_SIZES[sys.version_info[:2]][name]
 
 
 @pytest.mark.parametrize("name", rt.dataset_names())
@@ -76,6 +82,8 @@ def test_every_form_is_registered_with_a_fixed_split():
     assert names == [
         "real-mime-types",
         "real-mime-types-chat",
+        "real-http-status",
+        "real-http-status-chat",
         "real-unicode-names",
         "real-unicode-names-chat",
         "real-reverse-words",
@@ -88,9 +96,9 @@ def test_every_form_is_registered_with_a_fixed_split():
 
 @pytest.mark.parametrize("name", rt.dataset_names())
 def test_the_data_is_pinned_by_its_content_hash(name):
-    digests = {**DIGESTS, **MIME_DIGESTS.get(sys.version_info[:2], {})}
+    digests = {**DIGESTS, **RELEASE_DIGESTS.get(sys.version_info[:2], {})}
     if name not in digests:
-        pytest.skip(f"MIME table of Python {sys.version_info[:2]} not pinned: add its digests")
+        pytest.skip(f"{name} on Python {sys.version_info[:2]} not pinned: add its digests")
     path = rt.dataset_path(name)
     assert path.name == f"{name}-v1-{digests[name]}.jsonl"
     assert hashlib.sha256(path.read_bytes()).hexdigest()[:12] == digests[name]
@@ -111,6 +119,8 @@ def test_the_first_test_examples_are_pinned():
 
     assert first("real-unicode-names") == [" YEN SIGN", " BROKEN BAR", " REGISTERED SIGN"]
     assert first("real-reverse-words") == [" tnecca", " etuca", " desserdda"]
+    if sys.version_info[:2] == (3, 11):
+        assert first("real-http-status") == [" Processing", " Early Hints", " No Content"]
     assert rt.records("real-reverse-words")[0] == {
         "prompt": "Write the word above backwards, last letter first. "
         "Answer with that word only.\nAnswer:",

@@ -4,6 +4,8 @@ ships, written into the cache at first use (see docs/real_tasks.md).
 - ``real-mime-types`` (knowledge): a file extension -> its MIME type, from the table
   ``mimetypes`` is built with (``MimeTypes()`` reads no system file such as
   /etc/mime.types, so the answer is the same on every machine of one Python release).
+- ``real-http-status`` (knowledge): an HTTP status code -> its reason phrase, from
+  ``http.HTTPStatus`` (each Python release has its own list: 3.13 renamed some phrases).
 - ``real-unicode-names`` (knowledge): a character -> its Unicode name, for the visible
   characters of a few blocks (Latin, Greek, arrows, mathematical operators) in
   ``unicodedata.ucd_3_2_0``: the Unicode 3.2 database every Python 3 carries frozen, and
@@ -78,6 +80,13 @@ def mime_pairs() -> list[tuple[str, str]]:
     return sorted(mimetypes.MimeTypes().types_map[True].items())
 
 
+def http_pairs() -> list[tuple[str, str]]:
+    """(status code, reason phrase) of every ``http.HTTPStatus``, by code."""
+    from http import HTTPStatus
+
+    return [(str(int(s)), s.phrase) for s in sorted(HTTPStatus)]
+
+
 def _unicode_chars(blocks=UNICODE_BLOCKS) -> list[tuple[str, str]]:
     """(character, name) of the visible characters of blocks in Unicode 3.2."""
     import unicodedata
@@ -117,6 +126,11 @@ TASKS = {
                  mime_pairs,
                  "What is the MIME type of the file extension {key}? Answer with the type only.",
                  50, 25, 16),
+        RealTask("real-http-status", "knowledge", "http.HTTPStatus (code, phrase)",
+                 http_pairs,
+                 "What is the reason phrase of the HTTP status code {key}? "
+                 "Answer with the phrase only.",
+                 20, 10, 12),
         RealTask("real-unicode-names", "knowledge",
                  "unicodedata.ucd_3_2_0 (Unicode 3.2 character names)",
                  unicode_pairs,
