@@ -159,7 +159,8 @@ def main() -> None:
             )
             rows.append(row)
     meta = {"model": label, "limit": args.limit, "threads": args.threads, "machine": machine()}
-    save_json(f"zero_shot_real_tasks_{args.model}_{'_'.join(args.forms)}", {**meta, "rows": rows})
+    name = "_".join(["zero_shot_real_tasks", args.model, *args.forms, *(args.tasks or [])])
+    save_json(name, {**meta, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ ships, written into the cache at first use (see docs/real_tasks.md).
   ``mimetypes`` is built with (``MimeTypes()`` reads no system file such as
   /etc/mime.types, so the answer is the same on every machine of one Python release).
 - ``real-http-status`` (knowledge): an HTTP status code -> its reason phrase, from
-  ``http.HTTPStatus`` (each Python release has its own list: 3.13 renamed some phrases).
+  ``http.HTTPStatus`` (each Python release has its own list, as for MIME types).
 - ``real-unicode-names`` (knowledge): a character -> its Unicode name, for the visible
   characters of a few blocks (Latin, Greek, arrows, mathematical operators) in
   ``unicodedata.ucd_3_2_0``: the Unicode 3.2 database every Python 3 carries frozen, and
