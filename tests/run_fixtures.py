@@ -100,3 +100,17 @@ def tiny_study(tmp: Path, **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+def run_study(tmp: Path, config: dict) -> tuple[list[dict], dict]:
+    """Run the study config with the CLI (exit code 0); (its runs, their metrics)."""
+    import yaml
+
+    from loraplace.cli import run_cli
+    from loraplace.store import Store
+
+    path = tmp / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli(["run", str(path)]) == 0
+    with Store(Path(config["out"]), create=False, writer=False) as store:
+        return store.runs(store.study()["study_id"]), store.metrics()

@@ -75,3 +75,6 @@ register_builtin_model(
 # instruction benchmark lists after the language-modelling built-ins.
 from loraplace.builtin import pytext  # noqa: E402, F401, I001
 from loraplace.builtin import instruct  # noqa: E402, F401
+
+# Real tasks from the standard library's own data (docs/real_tasks.md).
+from loraplace.builtin import real_tasks  # noqa: E402, F401

@@ -23,7 +23,13 @@ from loraplace.data.packing import (
     tokenizer_hash,
 )
 from loraplace.data.registry import builtin_datasets, registered_dataset
-from loraplace.data.sft import DataSettings, chat_template_of, sft_blocks, split_examples
+from loraplace.data.sft import (
+    SIDES,
+    DataSettings,
+    chat_template_of,
+    sft_blocks,
+    split_examples,
+)
 from loraplace.data.sources import (
     FILE_SUFFIXES,
     TextSource,
@@ -122,10 +128,13 @@ def load_blocks(
     text_field = data.fields.get("text", text_field)
     # A registered instruction dataset is a file it writes, read like the user's own.
     path = registered.file(dataset) if registered is not None and registered.file else None
-    supervised, hf = _supervised(path or dataset, text_field, data)
+    fixed = registered is not None and registered.fixed_split
+    supervised, hf = _supervised(path or dataset, text_field, data, fixed)
     if supervised is not None:
-        blocks = _sft(dataset, supervised, tokenizer, block_size, split_seed, data, model)
-        return _cap_train(_carve_test(blocks, test_fraction, holdout), n_train)
+        blocks = _sft(dataset, supervised, tokenizer, block_size, split_seed, data, model, holdout)
+        if supervised.sides is None:  # a fixed split holds its own test records
+            blocks = _carve_test(blocks, test_fraction, holdout)
+        return _cap_train(blocks, n_train)
     source = _source_of(dataset, text_field, hf, data.separator)
     if tokenizer is None:
         raise ValueError(f"{dataset!r} is text: load_blocks needs the model's tokenizer")
@@ -270,11 +279,15 @@ class _Supervised:
     fmt: str
     content_hash: str
     info: dict
+    sides: tuple[str, ...] | None = None  # each record's side of a fixed split
 
 
-def _supervised(dataset: str, text_field: str, data: DataSettings):
+def _supervised(dataset: str, text_field: str, data: DataSettings, fixed: bool = False):
     """(the dataset's instruction examples, or None when it is raw text or a built-in;
-    the loaded HF dataset, so that the text path need not load it again)."""
+    the loaded HF dataset, so that the text path need not load it again).
+
+    fixed: the records carry their side of the dataset's own split in ``split``.
+    """
     hf = None
     if dataset_kind(dataset) == "file":
         path = pathlib.Path(dataset).expanduser()
@@ -299,7 +312,10 @@ def _supervised(dataset: str, text_field: str, data: DataSettings):
     if fmt in (None, formats.TEXT):
         return None, hf  # raw text: the text path reads it (and names a missing field)
     examples = formats.to_examples(rows, fmt, str(dataset))
-    return _Supervised(examples, fmt, content_hash, info), hf
+    sides = tuple(str(r.get("split")) for r in rows) if fixed else None
+    if sides is not None and not set(sides) <= set(SIDES):
+        raise ValueError(f"{dataset}: a fixed split's records need split: one of {SIDES}")
+    return _Supervised(examples, fmt, content_hash, info, sides), hf
 
 
 def _sft(
@@ -310,6 +326,7 @@ def _sft(
     split_seed: int,
     data: DataSettings,
     model: str,
+    holdout: str = "val",
 ) -> Blocks:
     if tokenizer is None:
         raise ValueError(f"{name!r} is instruction data: load_blocks needs the model's tokenizer")
@@ -322,6 +339,8 @@ def _sft(
         "loss_on": data.loss_on,
         "chat_template": hashlib.sha256(template.encode()).hexdigest() if template else None,
     }
+    if sup.sides is not None:  # the dataset's own split: which side is served as val
+        extra["fixed_split"] = holdout
     key = cache.cache_key(
         sup.content_hash,
         tokenizer_hash(tokenizer),
@@ -347,6 +366,8 @@ def _sft(
                 "tokenizer_hash": tokenizer_hash(tokenizer),
             },
             model=model,
+            sides=sup.sides,
+            holdout=holdout,
         )
         cache.store(blocks)
     return blocks

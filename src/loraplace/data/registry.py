@@ -36,6 +36,10 @@ class RegisteredDataset:
         tokenizer (``source``) when no model is named.
     retain: the base model's own distribution, to measure forgetting on after adapting
         to this dataset; None when there is none.
+    fixed_split: ``file`` records carry ``split`` (``train``, ``val`` or ``test``): the
+        dataset's own split, the same for every study (``data.val_fraction`` and
+        ``train.split_seed`` do not move it; any ``train.test_fraction`` above 0 serves
+        its test records as the test split, and they are never trained on).
     """
 
     name: str
@@ -44,10 +48,13 @@ class RegisteredDataset:
     source: Callable[[str], TextSource] | None = None
     retain: str | None = None
     file: Callable[[str], str] | None = None
+    fixed_split: bool = False
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.blocks, self.source, self.file)) != 1:
             raise ValueError(f"dataset {self.name!r}: give exactly one of blocks, source, file")
+        if self.fixed_split and self.file is None:
+            raise ValueError(f"dataset {self.name!r}: fixed_split needs file records")
 
     @property
     def pretokenized(self) -> bool:

@@ -189,6 +189,18 @@ def split_examples(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return perm[n_val:], sorted(perm[:n_val])
 
 
+SIDES = ("train", "val", "test")  # the values of a fixed split's ``split`` field
+
+
+def fixed_split(sides: tuple[str, ...], holdout: str, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) indices of a dataset's own split: train in seeded random order (as
+    ``split_examples`` leaves it, so ``n_train`` takes a random subset), the held-out side
+    (``holdout``: val or test) in source order."""
+    train = [i for i, s in enumerate(sides) if s == "train"]
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [train[j] for j in perm], [i for i, s in enumerate(sides) if s == holdout]
+
+
 def task_examples(rows: list[Tokenized]) -> list[dict]:
     """The plain records a task metric reads (JSON-serialisable, cached with the blocks)."""
     return [
@@ -209,13 +221,24 @@ def sft_blocks(
     fingerprint: str,
     info: dict,
     model: str = "the model",
+    sides: tuple[str, ...] | None = None,
+    holdout: str = "val",
 ):
-    """Blocks of instruction examples: one per row, labels masked, split by example."""
+    """Blocks of instruction examples: one per row, labels masked, split by example.
+
+    sides: each example's side of the dataset's own fixed split (train/val/test), which
+        then replaces the seeded split; ``holdout`` picks the side served as val.
+    """
     from loraplace.data.blocks import Blocks
 
     rows = tokenize_examples(examples, fmt, tokenizer, settings, model)
     length = check_lengths(rows, block_size, name)
-    train_idx, val_idx = split_examples(len(rows), settings.val_fraction, split_seed)
+    if sides is None:
+        train_idx, val_idx = split_examples(len(rows), settings.val_fraction, split_seed)
+        split: dict = {"split": "example", "val_fraction": settings.val_fraction}
+    else:
+        train_idx, val_idx = fixed_split(sides, holdout, split_seed)
+        split = {"split": "fixed", "holdout": holdout, **{f"n_{s}": sides.count(s) for s in SIDES}}
     ids, labels = pad_rows(rows, length, _pad_id(tokenizer))
     scored = int((labels[:, 1:] != IGNORE).sum())
     lengths = torch.tensor([len(r.ids) for r in rows], dtype=torch.int64)
@@ -236,7 +259,6 @@ def sft_blocks(
             **info,
             "format": fmt,
             "loss_on": settings.loss_on,
-            "split": "example",
             "packing": PACKING,
             "row_length": length,
             "scored_tokens": scored,
@@ -244,7 +266,7 @@ def sft_blocks(
             "n_val_examples": len(val_idx),
             "block_size": block_size,
             "split_seed": split_seed,
-            "val_fraction": settings.val_fraction,
+            **split,
         },
     )
 

@@ -21,6 +21,7 @@ from loraplace.report.manifest import distinct
 from loraplace.report.render import Document, Heading, Para, TableBlock
 
 TableFn = Callable[[tb.Table], TableBlock]
+FIXED_SPLIT = "the dataset's own fixed split (each record names its side: train, val or test)"
 
 
 def joined(values: Iterable[Any], show: Callable[[Any], str] = str) -> str:
@@ -309,7 +310,8 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
     ]
     infos = [r.manifest.get("data_info") or {} for r in runs]
     loss_on = joined(i.get("loss_on") for i in infos)
-    split = joined(i.get("split") for i in infos)
+    # A registered dataset's own split (its records name their side) is no seeded draw.
+    split = joined(FIXED_SPLIT if i.get("split") == "fixed" else i.get("split") for i in infos)
     if fmt_name == "text":
         parts.append("The data is raw text, so every token is a target: no loss mask applies.")
     else:
