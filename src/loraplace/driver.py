@@ -92,6 +92,10 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
     task_fingerprints = {
         task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
     }
+    for lm_task in (t for t in study.eval.tasks if t.kind == "lm-eval"):
+        from loraplace.train.lm_eval_task import check_lm_eval_task
+
+        check_lm_eval_task(lm_task)  # its data is read now, not after the first run trains
     probe = None
     if study.wants_probe:  # scored on the first task's train blocks
         task = study.tasks[0]
@@ -150,11 +154,18 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
             f"eval.tasks need instruction data (prompt-completion or messages), but "
             f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
         )
+    if own:  # what every run would find only after training: checked once, here
+        from loraplace.train.tasks import check_examples
+
+        check_examples(own, blocks.val_examples)
     retain = study.retain_dataset(task.dataset)
     if retain:  # the retain set is read whole: no test split carved out of it
         out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint
     if kw["test_fraction"] > 0:
-        out["test"] = assets.blocks(task.dataset, **kw, holdout="test").fingerprint
+        test = assets.blocks(task.dataset, **kw, holdout="test")
+        out["test"] = test.fingerprint
+        if own and test.val_examples:  # the runs score the own tasks on it too
+            check_examples(own, test.val_examples, "the test split")
     return out
 
 

@@ -226,6 +226,41 @@ def rewritten_copy(src: Path, dst: Path, rewrite: Callable[[str], str]) -> int:
     return changed
 
 
+def _create(path: Path) -> None:
+    """Create the store whole, then rename it into place (the caller holds the lock).
+
+    A store file therefore either does not exist or holds every table and its schema
+    version: a reader or a second writer never sees one half-made (an empty file while the
+    first writer starts, or tables without a version when the disk fills mid-creation).
+    """
+    tmp = path.with_name(f".{path.name}.creating")
+    for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):  # a creator that was killed
+        leftover.unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        os.replace(tmp, path)
+    except sqlite3.DatabaseError as exc:
+        raise UserError(
+            f"cannot create the results store {path} (SQLite: {' '.join(str(exc).split())}): "
+            "free disk space or choose another --out, then run again (nothing was stored)"
+        ) from None
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
 class Store:
     """Read/write access to one results store.
 
@@ -242,13 +277,18 @@ class Store:
                 f"no results store at {self.path}: give the study's output directory "
                 "or its .db file (run `loraplace run` first)"
             )
-        if exists:
+        if exists:  # before the lock: a file that is no store is refused without a write
             check_store_file(self.path, identify=writer)
         self._lock = WriterLock(self.path) if writer else None
         if self._lock is not None:
             _writable_dir(self.path.parent, create)
             self._lock.acquire()
         try:
+            if writer and not exists:
+                if self.path.exists():  # made by a writer that finished before our lock
+                    check_store_file(self.path)
+                else:
+                    _create(self.path)
             self.conn = _connect(self.path, writer)
             self._open(writer)
         except sqlite3.DatabaseError as exc:
@@ -434,6 +474,16 @@ class Store:
                 d["status"], d["error"] = "interrupted", "driver stopped mid-run (no live writer)"
             out.append(d)
         return out
+
+    def marked_running(self, study_id: str) -> list[str]:
+        """Runs of the study whose row says ``running``, live or left by a dead driver (the
+        row as written: ``runs`` reads a dead driver's run as interrupted)."""
+        rows = self.conn.execute(
+            "SELECT r.run_id FROM runs r JOIN study_runs s ON r.run_id = s.run_id "
+            "WHERE s.study_id=? AND r.status='running' ORDER BY s.position",
+            (study_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def _is_stale(self, status: str) -> bool:
         return status == "running" and self._stale_running

@@ -99,6 +99,8 @@ def run_search(
             for every trial; its own placements are ignored.
         budget: trainable-parameter cap; trials above it are pruned before training.
     """
+    if trials < 1:  # before the storage or the output directory is made
+        raise UserError(f"--trials {trials}: a search needs at least 1 trial; give --trials N")
     try:
         import optuna
     except ImportError:

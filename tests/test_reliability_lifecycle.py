@@ -1,0 +1,340 @@
+"""The fault catalogue, round 3 (issue 26): no silent success, no store lost to a false
+diagnosis, no traceback.
+
+Each case is marked with its class (``fault``, tallied by tests/conftest.py). Where the
+console script itself is the point (exit codes, tracebacks) it runs in a subprocess, as a
+new user would run it; the rest call ``run_cli`` in-process, which is faster.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from run_fixtures import OBJECTS, SUBJECTS, VERBS, tiny_study
+from test_reliability import assert_cli_one_line, cli, one_run_study
+
+fault = pytest.mark.fault
+
+
+def _pairs_jsonl(tmp: Path, n: int = 24, **extra) -> Path:
+    """Prompt-completion data (no choices field unless extra gives one)."""
+    rows = [
+        {"prompt": f"{SUBJECTS[i % 6]} {VERBS[i % 5]}", "completion": f" {OBJECTS[i % 6]} ."}
+        | extra
+        for i in range(n)
+    ]
+    path = tmp / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _study_file(tmp: Path, config: dict, name: str = "study.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+# -- run lifecycle: what can be checked before training is; failed runs are not success ---
+
+
+@fault("run-lifecycle")
+def test_a_choice_task_on_data_without_choices_is_refused_before_any_write(tmp_path, capsys):
+    config = tiny_study(
+        tmp_path,
+        dataset=str(_pairs_jsonl(tmp_path)),
+        placements=["mlp-down"],
+        seeds=[0],
+        data={"val_fraction": 0.25},
+    )
+    config["train"]["steps"] = 1
+    config["eval"]["tasks"] = [{"name": "mc", "kind": "choice"}]
+    result = cli(capsys, ["run", str(_study_file(tmp_path, config))])
+    assert_cli_one_line(result, "task 'mc' is a choice task, but an example of the val split")
+    assert not (tmp_path / "out").exists()
+
+
+@fault("run-lifecycle")
+def test_an_lm_eval_task_whose_data_cannot_be_read_is_refused_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("lm_eval")
+    import loraplace.executors.local as local
+
+    def no_training(*a, **k):  # the check must come first: training is never reached
+        raise AssertionError("a run trained")
+
+    monkeypatch.setattr(local, "train_run", no_training)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "gone_mc.yaml").write_text(  # its data file does not exist (as the hub offline)
+        "task: gone_mc\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'missing.jsonl'}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{q}}'\n"
+        "doc_to_choice: '{{c}}'\ndoc_to_target: 0\nmetric_list:\n  - metric: acc\n"
+    )
+    config = tiny_study(tmp_path, placements=["mlp-down"], seeds=[0], zero_shot=False)
+    config["train"]["steps"] = 1
+    config["eval"]["tasks"] = [
+        {"name": "mc", "kind": "lm-eval", "task": "gone_mc", "include_path": str(tasks)}
+    ]
+    result = cli(capsys, ["run", str(_study_file(tmp_path, config))])
+    assert_cli_one_line(result, "lm-eval task 'gone_mc' cannot be loaded (")
+    assert not (tmp_path / "out").exists()
+
+
+@fault("run-lifecycle")
+def test_a_study_with_failed_runs_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    import loraplace.executors.local as local
+
+    def broken(spec, *a, **k):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(local, "train_run", broken)
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, ["run", str(one_run_study(tmp_path))])
+    assert code == 1, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == [
+        f"error: 1 of 1 runs failed: `loraplace status {out}` lists each run's error; "
+        "fix it and run the same command again (finished runs are kept)"
+    ]
+    assert "ran 1 of 1 runs" in stdout and "(1 failed)" in stdout
+    monkeypatch.undo()  # the failed run is redone, and the study then succeeds
+    code, stdout, err = cli(capsys, ["run", str(one_run_study(tmp_path))])
+    assert code == 0, err
+    assert "ran 1 of 1 runs" in stdout and "(1 done)" in stdout
+
+
+# -- the store: created whole, under the writer lock ----------------------------------------
+
+
+class _FullDisk(sqlite3.Connection):
+    """A connection whose schema_version insert finds the disk full (the last step of
+    creating a store, after its tables)."""
+
+    def execute(self, sql, *args):
+        if sql.startswith("INSERT OR IGNORE INTO meta"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().execute(sql, *args)
+
+
+@fault("store")
+def test_a_full_disk_while_the_store_is_created_leaves_no_store_behind(
+    tmp_path, capsys, monkeypatch
+):
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, factory=_FullDisk, **k))
+    study = one_run_study(tmp_path)
+    result = cli(capsys, ["run", str(study)])
+    assert_cli_one_line(result, "(SQLite: database or disk is full): free disk space")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["loraplace.db.lock"]  # no store file
+    monkeypatch.undo()  # disk space freed: the next run creates the store and runs
+    code, stdout, err = cli(capsys, ["run", str(study)])
+    assert code == 0, err
+    assert "ran 1 of 1 runs" in stdout and "(1 done)" in stdout
+
+
+@fault("store")
+def test_a_second_writer_on_a_fresh_directory_names_the_first_not_an_empty_store(tmp_path):
+    """The window of the race: the first writer has made the store file and is creating
+    its tables when the second one looks. The second must say the store is busy."""
+    from loraplace.store import Store
+
+    out = tmp_path / "out"
+    seen: list[str] = []
+    creating = threading.Event()
+    release = threading.Event()
+    real = sqlite3.connect
+
+    class Slow(sqlite3.Connection):
+        def execute(self, sql, *args):
+            if not creating.is_set():  # the first statement of the first writer's creation
+                creating.set()
+                release.wait(10)
+            return super().execute(sql, *args)
+
+    def first():
+        with Store(out):
+            pass
+
+    def slow_connect(*a, **k):
+        if threading.current_thread().name == "first":
+            return real(*a, factory=Slow, **k)
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sqlite3, "connect", slow_connect)
+        t = threading.Thread(target=first, name="first")
+        t.start()
+        assert creating.wait(10)
+        try:
+            Store(out)
+        except Exception as exc:  # noqa: BLE001 - the message is the point
+            seen.append(str(exc))
+        finally:
+            release.set()
+            t.join(10)
+    assert len(seen) == 1 and "is being written by pid" in seen[0], seen
+    with Store(out, create=False, writer=False) as store:  # the first writer's store is whole
+        assert store.runs() == []
+
+
+# -- package and verify: only a finished study, only what the package folder holds ------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path]:
+    """(output dir, archive) of a finished study of two one-step runs (seeds 0 and 1)."""
+    from loraplace.cli import run_cli
+
+    tmp = tmp_path_factory.mktemp("finished")
+    assert run_cli(["run", str(one_run_study(tmp, seeds=[0, 1]))]) == 0
+    archive = tmp / "one.tar.gz"
+    assert run_cli(["package", str(tmp / "out"), "--out", str(archive)]) == 0
+    return tmp / "out", archive
+
+
+@fault("package-verify")
+def test_package_refuses_to_overwrite_a_file_that_is_not_a_package(finished, tmp_path, capsys):
+    out, archive = finished
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = cli(capsys, ["package", str(out), "--out", str(notes)])
+    assert_cli_one_line(result, f"{notes} exists and is not a loraplace package")
+    assert notes.read_text() == "my notes\n"
+    again = tmp_path / "again.tar.gz"  # an earlier package is replaced, as before
+    again.write_bytes(archive.read_bytes())
+    assert cli(capsys, ["package", str(out), "--out", str(again)])[0] == 0
+
+
+def _hold_running(out: Path):
+    """The study's store held by a writer (this process) with its run marked running."""
+    from loraplace.store import Store
+
+    store = Store(out)
+    store.mark_running(store.runs()[0]["run_id"])
+    return store
+
+
+@fault("package-verify")
+def test_package_of_a_study_being_written_is_refused(finished, tmp_path, capsys):
+    out, _ = finished
+    store = _hold_running(out)
+    try:
+        result = cli(capsys, ["package", str(out), "--out", str(tmp_path / "live.tar.gz")])
+    finally:
+        store.mark(store.runs()[0]["run_id"], "done")
+        store.close()
+    assert_cli_one_line(result, "is being written by pid")
+    assert not (tmp_path / "live.tar.gz").exists()
+
+
+@fault("package-verify")
+def test_verify_fails_a_package_that_holds_a_running_run(finished, tmp_path, capsys, monkeypatch):
+    import loraplace.package.archive as archive_mod
+
+    out, _ = finished
+    monkeypatch.setattr(archive_mod, "check_finished", lambda data: None)  # as older versions
+    live = tmp_path / "live.tar.gz"
+    store = _hold_running(out)
+    try:
+        code, _, err = cli(capsys, ["package", str(out), "--out", str(live)])
+        assert code == 0, err
+    finally:
+        store.mark(store.runs()[0]["run_id"], "done")
+        store.close()
+    code, stdout, _ = cli(capsys, ["verify", str(live), "--runs", "0"])
+    assert code == 1
+    fails = [ln for ln in stdout.splitlines() if ln.startswith("FAIL ")]
+    assert len(fails) == 1 and "marked running in the packaged store" in fails[0], stdout
+
+
+@fault("package-verify")
+def test_verify_refuses_an_archive_with_members_outside_its_package_folder(
+    finished, tmp_path, capsys
+):
+    import io
+    import tarfile
+
+    _, archive = finished
+    bad = tmp_path / "extra.tar.gz"
+    with tarfile.open(archive, "r:gz") as src, tarfile.open(bad, "w:gz") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        extra = tarfile.TarInfo("run-me.sh")
+        extra.size = 10
+        dst.addfile(extra, io.BytesIO(b"rm -rf ~\n\n"))
+    result = cli(capsys, ["verify", str(bad), "--runs", "0"])
+    assert_cli_one_line(result, "holds 1 member(s) outside its package folder")
+    assert "(first: run-me.sh)" in result[2]
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+@fault("search")
+@pytest.mark.parametrize("trials", ["0", "-1"])
+def test_search_without_trials_is_refused_before_any_write(tmp_path, capsys, trials):
+    pytest.importorskip("optuna")
+    result = cli(capsys, ["search", str(one_run_study(tmp_path)), "--trials", trials])
+    assert_cli_one_line(result, f"--trials {trials}: a search needs at least 1 trial")
+    assert not (tmp_path / "out").exists()
+
+
+# -- study files: values inside lists ---------------------------------------------------------
+
+
+@fault("study-file")
+@pytest.mark.parametrize(
+    "placement, needle",
+    [
+        ({"roles": ["mlp"], "rank": 0}, "rank must be above 0 (got 0)"),
+        ({"roles": ["mlp"], "alpha": -1}, "alpha must be above 0 (got -1.0)"),
+        ({"roles": ["mlp"], "role_rank": {"mlp.up": 0}}, "role_rank mlp.up: a rank must be"),
+    ],
+    ids=["rank-0", "alpha-negative", "role-rank-0"],
+)
+def test_a_placement_entry_out_of_bounds_is_one_line(tmp_path, capsys, placement, needle):
+    """rank: 0 in a placement entry read as unset, and trained the default rank 8."""
+    study = one_run_study(tmp_path, placements=[placement])
+    assert_cli_one_line(cli(capsys, ["run", str(study)]), needle)
+    assert not (tmp_path / "out").exists()
+
+
+# -- instruction data: chat templates that do not render -------------------------------------
+
+BROKEN_TEMPLATES = [
+    ("{% for m in messages %}{{ m.content }", "TemplateSyntaxError: unexpected '}'"),
+    ("{{ raise_exception('only user turns') }}", "TemplateError: only user turns"),
+    ("{% for m in messages %}{{ m.content + 1 }}{% endfor %}", "TypeError: can only concatenate"),
+    ("{% for m in messages %}{{ m.nope.deeper }}{% endfor %}", "UndefinedError: 'dict object'"),
+]
+
+
+@fault("instruction-data")
+@pytest.mark.parametrize(
+    "template, needle", BROKEN_TEMPLATES, ids=["syntax", "raise", "type", "undefined"]
+)
+def test_a_chat_template_that_fails_to_render_is_one_line_before_training(
+    tmp_path, capsys, template, needle
+):
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "the cat sees"},
+                {"role": "assistant", "content": "the moon ."},
+            ]
+        }
+    ] * 12
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    study = one_run_study(tmp_path, dataset=str(data), data={"chat_template": template})
+    result = cli(capsys, ["run", str(study)])
+    assert_cli_one_line(result, f"data.chat_template fails on conversation 1 ({needle}")
+    assert not (tmp_path / "out").exists()
