@@ -338,3 +338,54 @@ def test_a_chat_template_that_fails_to_render_is_one_line_before_training(
     result = cli(capsys, ["run", str(study)])
     assert_cli_one_line(result, f"data.chat_template fails on conversation 1 ({needle}")
     assert not (tmp_path / "out").exists()
+
+
+# -- adapters: damaged adapter directories for `loraplace audit` ------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_adapter(tmp_path_factory) -> tuple[dict, bytes]:
+    """(adapter_config.json, adapter_model.safetensors bytes) of a real PEFT adapter."""
+    from families import peft_model_of_saved_config
+    from peft import LoraConfig
+
+    out = tmp_path_factory.mktemp("adapter") / "a"
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    peft_model_of_saved_config("mixtral", lora).save_pretrained(out)
+    config = json.loads((out / "adapter_config.json").read_text())
+    return config, (out / "adapter_model.safetensors").read_bytes()
+
+
+def _damaged(config: dict, weights: bytes, case: str) -> tuple[bytes, bytes]:
+    raw = json.dumps(config).encode()
+    return {
+        "truncated-weights": (raw, weights[: len(weights) // 2]),
+        "empty-weights": (raw, b""),
+        "config-a-list": (b"[1, 2]", weights),
+        "config-not-text": (b"\xff\xfe\x00garbage", weights),
+        "r-a-string": (json.dumps({**config, "r": "x"}).encode(), weights),
+        "alpha-null": (json.dumps({**config, "lora_alpha": None}).encode(), weights),
+        "rank-pattern-a-list": (json.dumps({**config, "rank_pattern": [1]}).encode(), weights),
+    }[case]
+
+
+DAMAGED_ADAPTERS = [
+    ("truncated-weights", "is damaged or not a safetensors file (Error while deserializing"),
+    ("empty-weights", "is damaged or not a safetensors file (Error while deserializing"),
+    ("config-a-list", "adapter_config.json holds a JSON list, not a PEFT adapter config"),
+    ("config-not-text", "adapter_config.json cannot be read as text ("),
+    ("r-a-string", 'adapter_config.json: r is "x", not an integer'),
+    ("alpha-null", "adapter_config.json: lora_alpha is null, not a number"),
+    ("rank-pattern-a-list", "adapter_config.json: rank_pattern is [1], not an object"),
+]
+
+
+@fault("adapters")
+@pytest.mark.parametrize("case, needle", DAMAGED_ADAPTERS, ids=[c for c, _ in DAMAGED_ADAPTERS])
+def test_audit_of_a_damaged_adapter_is_one_line(saved_adapter, tmp_path, capsys, case, needle):
+    config, weights = _damaged(*saved_adapter, case)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_bytes(config)
+    (adapter / "adapter_model.safetensors").write_bytes(weights)
+    assert_cli_one_line(cli(capsys, ["audit", str(adapter)]), needle)
