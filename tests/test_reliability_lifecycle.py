@@ -389,3 +389,124 @@ def test_audit_of_a_damaged_adapter_is_one_line(saved_adapter, tmp_path, capsys,
     (adapter / "adapter_config.json").write_bytes(config)
     (adapter / "adapter_model.safetensors").write_bytes(weights)
     assert_cli_one_line(cli(capsys, ["audit", str(adapter)]), needle)
+
+
+# -- output paths: read-only locations, files where directories go and back -----------------
+
+
+def _read_only(monkeypatch, directory: Path) -> None:
+    """Writes under ``directory`` fail as on a read-only file system (root ignores chmod)."""
+    import builtins
+    import errno
+    import os
+
+    def guard(path) -> None:
+        if Path(os.path.abspath(path)).is_relative_to(directory.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    real_mkdir, real_open, real_builtin_open = os.mkdir, os.open, builtins.open
+
+    def mkdir(path, *a, **k):
+        guard(path)
+        return real_mkdir(path, *a, **k)
+
+    def os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            guard(path)
+        return real_open(path, flags, *a, **k)
+
+    def builtin_open(file, mode="r", *a, **k):
+        if isinstance(file, (str, Path)) and any(c in mode for c in "wax+"):
+            guard(file)
+        return real_builtin_open(file, mode, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", builtin_open)
+
+
+@fault("output-paths")
+@pytest.mark.parametrize("verb", ["report", "package", "export", "probe"])
+def test_a_read_only_output_location_is_one_line_before_any_work(
+    finished, tmp_path, capsys, monkeypatch, verb
+):
+    out, _ = finished
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    argv = {
+        "report": ["report", str(out), "--out", str(ro / "rep")],
+        "package": ["package", str(out), "--out", str(ro / "p.tar.gz")],
+        "export": ["export", "tiny-markov", "mlp", "--out", str(ro / "ex")],
+        "probe": ["probe", "tiny-markov", "markov-mix", "--out", str(ro / "pr")],
+    }[verb]
+    _read_only(monkeypatch, ro)
+    result = cli(capsys, argv)
+    monkeypatch.undo()
+    assert_cli_one_line(result, "cannot be written (Read-only file system in")
+    assert list(ro.iterdir()) == []
+
+
+@fault("output-paths")
+def test_a_file_where_the_report_directory_goes_is_one_line(finished, tmp_path, capsys):
+    out, _ = finished
+    blocker = tmp_path / "afile"
+    blocker.write_text("x\n")
+    result = cli(capsys, ["report", str(out), "--out", str(blocker / "rep")])
+    assert_cli_one_line(result, f"{blocker} is a file: choose another --out")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+@fault("output-paths")
+@pytest.mark.parametrize("verb", ["export", "probe"])
+def test_a_directory_where_an_output_file_goes_is_one_line_and_writes_nothing(
+    tmp_path, capsys, verb
+):
+    out = tmp_path / "o"
+    name = {"export": "adapter_config.json", "probe": "probe_tiny-markov_markov-mix_s0.json"}
+    (out / name[verb]).mkdir(parents=True)
+    argv = {
+        "export": ["export", "tiny-markov", "mlp", "--out", str(out)],
+        "probe": ["probe", "tiny-markov", "markov-mix", "--out", str(out)],
+    }[verb]
+    result = cli(capsys, argv)
+    assert_cli_one_line(result, f"{out / name[verb]} is a directory, where a file is to be")
+    assert [p.name for p in out.iterdir()] == [name[verb]]  # no PNG, no .tmp beside it
+
+
+# -- report options: all checked before the report is written --------------------------------
+
+
+@fault("report-options")
+@pytest.mark.parametrize(
+    "pdf, needle",
+    [("bogus", "--pdf 'bogus' is not one of auto, tex, html"), ("html", "chromium")],
+)
+def test_a_bad_pdf_option_is_refused_before_the_report_is_written(
+    finished, tmp_path, capsys, monkeypatch, pdf, needle
+):
+    import loraplace.report.pdf as pdf_mod
+
+    out, _ = finished
+    monkeypatch.setattr(pdf_mod, "chromium", lambda: None)  # as on a machine without it
+    result = cli(capsys, ["report", str(out), "--out", str(tmp_path / "rep"), "--pdf", pdf])
+    assert_cli_one_line(result, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- plan --memory: degenerate settings ------------------------------------------------------
+
+MEMORY_CASES = [
+    (["--batch-size", "0"], "--batch-size 0 is too small: use at least 1"),
+    (["--batch-size", "-1"], "--batch-size -1 is too small: use at least 1"),
+    (["--block-size", "0"], "--block-size 0 is too small: use at least 2"),
+    (["--eval-batch-size", "0"], "--eval-batch-size 0 is too small: use at least 1"),
+    (["--block-size", "1000000000"], "--block-size 1,000,000,000 is longer than any model's"),
+    (["--batch-size", "10000000000000000000000"], "is past any device's memory"),
+]
+
+
+@fault("plan-memory")
+@pytest.mark.parametrize("args, needle", MEMORY_CASES, ids=[" ".join(a) for a, _ in MEMORY_CASES])
+def test_plan_memory_with_degenerate_settings_is_one_line(capsys, args, needle):
+    result = cli(capsys, ["plan", "tiny-markov", "mlp", "--memory", *args])
+    assert_cli_one_line(result, needle)

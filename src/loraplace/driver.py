@@ -9,16 +9,15 @@ crash loses at most the run in flight and re-running the same study finishes the
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loraplace.errors import UserError
 from loraplace.executors.base import Executor
 from loraplace.lock import busy_error, live_holder
+from loraplace.outdir import check_writable
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
@@ -355,7 +354,7 @@ def check_output_dir(study: Study) -> None:
     path = study.out_dir
     if path.exists() and not path.is_dir() and path.suffix != ".db":
         raise UserError(f"output directory {path} is a file: choose another with --out DIR")
-    _check_writable(path)
+    check_writable(path, "output directory")
     check_device(study.train_settings().device)
     store_path = resolve_store_path(path)
     holder = live_holder(store_path)
@@ -363,24 +362,3 @@ def check_output_dir(study: Study) -> None:
         raise busy_error(store_path, holder)
     if store_path.exists():
         check_store_file(store_path)
-
-
-def _check_writable(path: Path) -> None:
-    """The output directory can be made and written (tried in its nearest existing parent).
-
-    The test file is removed at once: a study that fails here leaves nothing behind.
-    """
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"output directory {path}: {existing} is a file: choose another --out DIR")
-    marker = existing / f".loraplace-write-{os.getpid()}"
-    try:
-        marker.touch()
-        marker.unlink()
-    except OSError as exc:
-        raise UserError(
-            f"output directory {path} cannot be written ({exc.strerror} in {existing}): "
-            "choose a writable one with --out DIR"
-        ) from None

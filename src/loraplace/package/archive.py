@@ -26,6 +26,7 @@ import yaml
 from loraplace.analysis import read_study_data
 from loraplace.errors import UserError
 from loraplace.lock import live_holder
+from loraplace.outdir import check_writable
 from loraplace.package import contents as pc
 from loraplace.report.manifest import file_manifest, results_hash
 from loraplace.store import STORE_NAME, Store
@@ -193,10 +194,7 @@ def package_target(out: str | Path | None, root: str) -> Path:
             f"{target} exists and is not a loraplace package: choose another --out "
             "(an earlier package is replaced; nothing else is overwritten)"
         )
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise UserError(
-            f"cannot write in {target.parent} (permission denied): choose another --out"
-        )
+    check_writable(target.parent, "package directory", "--out")
     return target
 
 

@@ -146,6 +146,9 @@ def _number(x: float) -> int | float:
 
 def write_export(files: dict[str, str], out_dir: Path) -> list[Path]:
     """Write files atomically into out_dir (created if needed)."""
+    from loraplace.outdir import check_free
+
+    check_free([out_dir / name for name in files])  # all or none of them is written
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, content in files.items():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.errors import UserError
+from loraplace.outdir import check_writable
 
 DEFAULT_RANKS = (2, 4, 8, 16)
 
@@ -113,6 +114,7 @@ def run_search(
     optuna.logging.set_verbosity(logging.WARNING)
     assets = assets or Assets()
     out_dir = study.out_dir
+    check_writable(out_dir, "output directory", "out=DIR")
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir)
     t = study.train_settings()
