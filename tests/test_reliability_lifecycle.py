@@ -510,3 +510,19 @@ MEMORY_CASES = [
 def test_plan_memory_with_degenerate_settings_is_one_line(capsys, args, needle):
     result = cli(capsys, ["plan", "tiny-markov", "mlp", "--memory", *args])
     assert_cli_one_line(result, needle)
+
+
+@fault("study-file")
+@pytest.mark.parametrize(
+    "key, value", [("seeds", [True]), ("seeds", [0, False]), ("rank", [2, True]), ("rank", True)]
+)
+def test_true_or_false_where_integers_go_is_one_line(tmp_path, key, value):
+    """pydantic reads true as 1: `seeds: [true]` ran seed 1 without a word."""
+    from loraplace.errors import UserError
+    from loraplace.study.load import validate_study
+
+    config = tiny_study(tmp_path, **{key: value})
+    with pytest.raises(UserError) as exc:
+        validate_study(config, "s.yaml")
+    assert f"key '{key}': Value error, {key} takes integers, not true/false" in str(exc.value)
+    assert "\n" not in str(exc.value)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.errors import UserError
-from loraplace.lock import WriterLock, writer_alive
+from loraplace.lock import WriterLock, busy_error, live_holder, writer_alive
 from loraplace.runs import RunResult, RunSpec
 
 SCHEMA_VERSION = 1
@@ -278,7 +278,13 @@ class Store:
                 "or its .db file (run `loraplace run` first)"
             )
         if exists:  # before the lock: a file that is no store is refused without a write
-            check_store_file(self.path, identify=writer)
+            try:
+                check_store_file(self.path, identify=writer)
+            except UserError:
+                holder = live_holder(self.path) if writer else None
+                if holder is not None:  # a store being made by an older loraplace
+                    raise busy_error(self.path, holder) from None
+                raise
         self._lock = WriterLock(self.path) if writer else None
         if self._lock is not None:
             _writable_dir(self.path.parent, create)
