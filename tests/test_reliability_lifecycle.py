@@ -526,3 +526,34 @@ def test_true_or_false_where_integers_go_is_one_line(tmp_path, key, value):
         validate_study(config, "s.yaml")
     assert f"key '{key}': Value error, {key} takes integers, not true/false" in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+# -- the same through the installed console script, as a new user runs it -------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        pytest.param(
+            ["plan", "tiny-markov", "mlp", "--memory", "--batch-size", "0"],
+            "--batch-size 0 is too small",
+            marks=fault("plan-memory"),
+            id="plan-memory",
+        ),
+        pytest.param(
+            ["audit", "{adapter}"],
+            "holds a JSON list, not a PEFT adapter config",
+            marks=fault("adapters"),
+            id="audit",
+        ),
+    ],
+)
+def test_the_console_script_prints_one_line_not_a_traceback(tmp_path, argv, needle):
+    from test_reliability import assert_one_line, console_script
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("[1, 2]")
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    proc = console_script([a.replace("{adapter}", str(adapter)) for a in argv], cwd=tmp_path)
+    assert_one_line(proc, needle)
