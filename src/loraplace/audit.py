@@ -81,14 +81,52 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
             "safe_serialization (pickled .bin weights are not read)"
         )
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{cfg_path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    from safetensors import safe_open
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UserError(
+            f"{cfg_path} cannot be read as text ({exc}): is it a PEFT config?"
+        ) from None
+    _check_config(cfg_path, config)
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(weights), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:  # truncated, empty, not safetensors at all
+        raise UserError(
+            f"{weights} is damaged or not a safetensors file ({' '.join(str(exc).split())}): "
+            "copy or save the adapter again"
+        ) from None
     return config, shapes
+
+
+# adapter_config.json keys audit reads: (JSON types each may hold, in words, null allowed)
+_CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str, bool]] = {
+    "r": ((int,), "an integer", False),
+    "lora_alpha": ((int, float), "a number", False),
+    "rank_pattern": ((dict,), "an object", True),
+    "alpha_pattern": ((dict,), "an object", True),
+    "peft_type": ((str,), "a string", True),
+    "base_model_name_or_path": ((str,), "a string", True),
+}
+
+
+def _check_config(path: Path, config) -> None:
+    """The config is a JSON object whose keys audit reads hold what PEFT writes there."""
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a JSON {type(config).__name__}, not a PEFT adapter config")
+    for key, (types, want, nullable) in _CONFIG_TYPES.items():
+        if key not in config or (config[key] is None and nullable):
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise UserError(f"{path}: {key} is {json.dumps(value)}, not {want}: a damaged config?")
+    for key in ("rank_pattern", "alpha_pattern"):
+        for name, value in (config.get(key) or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"{path}: {key} {name!r} is {json.dumps(value)}, not a number")
 
 
 def _pattern_key(keys, name: str) -> str | None:
@@ -140,6 +178,11 @@ def _units(config: dict, shapes: dict, arch: ArchInfo | None) -> list[AdaptedUni
         a, b = pair.get("A"), pair.get("B")
         if a is None or b is None:
             continue
+        if len(a) != 2 or len(b) != 2:
+            raise UserError(
+                f"the adapter's weights for {module} are not matrices (lora_A {list(a)}, "
+                f"lora_B {list(b)}): a damaged or non-LoRA adapter"
+            )
         info: ModuleInfo | None = _identify(module, depth, a, b, arch)
         name = info.name if info else module + ".base_layer" * depth
         experts = info.experts if info else 1

@@ -13,7 +13,6 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loraplace.adapters import save_result_adapter
@@ -22,6 +21,7 @@ from loraplace.executors.base import Executor
 from loraplace.executors.pool import PoolExecutor
 from loraplace.identity import blocks_args
 from loraplace.lock import busy_error, live_holder
+from loraplace.outdir import check_writable
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
@@ -96,6 +96,10 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
     task_fingerprints = {
         task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
     }
+    for lm_task in (t for t in study.eval.tasks if t.kind == "lm-eval"):
+        from loraplace.train.lm_eval_task import check_lm_eval_task
+
+        check_lm_eval_task(lm_task)  # its data is read now, not after the first run trains
     probe = None
     if wants_probe(study):  # scored on the first task's train blocks
         task = study.tasks[0]
@@ -157,11 +161,18 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
             f"eval.tasks need instruction data (prompt-completion or messages), but "
             f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
         )
+    if own:  # what every run would find only after training: checked once, here
+        from loraplace.train.tasks import check_examples
+
+        check_examples(own, blocks.val_examples)
     retain = retain_dataset(study, task.dataset)
     if retain:  # the retain set is read whole: no test split carved out of it
         out["retain"] = assets.blocks(retain, **{**kw, "test_fraction": 0.0}).fingerprint
     if kw["test_fraction"] > 0:
-        out["test"] = assets.blocks(task.dataset, **kw, holdout="test").fingerprint
+        test = assets.blocks(task.dataset, **kw, holdout="test")
+        out["test"] = test.fingerprint
+        if own and test.val_examples:  # the runs score the own tasks on it too
+            check_examples(own, test.val_examples, "the test split")
     return out
 
 
@@ -383,7 +394,7 @@ def check_output_dir(study: Study) -> None:
     path = study.out_dir
     if path.exists() and not path.is_dir() and path.suffix != ".db":
         raise UserError(f"output directory {path} is a file: choose another with --out DIR")
-    _check_writable(path)
+    check_writable(path, "output directory")
     check_device(study.train_settings().device)
     store_path = resolve_store_path(path)
     holder = live_holder(store_path)
@@ -391,24 +402,3 @@ def check_output_dir(study: Study) -> None:
         raise busy_error(store_path, holder)
     if store_path.exists():
         check_store_file(store_path)
-
-
-def _check_writable(path: Path) -> None:
-    """The output directory can be made and written (tried in its nearest existing parent).
-
-    The test file is removed at once: a study that fails here leaves nothing behind.
-    """
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"output directory {path}: {existing} is a file: choose another --out DIR")
-    marker = existing / f".loraplace-write-{os.getpid()}"
-    try:
-        marker.touch()
-        marker.unlink()
-    except OSError as exc:
-        raise UserError(
-            f"output directory {path} cannot be written ({exc.strerror} in {existing}): "
-            "choose a writable one with --out DIR"
-        ) from None

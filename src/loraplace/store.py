@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.errors import UserError
-from loraplace.lock import WriterLock, writer_alive
+from loraplace.lock import WriterLock, busy_error, live_holder, writer_alive
 from loraplace.runs import RunResult, RunSpec
 
 SCHEMA_VERSION = 1
@@ -227,6 +227,41 @@ def rewritten_copy(src: Path, dst: Path, rewrite: Callable[[str], str]) -> int:
     return changed
 
 
+def _create(path: Path) -> None:
+    """Create the store whole, then rename it into place (the caller holds the lock).
+
+    A store file therefore either does not exist or holds every table and its schema
+    version: a reader or a second writer never sees one half-made (an empty file while the
+    first writer starts, or tables without a version when the disk fills mid-creation).
+    """
+    tmp = path.with_name(f".{path.name}.creating")
+    for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):  # a creator that was killed
+        leftover.unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        os.replace(tmp, path)
+    except sqlite3.DatabaseError as exc:
+        raise UserError(
+            f"cannot create the results store {path} (SQLite: {' '.join(str(exc).split())}): "
+            "free disk space or choose another --out, then run again (nothing was stored)"
+        ) from None
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
 class Store:
     """Read/write access to one results store.
 
@@ -243,13 +278,24 @@ class Store:
                 f"no results store at {self.path}: give the study's output directory "
                 "or its .db file (run `loraplace run` first)"
             )
-        if exists:
-            check_store_file(self.path, identify=writer)
+        if exists:  # before the lock: a file that is no store is refused without a write
+            try:
+                check_store_file(self.path, identify=writer)
+            except UserError:
+                holder = live_holder(self.path) if writer else None
+                if holder is not None:  # a store being made by an older loraplace
+                    raise busy_error(self.path, holder) from None
+                raise
         self._lock = WriterLock(self.path) if writer else None
         if self._lock is not None:
             _writable_dir(self.path.parent, create)
             self._lock.acquire()
         try:
+            if writer and not exists:
+                if self.path.exists():  # made by a writer that finished before our lock
+                    check_store_file(self.path)
+                else:
+                    _create(self.path)
             self.conn = _connect(self.path, writer)
             self._open(writer)
         except sqlite3.DatabaseError as exc:
@@ -435,6 +481,16 @@ class Store:
                 d["status"], d["error"] = "interrupted", "driver stopped mid-run (no live writer)"
             out.append(d)
         return out
+
+    def marked_running(self, study_id: str) -> list[str]:
+        """Runs of the study whose row says ``running``, live or left by a dead driver (the
+        row as written: ``runs`` reads a dead driver's run as interrupted)."""
+        rows = self.conn.execute(
+            "SELECT r.run_id FROM runs r JOIN study_runs s ON r.run_id = s.run_id "
+            "WHERE s.study_id=? AND r.status='running' ORDER BY s.position",
+            (study_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def _is_stale(self, status: str) -> bool:
         return status == "running" and self._stale_running

@@ -193,6 +193,10 @@ def _role_table(rp) -> Table:
     return t
 
 
+_MAX_TOKENS = 2**40  # tokens in one batch that --memory estimates (~10^12)
+_MAX_BLOCK = 2**22  # 4M tokens: past any context; block^2 attention then overflows int64
+
+
 def _memory(model: str, resolved: list, settings: dict, checkpointing: bool, quantize):
     """Training-memory estimates of the resolved placements (shapes only)."""
     from loraplace.models import load_config
@@ -201,8 +205,26 @@ def _memory(model: str, resolved: list, settings: dict, checkpointing: bool, qua
 
     if quantize not in (None, "4bit", "8bit"):
         raise UserError(f"--quantize {quantize!r} is not 4bit or 8bit: use one of those")
+    for option, key, least in (
+        ("--batch-size", "batch_size", 1),
+        ("--eval-batch-size", "eval_batch_size", 1),
+        ("--block-size", "block_size", 2),  # a next-token loss needs 2 tokens
+    ):
+        if settings[key] < least:
+            raise UserError(f"{option} {settings[key]} is too small: use at least {least}")
     TrainSettings(**settings)  # the same checks as a study's (grad_accum divides the batch)
     config = load_config(model)
+    if settings["block_size"] > _MAX_BLOCK:
+        raise UserError(
+            f"--block-size {settings['block_size']:,} is longer than any model's context: "
+            f"use at most {_MAX_BLOCK:,} (the model's own context is the real limit)"
+        )
+    tokens = max(settings["batch_size"], settings["eval_batch_size"]) * settings["block_size"]
+    if tokens > _MAX_TOKENS:  # past this the shape arithmetic overflows, and no device holds it
+        raise UserError(
+            f"a batch of {tokens:,} tokens (batch size x --block-size) is past any device's "
+            f"memory: keep it under {_MAX_TOKENS:,}"
+        )
     kw = dict(settings, grad_checkpointing=checkpointing, quantize=quantize)
     return [estimate_memory(config, rp, **kw) for rp in resolved]
 
@@ -261,9 +283,12 @@ def export(
     """
     from loraplace.arch import describe, meta_from_config
     from loraplace.models import export_base, load_config
+    from loraplace.outdir import check_writable
     from loraplace.placement import resolve
     from loraplace.placement.export import FORMATS, write_export
     from loraplace.placement.verify import verified_export
+
+    check_writable(out_dir, "export directory", "--out")
 
     if placement is None:
         import re

@@ -38,10 +38,14 @@ def probe(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output on stdout"),
 ) -> None:
     """Score every (layer, role) on a few batches: tables per score and a heatmap PNG."""
+    from loraplace.outdir import check_free, check_writable
     from loraplace.probe import SCORES
     from loraplace.probe import probe as run_probe
     from loraplace.probe.heatmap import heatmap
 
+    stem = f"probe_{_slug(model)}_{_slug(data)}_s{seed}"
+    check_writable(out_dir, "probe directory", "--out")  # before the model loads
+    check_free([out_dir / f"{stem}.png", out_dir / f"{stem}.json"])
     result = run_probe(
         model,
         data,
@@ -52,7 +56,6 @@ def probe(
         split_seed=split_seed,
         text_field=text_field,
     )
-    stem = f"probe_{_slug(model)}_{_slug(data)}_s{seed}"
     out_dir.mkdir(parents=True, exist_ok=True)
     png = heatmap(result, out_dir / f"{stem}.png")
     doc = result.to_json()

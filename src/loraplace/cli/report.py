@@ -38,6 +38,10 @@ def report(
     """Write report.md, report.html, tables and figures for a study in the store."""
     from loraplace.report import build_report  # matplotlib loads only when a report is made
 
+    if pdf is not None:
+        from loraplace.report.pdf import check_pdf
+
+        check_pdf(pdf)  # before the report is written
     res = build_report(store, out, study=study, reference=reference, metric=metric)
     typer.echo(
         f"report for study {res.study!r}: {res.out}/report.html "

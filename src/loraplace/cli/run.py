@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -243,7 +245,22 @@ def run(
         f"ran {outcome.ran} of {outcome.total} runs in {wall:.1f} s ({counts}); "
         f"store: {escape(str(outcome.store_path))}"
     )
-    return 0
+    return failed_exit(outcome.statuses, outcome.total, study.out_dir)
+
+
+def failed_exit(statuses: dict[str, int], total: int, out_dir: Path) -> int:
+    """Exit code 1 and one stderr line when runs of the study failed, else 0: a study
+    whose runs failed is not a success (scripts and schedulers read the exit code)."""
+    failed = statuses.get("failed", 0)
+    if not failed:
+        return 0
+    print(
+        f"error: {failed} of {total} runs failed: `loraplace status {shlex.quote(str(out_dir))}`"
+        " lists each run's error; fix it and run the same command again (finished runs are "
+        "kept)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _stores_under(path: Path) -> list[Path]:

@@ -148,8 +148,23 @@ def tokenize_examples(
 ) -> list[Tokenized]:
     if fmt == PROMPT_COMPLETION:
         return [tokenize_prompt_completion(tokenizer, ex, settings.loss_on) for ex in examples]
+    from jinja2 import TemplateError  # transformers' own dependency, for chat templates
+
     template = chat_template_of(tokenizer, settings.chat_template, model)
-    return [tokenize_messages(tokenizer, ex, settings.loss_on, template) for ex in examples]
+    rows = []
+    for i, ex in enumerate(examples, start=1):
+        try:
+            rows.append(tokenize_messages(tokenizer, ex, settings.loss_on, template))
+        except (TemplateError, TypeError, ValueError, LookupError) as exc:
+            # A user's template (syntax, an unknown filter, raise_exception, a type error)
+            # fails here, while the data loads: before any store or training.
+            kind = "data.chat_template" if settings.chat_template else f"{model}'s chat template"
+            detail = " ".join(str(exc).split())[:160]
+            raise UserError(
+                f"{kind} fails on conversation {i} ({type(exc).__name__}: {detail}): fix the "
+                "template (it renders the messages list; see docs/instruct.md)"
+            ) from None
+    return rows
 
 
 def check_lengths(rows: list[Tokenized], block_size: int, source: str) -> int:

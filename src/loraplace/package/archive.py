@@ -25,9 +25,11 @@ import yaml
 
 from loraplace.analysis import read_study_data
 from loraplace.errors import UserError
+from loraplace.lock import live_holder
+from loraplace.outdir import check_writable
 from loraplace.package import contents as pc
 from loraplace.report.manifest import file_manifest, results_hash
-from loraplace.store import STORE_NAME
+from loraplace.store import STORE_NAME, Store
 
 FORMAT = 1
 MANIFEST = "MANIFEST.json"
@@ -154,17 +156,57 @@ def package_name(study: str) -> str:
     return re.sub(r"[^\w.-]+", "_", study).strip("._") or "study"
 
 
-def make_package(
-    store: str | Path, out: str | Path | None = None, *, study: str | None = None
-) -> PackageResult:
-    """Write the study's package; ``out`` defaults to ./<study>-package.tar.gz."""
-    name = read_study_data(store, study).name
-    root = f"{package_name(name)}-package"
+def is_package(path: Path) -> bool:
+    """Whether ``path`` is an archive `loraplace package` wrote (a root/MANIFEST.json)."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            return any(n.count("/") == 1 and n.endswith(f"/{MANIFEST}") for n in tar.getnames())
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
+def check_finished(data) -> None:
+    """A package is of a study no process is writing, none of whose runs is running."""
+    holder = live_holder(Path(data.store_path))
+    if holder is not None:
+        raise UserError(
+            f"{data.store_path} is being written by {holder}: package the study when it has "
+            "ended (a package of a running study would hold runs not yet finished)"
+        )
+    with Store(data.store_path, create=False, writer=False) as store:
+        running = store.marked_running(data.study_id)
+    if running:
+        raise UserError(
+            f"run {running[0]} of study {data.name!r} is still marked running (its driver "
+            "stopped): run the study again to finish it, then package it"
+        )
+
+
+def package_target(out: str | Path | None, root: str) -> Path:
+    """Where the archive goes: a new file in a writable directory, or an old package."""
     target = Path(out) if out is not None else Path(f"{root}.tar.gz")
     if target.is_dir():
         target = target / f"{root}.tar.gz"
     if not target.parent.is_dir():
         raise UserError(f"{target.parent} is not a directory; choose another --out")
+    if target.is_dir() or (target.exists() and not is_package(target)):
+        raise UserError(
+            f"{target} exists and is not a loraplace package: choose another --out "
+            "(an earlier package is replaced; nothing else is overwritten)"
+        )
+    check_writable(target.parent, "package directory", "--out")
+    return target
+
+
+def make_package(
+    store: str | Path, out: str | Path | None = None, *, study: str | None = None
+) -> PackageResult:
+    """Write the study's package; ``out`` defaults to ./<study>-package.tar.gz."""
+    data = read_study_data(store, study)
+    check_finished(data)
+    name = data.name
+    root = f"{package_name(name)}-package"
+    target = package_target(out, root)
     with tempfile.TemporaryDirectory(prefix="loraplace-package-") as tmp:
         stage = Path(tmp) / root
         stage.mkdir()
@@ -187,4 +229,11 @@ def extract(archive: Path, dest: Path) -> Path:
     roots = [p for p in dest.iterdir() if (p / MANIFEST).is_file()]
     if len(roots) != 1:
         raise UserError(f"{archive} holds no {MANIFEST}: it is not a loraplace package")
+    outside = sorted(p.name for p in dest.iterdir() if p != roots[0])
+    if outside:  # unverified files would travel with the verified ones
+        raise UserError(
+            f"{archive} holds {len(outside)} member(s) outside its package folder "
+            f"{roots[0].name}/ (first: {outside[0]}): not an archive `loraplace package` "
+            "wrote; ask for the package itself"
+        )
     return roots[0]

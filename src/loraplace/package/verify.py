@@ -23,6 +23,7 @@ from loraplace.package.archive import MANIFEST, REPORT_DIR, build_packaged_repor
 from loraplace.package.contents import digest
 from loraplace.package.finding import Finding
 from loraplace.report.manifest import file_manifest, results_hash
+from loraplace.store import Store
 
 REBUILT_DIR = "report-rebuilt"
 # Report files whose bytes depend on the plotting/report environment, not only the store.
@@ -75,6 +76,12 @@ def check_store(root: Path, man: dict[str, Any]) -> list[Finding]:
     diffs += [
         f"run {rid}: in the store but not in {MANIFEST}" for rid in now if rid not in man["runs"]
     ]
+    with Store(root / "store", create=False, writer=False) as store:
+        diffs += [  # packaged while its study ran: the run's numbers were never final
+            f"run {rid}: marked running in the packaged store (packaged while its study ran): "
+            "package the study again once it has ended"
+            for rid in store.marked_running(data.study_id)
+        ]
     out = [Finding(False, "store", d) for d in diffs]
     if results_hash(data) != man["results_sha256"]:
         out.append(Finding(False, "store", "results hash differs from the one recorded"))

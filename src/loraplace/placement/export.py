@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from loraplace.errors import UserError
+from loraplace.outdir import check_free
 from loraplace.placement.export_data import (
     DataSide,
     axolotl_data,
@@ -151,6 +152,8 @@ def _number(x: float) -> int | float:
 
 def write_export(files: dict[str, str], out_dir: Path) -> list[Path]:
     """Write files atomically into out_dir (created if needed)."""
+
+    check_free([out_dir / name for name in files])  # all or none of them is written
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, content in files.items():

@@ -80,6 +80,23 @@ class PlacementSpec(BaseModel):
                 )
         return list(dict.fromkeys(out))
 
+    @field_validator("rank", "alpha")
+    @classmethod
+    def _positive(cls, v, info):
+        # rank 0 read as "unset" would train the default rank 8 without a word
+        if v is not None and v <= 0:
+            raise ValueError(f"{info.field_name} must be above 0 (got {v})")
+        return v
+
+    @field_validator("role_rank", "layer_rank", "module_rank")
+    @classmethod
+    def _positive_ranks(cls, v, info):
+        bad = {k: r for k, r in v.items() if r < 1}
+        if bad:
+            key, r = next(iter(bad.items()))
+            raise ValueError(f"{info.field_name} {key}: a rank must be at least 1 (got {r})")
+        return v
+
     def label(self) -> str:
         if self.name:
             return self.name

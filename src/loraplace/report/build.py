@@ -21,6 +21,7 @@ from pathlib import Path
 from loraplace.analysis import read_study_data, summarize
 from loraplace.analysis.fair import compare
 from loraplace.errors import UserError
+from loraplace.outdir import check_writable
 from loraplace.report import tables as tb
 from loraplace.report.bib import add_references, to_bibtex
 from loraplace.report.latex import BIB_NAME, to_latex
@@ -80,6 +81,9 @@ def build_report(
         or (any(out_dir.iterdir()) and not any((out_dir / m).exists() for m in REPORT_MARKERS))
     ):
         raise UserError(f"{out_dir} exists and is not a loraplace report; choose another --out")
+    check_writable(out_dir, "report directory", "--out")
+    if out_dir.exists():  # the new report is made beside it, then swapped in
+        check_writable(out_dir.parent, "report directory", "--out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=_owned(out_dir, "tmp") + "-", dir=out_dir.parent))

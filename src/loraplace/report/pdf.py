@@ -122,6 +122,19 @@ def print_html(report_dir: Path, out: Path | None = None) -> PdfResult:
     return PdfResult(out, "chromium", [])
 
 
+def check_pdf(how: str) -> None:
+    """The --pdf choice is known and its engine installed: checked before a report is
+    written, so a bad option costs no report."""
+    if how not in ("auto", "tex", "html"):
+        raise UserError(f"--pdf {how!r} is not one of auto, tex, html")
+    if how == "tex" and tex_engine() is None:
+        raise UserError("no TeX engine found: install latexmk and pdflatex, or use --pdf html")
+    if how == "html" and chromium() is None:
+        raise UserError("no chromium found: install it (apt-get install chromium) or TeX")
+    if how == "auto" and tex_engine() is None and chromium() is None:
+        raise UserError("--pdf auto: neither TeX nor chromium is installed: install one")
+
+
 def make_pdf(report_dir: Path, how: str = "auto") -> PdfResult:
     """how: 'tex', 'html', or 'auto' (TeX when installed, else Chromium)."""
     if how == "tex" or (how == "auto" and tex_engine() is not None):

@@ -21,6 +21,7 @@ from loraplace.arch import describe
 from loraplace.budget import parse_budget
 from loraplace.driver import run_study
 from loraplace.errors import UserError
+from loraplace.outdir import check_writable
 from loraplace.placement import resolve
 from loraplace.study import Study
 
@@ -103,6 +104,8 @@ def run_search(
             for every trial; its own placements are ignored.
         budget: trainable-parameter cap; trials above it are pruned before training.
     """
+    if trials < 1:  # before the storage or the output directory is made
+        raise UserError(f"--trials {trials}: a search needs at least 1 trial; give --trials N")
     try:
         import optuna
     except ImportError:
@@ -112,6 +115,7 @@ def run_search(
     optuna.logging.set_verbosity(logging.WARNING)
     assets = assets or Assets()
     out_dir = study.out_dir
+    check_writable(out_dir, "output directory", "out=DIR")
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir)
     t = study.train_settings()

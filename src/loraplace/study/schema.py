@@ -304,6 +304,14 @@ class Study(BaseModel):
             data.update(section)  # quantize, and anything unknown for the strict check
         return data
 
+    @field_validator("seeds", "rank", mode="before")
+    @classmethod
+    def _no_booleans(cls, v, info):
+        # pydantic reads true as 1: `seeds: [true]` would run seed 1 without a word
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
+            raise ValueError(f"{info.field_name} takes integers, not true/false")
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, v):

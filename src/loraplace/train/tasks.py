@@ -141,11 +141,6 @@ def choice(model, tokenizer, examples: list[dict], task: TaskSettings, device) -
     correct = 0
     for ex in examples:
         options = ex["choices"]
-        if ex["reference"] not in options:
-            raise UserError(
-                f"task {task.name!r}: an example's completion {ex['reference']!r} is not among "
-                f"its choices {options}: the completion must be the right choice"
-            )
         prompt = ex["prompt_ids"]
         seqs = [prompt + tokenizer(c, add_special_tokens=False)["input_ids"] for c in options]
         width = max(map(len, seqs))
@@ -174,6 +169,30 @@ def spec_task_metrics(model, tokenizer, spec, blocks, test, device) -> dict[str,
     return out
 
 
+def check_examples(tasks, examples: list[dict] | None, where: str = "the val split") -> None:
+    """What the tasks need of their examples, as a UserError: the driver checks this on
+    the val and test examples before any run trains, and each run again on its own."""
+    own = [t for t in tasks if t.kind != "lm-eval"]  # an lm-eval task reads its own data
+    if own and not examples:
+        raise UserError("eval.tasks need instruction data (prompt-completion or messages)")
+    for task in own:
+        chosen = (examples or [])[: task.limit] if task.limit else examples or []
+        if task.kind != "choice":
+            continue
+        for ex in chosen:
+            if not ex["choices"]:
+                raise UserError(
+                    f"task {task.name!r} is a choice task, but an example of {where} has no "
+                    "choices: give every example a choices list (data.fields may map it), "
+                    "or use kind exact_match"
+                )
+            if ex["reference"] not in ex["choices"]:
+                raise UserError(
+                    f"task {task.name!r}: an example's completion {ex['reference']!r} is not "
+                    f"among its choices {ex['choices']}: the completion must be the right choice"
+                )
+
+
 def run_tasks(
     model, tokenizer, examples: list[dict] | None, tasks: list[TaskSettings], device
 ) -> dict[str, float]:
@@ -181,8 +200,7 @@ def run_tasks(
     tasks as retain:<name> and retain_accuracy (lm-eval tasks read their own data)."""
     if not tasks:
         return {}
-    if not examples and any(t.kind != "lm-eval" for t in tasks):
-        raise UserError("eval.tasks need instruction data (prompt-completion or messages)")
+    check_examples(tasks, examples)
     examples = examples or []
     was_training = model.training
     model.eval()
@@ -196,10 +214,6 @@ def run_tasks(
                 out[prefix + task.name] = lm_eval_score(model, tokenizer, task, device)
                 continue
             chosen = examples[: task.limit] if task.limit else examples
-            if task.kind == "choice" and not all(ex["choices"] for ex in chosen):
-                raise UserError(
-                    f"task {task.name!r} is a choice task: every example needs a choices field"
-                )
             out[TASK_PREFIX + task.name] = KINDS[task.kind](model, tokenizer, chosen, task, device)
     finally:
         if was_training:
