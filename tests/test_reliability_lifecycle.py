@@ -287,6 +287,20 @@ def test_search_without_trials_is_refused_before_any_write(tmp_path, capsys, tri
     assert not (tmp_path / "out").exists()
 
 
+@fault("search")
+def test_a_search_whose_trials_failed_exits_1_naming_the_count(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("optuna")
+    from loraplace.executors import local
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(local, "train_run", broken)
+    code, _, err = cli(capsys, ["search", str(one_run_study(tmp_path)), "--trials", "2"])
+    assert code == 1, err
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 2 runs failed: "), err
+
+
 # -- study files: values inside lists ---------------------------------------------------------
 
 

@@ -26,8 +26,11 @@ def search(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address"),
 ) -> int:
     """Multi-objective search (eval loss vs trainable params) over roles, layers, ranks."""
-    from loraplace.cli.run import RichDisplay, _split_args, make_console
+    from collections import Counter
+
+    from loraplace.cli.run import RichDisplay, _split_args, failed_exit, make_console
     from loraplace.search import run_search
+    from loraplace.store import Store
     from loraplace.study import load_study
 
     study_path, overrides = _split_args(list(args or []))
@@ -69,4 +72,6 @@ def search(
         f"ran {res.trials_run} trial(s); Optuna storage {escape(str(res.storage))}; "
         f"report: loraplace report {escape(str(study.out_dir))}"
     )
-    return 0
+    with Store(study.out_dir, create=False, writer=False) as store:
+        statuses = Counter(r["status"] for r in store.runs())
+    return failed_exit(dict(statuses), sum(statuses.values()), study.out_dir)
