@@ -91,3 +91,27 @@ def test_a_missing_validation_file_is_one_line(setup, tmp_path, capsys):
     assert run_cli(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no validation file at") and "\n" not in err
+
+
+@pytest.mark.fault("predict")
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("[1, 2]", "no list of cells"),
+        ('{"cells": 5}', "no list of cells"),
+        ('{"cells": [3]}', "cell 0 is not a mapping"),
+        (
+            '{"cells": [{"model": "m", "task": "t", "predictor": "p"}]}',
+            "cell 0 has no valid regret",
+        ),
+        ("not json", "Expecting value"),
+    ],
+)
+def test_a_damaged_validation_file_is_one_line(setup, tmp_path, capsys, text, why):
+    _, model, data = setup
+    bad = tmp_path / "validation.json"
+    bad.write_text(text)
+    argv = ["recommend", model, "--data", data, "-b", "600", "--validation", str(bad)]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad} is not a validation file ({why}): run validate again", err

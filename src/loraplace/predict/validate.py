@@ -346,8 +346,40 @@ def read(path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         p = p / FILE
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"no validation file at {p}: run `loraplace validate` first") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{p} is not a validation file ({exc.msg}): run validate again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise UserError(f"{p} is not a validation file ({why}): run validate again") from None
+    problem = _shape_problem(doc)
+    if problem:
+        raise UserError(f"{p} is not a validation file ({problem}): run validate again")
+    return doc
+
+
+_NUMBER = (int, float)
+_CELL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "task": str,
+    "predictor": str,
+    "regret": _NUMBER,
+    "seconds": _NUMBER,
+}
+
+
+def _shape_problem(doc: Any) -> str | None:
+    """What keeps ``doc`` from being read as a validation document, if anything."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
+        return "no list of cells"
+    if not isinstance(doc.get("datasets", {}), dict):
+        return "datasets is not a mapping"
+    for i, cell in enumerate(doc["cells"]):
+        if not isinstance(cell, dict):
+            return f"cell {i} is not a mapping"
+        for key, kind in _CELL_KEYS.items():
+            if not isinstance(cell.get(key), kind):
+                return f"cell {i} has no valid {key}"
+        if cell.get("tau") is not None and not isinstance(cell["tau"], _NUMBER):
+            return f"cell {i} has no valid tau"
+    return None
