@@ -108,7 +108,8 @@ def main() -> None:
         f"`{report['command']}` ({report['date']})",
         "",
         f"- Machine: {common.machine_line(report['machine'], 2)}",
-        "- Default study (tiny-markov, 120 steps, batch 16 x 128), `precision: fp32`; "
+        f"- Default study (tiny-markov, {args.steps or 120} steps, batch 16 x 128), "
+        "`precision: fp32`; "
         f"{args.repeats} timed passes per arm, alternating",
         "",
         *common.arm_table(times),
