@@ -65,8 +65,9 @@ class RichDisplay(StudyDisplay):
     def start(self, prepared: PreparedStudy, todo: list[RunSpec], skipped: int) -> None:
         study = prepared.study
         self.n_todo = len(todo)
+        models = ", ".join(m.ref for m in study.model_list)
         self.console.print(
-            f"study [bold]{escape(study.name)}[/] ({study.study_id}): {escape(str(study.model))} "
+            f"study [bold]{escape(study.name)}[/] ({study.study_id}): {escape(models)} "
             f"on {escape(', '.join(t.dataset for t in study.tasks))}, {len(prepared.specs)} runs, "
             f"{skipped} already finished -> {escape(str(study.out_dir / STORE_NAME))}"
         )
