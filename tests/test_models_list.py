@@ -148,6 +148,21 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path):
     # the models' own sizes: GPT-2 (hidden 32) is the small one
     sizes = {r["spec"]["model_name"]: metrics[r["run_id"]]["total_params"] for r in runs}
     assert sizes[cfg["models"][0]] < sizes["llama"]
+    # the end-of-run table keeps the models apart: model/placement rows
+    from loraplace.store import Store
+    from loraplace.summary import run_end_rows
+
+    with Store(Path(cfg["out"]), create=False, writer=False) as store:
+        rows = run_end_rows(store, store.study()["study_id"])
+    g = cfg["models"][0]
+    assert [(r.placement, r.done) for r in rows] == [
+        (f"{g}/zero-shot", 1),
+        (f"{g}/attention", 2),
+        (f"{g}/mlp", 2),
+        ("llama/zero-shot", 1),
+        ("llama/attention", 2),
+        ("llama/mlp", 2),
+    ]
     out = build_report(cfg["out"], tmp_path / "report")
     md = (out.out / "report.md").read_text()
     assert "## Models" in md

@@ -319,5 +319,5 @@ def status(
 
 
 def _run_label(spec: RunSpec) -> str:
-    """The run's placement label, with its task in a multi-task study."""
-    return f"{spec.task}/{spec.placement_name}" if spec.task else spec.placement_name
+    """The run's placement label, with its model and task in a study across them."""
+    return "/".join(x for x in (spec.model_name, spec.task, spec.placement_name) if x)
