@@ -180,6 +180,24 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path):
     assert gpt2 in line.replace("\\", "") and "llama" in line and "Spearman ρ = " in line
 
 
+def test_the_shipped_example_crosses_two_built_ins_at_one_budget_each():
+    from collections import Counter
+
+    from loraplace.study import load_study
+
+    specs, warnings = expand(load_study("examples/across_models.yaml"))
+    counts = Counter((s.model, s.kind) for s in specs)
+    # per model: zero-shot + 3 placements x 3 seeds
+    assert counts == {
+        ("tiny-markov", "zero-shot"): 1,
+        ("tiny-markov", "lora"): 9,
+        ("tiny-python", "zero-shot"): 1,
+        ("tiny-python", "lora"): 9,
+    }
+    assert [s.model for s in specs] == ["tiny-markov"] * 10 + ["tiny-python"] * 10
+    assert "tiny-python: attention: budget 40,960 -> 39,936 trainable params" in "\n".join(warnings)
+
+
 def _refused(cfg: dict) -> str:
     with pytest.raises(UserError) as exc:
         validate_study(cfg, "s.yaml")
