@@ -198,6 +198,35 @@ def test_the_shipped_example_crosses_two_built_ins_at_one_budget_each():
     assert "tiny-python: attention: budget 40,960 -> 39,936 trainable params" in "\n".join(warnings)
 
 
+def test_halving_judges_each_models_settings_apart(two_models, tmp_path):
+    from loraplace.executors.halving import HalvingExecutor, Record
+
+    _, cfg = two_models
+    train = {**cfg["train"], "lr": [1e-3, 1e-2], "steps": 4}
+    study = validate_study(
+        {**cfg, "placements": ["mlp"], "seeds": [0], "train": train, "select": {"prune": "halving"}}
+    )
+    specs = [s for s in expand(study)[0] if s.kind == "lora"]
+    # lr 1e-3 is best on GPT-2 by a hair, lr 1e-2 best on LLaMA; pooled, 1e-3 would win both
+    loss = {(0, "mlp@lr0.001"): 1.0, (0, "mlp@lr0.01"): 1.1}
+    loss |= {(1, "mlp@lr0.001"): 9.0, (1, "mlp@lr0.01"): 5.0}
+    model = {cfg["models"][0]: 0, cfg["models"][1]["model"]: 1}
+    records = {
+        s.run_id: Record("paused", {"eval_loss": [(2, loss[model[s.model], s.placement_name])]})
+        for s in specs
+    }
+    ex = HalvingExecutor(
+        None, specs, [2, 4], reduction=2, records=records, checkpoints=tmp_path / "ck"
+    )
+    pruned = []
+    kept = ex._judge(specs, 2, pruned.append)
+    assert [(s.model_name, s.placement_name) for s in kept] == [
+        (cfg["models"][0], "mlp@lr0.001"),
+        ("llama", "mlp@lr0.01"),
+    ]
+    assert len(pruned) == 2
+
+
 def _refused(cfg: dict) -> str:
     with pytest.raises(UserError) as exc:
         validate_study(cfg, "s.yaml")
