@@ -138,12 +138,16 @@ def test_proxy_check_says_whether_the_small_model_ranked_as_the_big_one():
 
 
 @pytest.mark.slow
-def test_study_across_two_models_end_to_end(two_models, tmp_path):
+def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     from loraplace.report import build_report
 
     _, cfg = two_models
     cfg = {**cfg, "out": str(tmp_path / "out"), "train": {**cfg["train"], "steps": 4}}
+    cfg["analysis"] = {"margin": 1e-6}  # 2 seeds resolve no pair: each model is warned
     runs, metrics = run_study(tmp_path, cfg)
+    said = " ".join(capsys.readouterr().out.split())
+    assert said.count("seeds are too few to resolve the ±1e-06 margin") == 2
+    assert "warning: llama: 2 seeds are too few" in said
     assert len(runs) == 10 and {r["status"] for r in runs} == {"done"}
     # the models' own sizes: GPT-2 (hidden 32) is the small one
     sizes = {r["spec"]["model_name"]: metrics[r["run_id"]]["total_params"] for r in runs}

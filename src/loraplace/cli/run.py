@@ -238,9 +238,12 @@ def run(
         from loraplace.analysis import read_study_data
         from loraplace.analysis.fair import compare, seed_warning
 
-        line = seed_warning(compare(read_study_data(study.out_dir, outcome.study_id)))
-        if line:
-            console.print(f"[yellow]warning[/]: {escape(line)}")
+        data = read_study_data(study.out_dir, outcome.study_id)
+        for model in data.models():  # each model's seeds are judged on its own runs
+            line = seed_warning(compare(data.for_model(model)))
+            if line:
+                lead = f"{model}: " if len(data.models()) > 1 else ""
+                console.print(f"[yellow]warning[/]: {escape(lead + line)}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(
         f"ran {outcome.ran} of {outcome.total} runs in {wall:.1f} s ({counts}); "
