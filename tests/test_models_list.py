@@ -170,6 +170,8 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     out = build_report(cfg["out"], tmp_path / "report")
     md = (out.out / "report.md").read_text()
     assert "## Models" in md
+    methods = md[md.index("## Methods") : md.index("## Results")]
+    assert "The base model is " + cfg["models"][0].replace("_", "\\_") + " (" in methods
     assert (out.out / "tables" / "results_model1.csv").is_file()
     assert (out.out / "tables" / "results_model2.csv").is_file()
     csv = (out.out / "tables" / "models.csv").read_text().splitlines()
