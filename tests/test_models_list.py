@@ -167,6 +167,10 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
         ("llama/attention", 2),
         ("llama/mlp", 2),
     ]
+    from loraplace.predict.validate import validate
+
+    with pytest.raises(UserError, match="ran 2 models, and validation ranks one model's"):
+        validate(cfg["out"], ["taylor"])
     out = build_report(cfg["out"], tmp_path / "report")
     md = (out.out / "report.md").read_text()
     assert "## Models" in md
