@@ -54,6 +54,20 @@ def test_expansion_crosses_placements_models_and_seeds_model_by_model(two_models
     assert len({s.run_id for s in specs}) == 10
 
 
+def test_models_cross_tasks_model_by_model(two_models):
+    from run_fixtures import write_text
+
+    tmp, cfg = two_models
+    other = write_text(tmp / "other.txt", seed=1)
+    datasets = [{"name": "a", "dataset": cfg["dataset"]}, {"name": "b", "dataset": str(other)}]
+    single = {k: v for k, v in cfg.items() if k != "dataset"}
+    specs, _ = expand(validate_study({**single, "datasets": datasets}))
+    # per model and task: zero-shot + 2 placements x 2 seeds
+    got = [(s.model_name, s.task) for s in specs]
+    g = cfg["models"][0]
+    assert got == [(g, "a")] * 5 + [(g, "b")] * 5 + [("llama", "a")] * 5 + [("llama", "b")] * 5
+
+
 def test_budget_is_matched_per_model(two_models):
     _, cfg = two_models
     specs, warnings = expand(validate_study({**cfg, "budget": 3072}))
