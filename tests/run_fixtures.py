@@ -56,6 +56,35 @@ def write_tiny_model(root: Path, *, n_layer: int = 2, n_embd: int = 32) -> Path:
     return root
 
 
+def write_tiny_llama(root: Path, *, hidden: int = 48, n_layer: int = 2) -> Path:
+    """A random-init LLaMA (save_pretrained from a LlamaConfig) beside the tiny GPT-2: same
+    tokenizer and data, another family's module names, so placements resolve by role."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    gpt2 = root.parent / f"{root.name}-tokenizer"
+    if not gpt2.exists():
+        write_tiny_model(gpt2)
+    tokenizer = AutoTokenizer.from_pretrained(gpt2)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=n_layer,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(config).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
 def load_tiny(root: Path):
     """(frozen tiny GPT-2, blocks of the grammar text at block size 16) written under root."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -25,7 +25,15 @@ from loraplace.outdir import check_writable
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
 from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
-from loraplace.study import ProbeConfig, Study, budget_params, expand, retain_dataset, wants_probe
+from loraplace.study import (
+    ProbeConfig,
+    Study,
+    StudyModel,
+    budget_params,
+    expand_models,
+    retain_dataset,
+    wants_probe,
+)
 from loraplace.study.bounds import bound_warnings, check_device
 from loraplace.study.halving import rung_steps
 
@@ -86,38 +94,48 @@ class StudyDisplay:
 
 
 def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
-    """Load the model and data, fingerprint them and resolve every placement.
+    """Load the model(s) and data, fingerprint them and resolve every placement.
 
+    A study across models is prepared model by model (each loaded once, in turn), so its
+    runs come out ordered by model and the executor reloads no model between them.
     Raises UserError for a missing model or dataset and for a placement matching nothing.
     """
-    t = study.train_settings()
-    model, _ = assets.model(study.model, t.device, study.quantize, t.precision)
-    fingerprints = assets.model_fingerprints(study.model)
-    task_fingerprints = {
-        task.dataset: _data_fingerprints(study, task, assets) for task in study.tasks
-    }
     for lm_task in (t for t in study.eval.tasks if t.kind == "lm-eval"):
         from loraplace.train.lm_eval_task import check_lm_eval_task
 
         check_lm_eval_task(lm_task)  # its data is read now, not after the first run trains
-    probe = None
-    if wants_probe(study):  # scored on the first task's train blocks
-        task = study.tasks[0]
-        probe = _probe(study, model, assets.blocks(task.dataset, **_data_kw(study, task)).train)
-    specs, warnings = expand(
-        study,
-        target=model,
-        fingerprints=fingerprints,
-        scores=probe.importance if probe is not None else None,
-        task_fingerprints=task_fingerprints,
-    )
+    budgets: list[int] = []
+    probes: list = []
+
+    def one_model(m: StudyModel) -> dict:
+        sub = study.for_model(m)
+        t = sub.train_settings()
+        model, _ = assets.model(sub.model, t.device, sub.quantize, t.precision)
+        tfps = {task.dataset: _data_fingerprints(sub, task, assets) for task in sub.tasks}
+        probe = None
+        if wants_probe(sub):  # scored on the first task's train blocks (one model only)
+            task = sub.tasks[0]
+            blocks = assets.blocks(task.dataset, **_data_kw(sub, task)).train
+            probe = _probe(sub, model, blocks)
+            probes.append(probe)
+        if sub.budget is not None:
+            budgets.append(budget_params(sub, model))
+        return dict(
+            target=model,
+            fingerprints=assets.model_fingerprints(sub.model),
+            scores=probe.importance if probe is not None else None,
+            task_fingerprints=tfps,
+        )
+
+    specs, warnings = expand_models(study, one_model)
     unique = _unique_runs(specs, warnings)
     return PreparedStudy(
         study=study,
         specs=unique,
         warnings=bound_warnings(study) + warnings,
-        probe=probe.to_json() if probe is not None else None,
-        budget=budget_params(study, model) if study.budget is not None else None,
+        probe=probes[0].to_json() if probes else None,
+        # A study across models matches the budget on each; the first model's is stored.
+        budget=budgets[0] if budgets else None,
     )
 
 

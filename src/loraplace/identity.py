@@ -40,8 +40,8 @@ FIELDS: dict[str, dict[str, str]] = {
         **_each(IDENTITY, "use_rslora fingerprints"),
         **_each(ADDED, "use_dora init_lora_weights quantize data eval_tasks eval_dataset"),
         # Labels in tables: a study's name, the placement's label, the task (dataset label),
-        # the placement before its grid point, the grid point.
-        **_each(LABEL, "study placement_name task placement_base setting"),
+        # the placement before its grid point, the grid point, the model's label.
+        **_each(LABEL, "study placement_name task placement_base setting model_name"),
     },
     "TrainSettings": {
         **_each(IDENTITY, "steps epochs batch_size block_size lr schedule warmup_steps"),
@@ -55,7 +55,7 @@ FIELDS: dict[str, dict[str, str]] = {
         **_each(IDENTITY, "alpha_rule seeds zero_shot full_finetune train eval budget"),
         **_each(IDENTITY, "budget_per_role probe"),
         **_each(ADDED, "datasets use_dora use_rslora init_lora_weights select analysis"),
-        **_each(ADDED, "quantize data"),
+        **_each(ADDED, "quantize data models"),
         # Where and how results are written, not what they are.
         **_each(LABEL, "out peak_tflops threads workers sinks save"),
     },
@@ -74,6 +74,7 @@ FIELDS: dict[str, dict[str, str]] = {
     "AnalysisConfig": _each(IDENTITY, "margin"),
     "ProbeConfig": _each(IDENTITY, "batches batch_size seed"),
     "DatasetEntry": _each(IDENTITY, "name dataset text_field"),
+    "ModelEntry": _each(IDENTITY, "name model"),
 }
 # Train settings the study file keeps under eval: (TrainSettings name -> eval: key).
 EVAL_FIELDS = {

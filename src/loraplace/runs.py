@@ -116,6 +116,8 @@ class RunSpec:
     eval_tasks: tuple[dict[str, Any], ...] = ()
     # A separate validation file (eval.dataset): every row of it is the val set.
     eval_dataset: str | None = None
+    # Display only: the model's label in a study across models (None: the reference).
+    model_name: str | None = None
 
     @property
     def run_id(self) -> str:

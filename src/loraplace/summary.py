@@ -60,9 +60,10 @@ def run_end_rows(store: Store, study_id: str) -> list[PlacementRow]:
     runs = store.runs(study_id)
     metrics = store.metrics(r["run_id"] for r in runs)
     groups: dict[str, list[dict]] = {}
-    for r in runs:  # a multi-task study's rows are task/placement
-        task = (r.get("spec") or {}).get("task")
-        groups.setdefault(f"{task}/{r['placement']}" if task else r["placement"], []).append(r)
+    for r in runs:  # rows of a study across models and tasks are model/task/placement
+        spec = r.get("spec") or {}
+        where = [x for x in (spec.get("model_name"), spec.get("task")) if x]
+        groups.setdefault("/".join([*where, r["placement"]]), []).append(r)
     rows = []
     for placement, rs in groups.items():
         done = [r for r in rs if r["status"] == "done" and r["run_id"] in metrics]

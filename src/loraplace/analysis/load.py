@@ -48,6 +48,11 @@ class RunRecord:
         return self.spec.get("task")
 
     @property
+    def model(self) -> str:
+        """The model's label: its name in a study across models, else its reference."""
+        return self.spec.get("model_name") or self.spec.get("model") or ""
+
+    @property
     def placement_base(self) -> str:
         """The placement without its grid point (the label itself when there is no grid)."""
         return self.spec.get("placement_base") or self.placement
@@ -79,6 +84,14 @@ class StudyData:
     def for_task(self, task: str | None) -> StudyData:
         """The same study with only ``task``'s runs (what every per-task table reads)."""
         return dataclasses.replace(self, runs=[r for r in self.runs if r.task == task])
+
+    def models(self) -> list[str]:
+        """The study's models in order (their labels; one for a single-model study)."""
+        return list(dict.fromkeys(r.model for r in self.runs))
+
+    def for_model(self, model: str) -> StudyData:
+        """The same study with only ``model``'s runs (what every per-model table reads)."""
+        return dataclasses.replace(self, runs=[r for r in self.runs if r.model == model])
 
     def placements(self) -> list[str]:
         """Trained placements in study order (first appearance)."""

@@ -65,8 +65,9 @@ class RichDisplay(StudyDisplay):
     def start(self, prepared: PreparedStudy, todo: list[RunSpec], skipped: int) -> None:
         study = prepared.study
         self.n_todo = len(todo)
+        models = ", ".join(m.ref for m in study.model_list)
         self.console.print(
-            f"study [bold]{escape(study.name)}[/] ({study.study_id}): {escape(str(study.model))} "
+            f"study [bold]{escape(study.name)}[/] ({study.study_id}): {escape(models)} "
             f"on {escape(', '.join(t.dataset for t in study.tasks))}, {len(prepared.specs)} runs, "
             f"{skipped} already finished -> {escape(str(study.out_dir / STORE_NAME))}"
         )
@@ -237,9 +238,12 @@ def run(
         from loraplace.analysis import read_study_data
         from loraplace.analysis.fair import compare, seed_warning
 
-        line = seed_warning(compare(read_study_data(study.out_dir, outcome.study_id)))
-        if line:
-            console.print(f"[yellow]warning[/]: {escape(line)}")
+        data = read_study_data(study.out_dir, outcome.study_id)
+        for model in data.models():  # each model's seeds are judged on its own runs
+            line = seed_warning(compare(data.for_model(model)))
+            if line:
+                lead = f"{model}: " if len(data.models()) > 1 else ""
+                console.print(f"[yellow]warning[/]: {escape(lead + line)}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items()))
     console.print(
         f"ran {outcome.ran} of {outcome.total} runs in {wall:.1f} s ({counts}); "
@@ -318,5 +322,5 @@ def status(
 
 
 def _run_label(spec: RunSpec) -> str:
-    """The run's placement label, with its task in a multi-task study."""
-    return f"{spec.task}/{spec.placement_name}" if spec.task else spec.placement_name
+    """The run's placement label, with its model and task in a study across them."""
+    return "/".join(x for x in (spec.model_name, spec.task, spec.placement_name) if x)

@@ -108,10 +108,11 @@ class HalvingExecutor:
         rec.status, rec.curves, rec.metrics = result.status, result.curves, result.metrics
 
     def _judge(self, live: list[RunSpec], rung: int, on_result: ResultCallback) -> list[RunSpec]:
-        """Keep the best settings of each (task, placement) at ``rung``; prune the rest."""
+        """Keep the best settings of each (model, task, placement) at ``rung``; prune the
+        rest (models never judge each other's settings: their losses differ in scale)."""
         groups: dict[tuple, dict[str, list[RunSpec]]] = {}
         for spec in live:
-            key = (spec.task, spec.placement_base or spec.placement_name)
+            key = (spec.model, spec.task, spec.placement_base or spec.placement_name)
             groups.setdefault(key, {}).setdefault(spec.placement_name, []).append(spec)
         kept: list[RunSpec] = []
         for settings in groups.values():

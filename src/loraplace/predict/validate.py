@@ -192,6 +192,11 @@ def validate(
 
     check_options(predictors, options)
     data = read_study_data(store, study)
+    if len(data.models()) > 1:  # candidates take the model of their first run
+        raise UserError(
+            f"study {data.name!r} ran {len(data.models())} models, and validation ranks one "
+            "model's placements: validate a study with one model: key"
+        )
     groups = [(task, data.for_task(task)) for task in data.tasks()]
     # a group with only baseline runs has nothing to rank (unless nothing else has)
     trained = [(t, sub) for t, sub in groups if any(r.kind == "lora" for r in sub.runs)]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from loraplace.analysis import read_study_data, summarize
 from loraplace.analysis.fair import compare
+from loraplace.analysis.models import compare_models
 from loraplace.errors import UserError
 from loraplace.outdir import check_writable
 from loraplace.report import tables as tb
@@ -64,7 +65,9 @@ def build_report(
 
     t0 = time.perf_counter()
     data = read_study_data(store, study)
-    fair = compare(data, reference)
+    # A study across models: the headline is the first model's; the Models section has all.
+    models = compare_models(data, reference)
+    fair = models.fairs[models.models[0]] if models is not None else compare(data, reference)
     # The headline: the first task's chosen settings (on test when there is a test split).
     s = fair.tasks[0].summary if fair.tasks else summarize(data, reference)
     metric = resolve_metric(s, metric)
@@ -90,7 +93,9 @@ def build_report(
     try:
         repro = reproducibility(data, str(store))
         with png_writer():  # the figures' PNGs are compressed while the rest is written
-            doc, tables = build_document(s, str(store), repro, tmp / "figures", metric, fair)
+            doc, tables = build_document(
+                s, str(store), repro, tmp / "figures", metric, fair, models
+            )
             _write_texts(tmp, doc, tables)
         # After the block: the HTML embeds the PNG files, so they must be whole.
         (tmp / "report.html").write_text(to_html(doc))

@@ -229,7 +229,9 @@ def settings_table(runs: list[RunRecord]) -> tb.Table:
 def _model_para(s: Summary, runs: list[RunRecord]) -> Para:
     cfg = s.study.config
     fam = joined(r.manifest.get("model_type") for r in runs)
-    parts: list[str] = ["The base model is ", U(str(cfg.get("model"))), " ("]
+    # A study across models: Methods describes the headline model, the one its runs used.
+    name = joined(r.spec.get("model") for r in runs) if cfg.get("models") else cfg.get("model")
+    parts: list[str] = ["The base model is ", U(str(name)), " ("]
     parts += ["architecture family ", U(fam), ", "] if fam != "not recorded" else []
     parts += [
         f"{joined(_metric(runs, 'total_params'), fmt.count)} parameters; fingerprint ",

@@ -23,6 +23,7 @@ from loraplace.analysis import (
 )
 from loraplace.analysis.aggregate import MIN_SEEDS
 from loraplace.analysis.fair import FairComparison
+from loraplace.analysis.models import ModelComparison
 from loraplace.analysis.stats import ALPHA, PairedTest, find_test
 from loraplace.report import figures as figs
 from loraplace.report import fmt
@@ -40,6 +41,7 @@ from loraplace.report.render import (
     Para,
     TableBlock,
 )
+from loraplace.report.section_models import add_models_section
 from loraplace.report.section_tasks import add_task_section
 from loraplace.report.validation import add_budget_section, add_probe_section
 
@@ -208,6 +210,7 @@ class _Report:
     metric: str
     fair: FairComparison | None
     doc: Document
+    models: ModelComparison | None = None
     tests: list[PairedTest] = field(init=False)
     tables: list[tb.Table] = field(default_factory=list)
     figures: list[figs.FigureFile] = field(default_factory=list)
@@ -230,6 +233,8 @@ def _preamble(r: _Report) -> None:
     doc, s, study, fair = r.doc, r.s, r.s.study, r.fair
     cons = consistency(s)
     every_run = fair.study.runs if fair is not None else study.runs
+    if r.models is not None:  # every model's runs, not the headline model's alone
+        every_run = r.models.study.runs
     counts: dict[str, int] = {}
     for run in every_run:
         counts[run.status] = counts.get(run.status, 0) + 1
@@ -243,6 +248,18 @@ def _preamble(r: _Report) -> None:
             ]
         )
     )
+    if r.models is not None:
+        doc.add(
+            Para(
+                [
+                    f"The study compares the placements on {len(r.models.models)} models (",
+                    U(", ".join(r.models.models)),
+                    "). Results and the sections after it describe the first, ",
+                    U(r.models.models[0]),
+                    "; the Models section sets all of them side by side.",
+                ]
+            )
+        )
     if fair is not None and len(fair.tasks) > 1:
         names = ", ".join(str(t.task) for t in fair.tasks)
         doc.add(
@@ -343,6 +360,12 @@ def _comparisons(r: _Report) -> None:
     """Selection, tasks and verdicts of a fair comparison."""
     if r.fair is not None:
         add_comparison_sections(r.doc, r.table, r.figure, r.fair, r.fig_dir)
+
+
+def _models(r: _Report) -> None:
+    """Per-model results, the models' agreement and the cheap-proxy answer."""
+    if r.models is not None:
+        add_models_section(r.doc, r.table, r.models)
 
 
 def _budget(r: _Report) -> None:
@@ -595,6 +618,7 @@ SECTIONS = (
     _results,
     _tasks,
     _comparisons,
+    _models,
     _budget,
     _statistics,
     _tradeoff,
@@ -614,15 +638,18 @@ def build_document(
     fig_dir: Path,
     metric: str = "loss",
     fair: FairComparison | None = None,
+    models: ModelComparison | None = None,
 ) -> tuple[Document, list[tb.Table]]:
     """The whole report as a document, and the tables to write as files.
 
     metric: the headline metric, "loss" or a stored task metric (its section comes first).
     fair: the study's selection, tasks and verdicts (``analysis.fair.compare``); ``s`` is
     then its first task's headline summary.
+    models: a study across models (``analysis.models.compare_models``); ``fair`` and
+    ``s`` are then its first model's.
     """
     doc = Document([U(s.study.name), ": where should the LoRA adapters go?"])
-    report = _Report(s, repro, fig_dir, metric, fair, doc)
+    report = _Report(s, repro, fig_dir, metric, fair, doc, models)
     for section in SECTIONS:
         section(report)
     return doc, report.tables

@@ -84,6 +84,16 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'optuna.db').resolve()}"
 
 
+def _check_args(study, trials: int) -> None:
+    if trials < 1:
+        raise UserError(f"--trials {trials}: a search needs at least 1 trial; give --trials N")
+    if study.models is not None:
+        raise UserError(
+            "search tunes placements on one model, but the study lists models: search "
+            "each with model: NAME instead of models:"
+        )
+
+
 def run_search(
     study,
     *,
@@ -104,8 +114,7 @@ def run_search(
             for every trial; its own placements are ignored.
         budget: trainable-parameter cap; trials above it are pruned before training.
     """
-    if trials < 1:  # before the storage or the output directory is made
-        raise UserError(f"--trials {trials}: a search needs at least 1 trial; give --trials N")
+    _check_args(study, trials)  # before the storage or the output directory is made
     try:
         import optuna
     except ImportError:

@@ -6,7 +6,13 @@ expand (placements resolved into RunSpecs).
 
 from __future__ import annotations
 
-from loraplace.study.expand import budget_params, expand, retain_dataset, wants_probe
+from loraplace.study.expand import (
+    budget_params,
+    expand,
+    expand_models,
+    retain_dataset,
+    wants_probe,
+)
 from loraplace.study.load import (
     apply_overrides,
     load_study,
@@ -14,17 +20,26 @@ from loraplace.study.load import (
     read_study_file,
     validate_study,
 )
-from loraplace.study.schema import EvalConfig, ProbeConfig, SinksConfig, Study, TrainConfig
+from loraplace.study.schema import (
+    EvalConfig,
+    ProbeConfig,
+    SinksConfig,
+    Study,
+    StudyModel,
+    TrainConfig,
+)
 
 __all__ = [
     "EvalConfig",
     "ProbeConfig",
     "SinksConfig",
     "Study",
+    "StudyModel",
     "TrainConfig",
     "apply_overrides",
     "budget_params",
     "expand",
+    "expand_models",
     "load_study",
     "parse_override",
     "read_study_file",

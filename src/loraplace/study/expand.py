@@ -6,6 +6,7 @@ full fine-tuning) baselines of every task.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from loraplace.budget import budget_match, parse_budget
@@ -17,7 +18,7 @@ from loraplace.placement.peft_config import lora_config_kwargs
 from loraplace.placement.resolve import _arch_of
 from loraplace.runs import ZERO_SHOT_SEED, RunSpec, TrainSettings
 from loraplace.study.grid import grid_axes, grid_points, point_label, setting_of, varying_axes
-from loraplace.study.schema import Study
+from loraplace.study.schema import Study, StudyModel
 
 
 def wants_probe(study: Study) -> bool:
@@ -45,10 +46,13 @@ def expand(
     fingerprints: dict[str, str] | None = None,
     scores: Any = None,
     task_fingerprints: dict[str, dict[str, str]] | None = None,
+    model_name: str | None = None,
 ) -> tuple[list[RunSpec], list[str]]:
     """Resolve the study's placements and return (run specs, warnings).
 
-    Runs cross tasks x placements x grid points x seeds (see study/grid.py).
+    Runs cross models x tasks x placements x grid points x seeds (see study/grid.py),
+    model by model: a study across models expands each model as a study of its own
+    (``Study.for_model``), so placements resolve by role and budgets match on each.
 
     target: what placements resolve against (a model, meta model or config); the
         model reference when None.
@@ -57,8 +61,12 @@ def expand(
         ``allocate`` placements (the driver passes the probe of the study's own data).
     task_fingerprints: dataset reference -> its data/retain/test hashes, added to the
         fingerprints of that task's runs.
+    model_name: the model's label in a study across models (its runs' ``model_name``).
     """
-
+    if study.models is not None:
+        if target is not None or fingerprints or scores is not None:
+            raise ValueError("expand a study across models one model at a time (for_model)")
+        return expand_models(study, lambda m: {"task_fingerprints": task_fingerprints})
     target = _arch_of(study.model if target is None else target)
     specs: list[RunSpec] = []
     warnings: list[str] = []
@@ -79,12 +87,28 @@ def expand(
             data=study.data_settings(),
             eval_tasks=study.eval_task_settings(),
             eval_dataset=study.eval.dataset,
+            model_name=model_name,
         )
         specs += _baselines(study, common, "zero-shot")
         labels: set[str] = set()
         for spec, generated in placements:
             specs += _placement_runs(study, spec, generated, target, common, labels, warnings)
         specs += _baselines(study, common, "full")
+    return specs, warnings
+
+
+def expand_models(
+    study: Study, kwargs: Callable[[StudyModel], dict[str, Any]]
+) -> tuple[list[RunSpec], list[str]]:
+    """Every model's runs, model after model (one model stays loaded at a time), with
+    ``kwargs(model)`` as that model's ``expand`` arguments; warnings name the model."""
+    specs: list[RunSpec] = []
+    warnings: list[str] = []
+    for m in study.model_list:
+        one, said = expand(study.for_model(m), model_name=m.name, **kwargs(m))
+        specs += one
+        label = m.name or m.ref
+        warnings += [f"{label}: {w}" for w in said] if study.models is not None else said
     return specs, warnings
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from loraplace.budget.generated import parse_generated
+from loraplace.budget.generated import AllocateEntry, parse_generated
 from loraplace.defaults import default_study_config
 from loraplace.errors import UserError, closest
 from loraplace.study.bounds import check_bounds, check_select
@@ -106,6 +106,7 @@ def validate_study(config: dict[str, Any], source: str = "study") -> Study:
         raise UserError(f"{source}: seeds is empty: give at least one, e.g. seeds: [0]")
     _check_grid(study, source)
     _check_tasks(study, source)
+    _check_models(study, source)
     check_select(study, source)
 
     for entry in study.placements:
@@ -129,17 +130,23 @@ def _check_grid(study: Study, source: str) -> None:
             )
 
 
+def _check_replaces(study: Study, source: str, one: str, what: str) -> None:
+    """A list key (``datasets``, ``models``) replaces its single key and lists something."""
+    many = one + "s"
+    if one in study.model_fields_set:
+        raise UserError(
+            f"{source}: the study has both {one} and {many}: keep {many} (a list of "
+            f"{what}) and remove {one}"
+        )
+    if not getattr(study, many):
+        raise UserError(f"{source}: {many} is empty: give at least one {one}")
+
+
 def _check_tasks(study: Study, source: str) -> None:
     """``datasets`` replaces ``dataset``; its task names label tables, so each is unique."""
     if study.datasets is None:
         return
-    if "dataset" in study.model_fields_set:
-        raise UserError(
-            f"{source}: the study has both dataset and datasets: keep datasets (a list of "
-            "tasks) and remove dataset"
-        )
-    if not study.datasets:
-        raise UserError(f"{source}: datasets is empty: give at least one dataset")
+    _check_replaces(study, source, "dataset", "tasks")
     names = [t.name for t in study.tasks if t.name is not None]  # with datasets, all are named
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -157,6 +164,29 @@ def _check_tasks(study: Study, source: str) -> None:
                 f"{source}: tasks {other!r} and {t.name!r} both read {t.dataset}: their runs "
                 "would be the same runs and one task would be dropped: keep one entry"
             )
+
+
+def _check_models(study: Study, source: str) -> None:
+    """``models`` replaces ``model``; each model once, and one probe cannot serve several."""
+    if study.models is None:
+        return
+    _check_replaces(study, source, "model", "models")
+    for what, values in (
+        ("model", [m.name or m.ref for m in study.model_list]),
+        ("model reference", [m.ref for m in study.model_list]),
+    ):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise UserError(
+                f"{source}: {what} {twice[0]!r} appears twice in models: list each model once"
+            )
+    if study.probe is not None or any(
+        isinstance(parse_generated(e), AllocateEntry) for e in study.placements
+    ):
+        raise UserError(
+            f"{source}: probe and allocate placements score one model, but the study lists "
+            "several models: run them as one study per model, or drop probe/allocate"
+        )
 
 
 def load_study(path: str | Path | None, overrides: list[str] | None = None) -> Study:

@@ -173,6 +173,14 @@ class DatasetEntry(BaseModel):
     text_field: str | None = None  # None: the study's text_field
 
 
+class ModelEntry(BaseModel):
+    """One named model of a study across models."""
+
+    model_config = _STRICT
+    name: str  # the model's label in tables
+    model: str  # built-in name, local directory, .gguf file or hub id
+
+
 class SelectConfig(BaseModel):
     """Pick one grid point per placement (per task) by a validation metric's seed mean."""
 
@@ -245,6 +253,9 @@ class Study(BaseModel):
     # Several named tasks in one study: dataset references, or {name, dataset,
     # text_field}; the runs cross placements x tasks x seeds. Replaces ``dataset``.
     datasets: list[str | DatasetEntry] | None = None
+    # Several models in one study: model references, or {name, model}; the runs cross
+    # placements x models x tasks x seeds, model by model. Replaces ``model``.
+    models: list[str | ModelEntry] | None = None
     # Grid axes: rank, alpha, train.lr, use_dora, use_rslora and init_lora_weights may
     # each be a list; the runs cross placements x grid points x seeds.
     rank: int | list[int] = 8  # LoRA rank, or a list to sweep (placements with own rank keep it)
@@ -339,6 +350,22 @@ class Study(BaseModel):
         ]
 
     @property
+    def model_list(self) -> list[StudyModel]:
+        """The study's models; one unnamed model (name None) for a single ``model``."""
+        if self.models is None:
+            return [StudyModel(None, self.model)]
+        return [
+            StudyModel(e, e) if isinstance(e, str) else StudyModel(e.name, e.model)
+            for e in self.models
+        ]
+
+    def for_model(self, model: StudyModel) -> Study:
+        """This study on one of its models alone (what expansion and fingerprints read)."""
+        if self.models is None:
+            return self
+        return self.model_copy(update={"model": model.ref, "models": None})
+
+    @property
     def ranks(self) -> list[int]:
         return [self.rank] if isinstance(self.rank, int) else list(self.rank)
 
@@ -378,6 +405,14 @@ class Task:
     name: str | None
     dataset: str
     text_field: str
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """One model of a study: a label (None for a single-model study) and its reference."""
+
+    name: str | None
+    ref: str
 
 
 DEFAULT_TEST_FRACTION = 0.1
