@@ -12,6 +12,7 @@ from typing import Any
 
 from loraplace.analysis import RunRecord, Summary
 from loraplace.analysis.stats import ALPHA
+from loraplace.metrics import EVAL_TOKENS
 from loraplace.report import fmt
 from loraplace.report import tables as tb
 from loraplace.report.bib import Cite
@@ -92,7 +93,7 @@ def settings_rows(runs: list[RunRecord]) -> list[tuple[str, str]]:
         ("Seeds", joined(sorted({r.seed for r in runs}))),
         ("Split seed", t("split_seed")),
         ("Eval every (steps)", t("eval_every")),
-        ("Eval tokens", m("eval_tokens")),
+        ("Eval tokens", m(EVAL_TOKENS)),
         *[
             (name, joined(p.get(name) for p in pk))
             for name in ("python", "torch", "transformers", "peft")
@@ -163,7 +164,7 @@ def _counted(runs: list[RunRecord]) -> bool:
 def _train_tokens_sentence(runs: list[RunRecord]) -> str:
     """How many tokens each run trained on and was evaluated on."""
     train = joined(_metric(runs, "train_tokens"), fmt.count)
-    evals = joined(_metric(runs, "eval_tokens"), fmt.count)
+    evals = joined(_metric(runs, EVAL_TOKENS), fmt.count)
     if _counted(runs):
         scored = joined(_metric(runs, "train_scored_tokens"), fmt.count)
         return (
