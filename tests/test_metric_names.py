@@ -10,7 +10,7 @@ from pathlib import Path
 import loraplace
 from loraplace import metrics
 
-ROOMS = ("analysis", "report", "train", "store.py")
+ROOMS = ("analysis", "executors", "report", "study", "train", "store.py", "summary.py")
 # "accuracy" and "floor" are also plain words (a table's file name, a row label): not checked.
 NAMES = {
     metrics.EVAL_LOSS,
