@@ -32,3 +32,22 @@ def test_the_check_finds_a_long_function(tmp_path):
     body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
     (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}\n")
     assert _long_functions(tmp_path) == [f"m.py:long ({MAX_LINES + 1} lines)"]
+
+
+MAX_REPORT_MODULE_LINES = 400  # issue 25: the report is a package of section modules
+
+
+def _long_modules(root: Path, limit: int) -> list[str]:
+    counts = {p.name: len(p.read_text().splitlines()) for p in sorted(root.glob("*.py"))}
+    return [f"{name} ({n} lines)" for name, n in counts.items() if n > limit]
+
+
+def test_no_report_module_is_over_400_lines():
+    root = Path(loraplace.__file__).parent / "report"
+    assert _long_modules(root, MAX_REPORT_MODULE_LINES) == []
+
+
+def test_the_check_finds_a_long_module(tmp_path):
+    (tmp_path / "short.py").write_text("x = 1\n")
+    (tmp_path / "long.py").write_text("x = 1\n" * (MAX_REPORT_MODULE_LINES + 1))
+    assert _long_modules(tmp_path, MAX_REPORT_MODULE_LINES) == ["long.py (401 lines)"]

@@ -22,7 +22,7 @@ from report_fixtures import make_store
 from loraplace.report import build_report
 from loraplace.report.bib import WORKS, Cite, to_bibtex
 from loraplace.report.latex import unicode_safe
-from loraplace.report.methods import layer_ranges, resolutions
+from loraplace.report.method_placements import layer_ranges, resolutions
 from loraplace.report.pdf import chromium, compile_tex, log_problems, print_html, tex_engine
 
 

@@ -13,6 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from loraplace.metrics import EVAL_LOSS, RETAIN_LOSS, RETAIN_ZERO_SHOT_LOSS
 from loraplace.store import Store
 
 
@@ -72,7 +73,7 @@ def run_end_rows(store: Store, study_id: str) -> list[PlacementRow]:
         def col(name: str, ms=ms) -> list[float]:
             return [m[name] for m in ms if name in m]
 
-        losses = col("eval_loss")
+        losses = col(EVAL_LOSS)
         mean_loss = _mean(losses)
         trainable = col("trainable_params")
         rows.append(
@@ -93,8 +94,8 @@ def run_end_rows(store: Store, study_id: str) -> list[PlacementRow]:
                 trainable_pct=_mean(col("trainable_pct")),
                 train_time_s=_mean(col("train_time_s")),
                 tokens_per_s=_mean(col("tokens_per_s")),
-                retain_loss=_mean(col("retain_loss")),
-                retain_zero_shot_loss=_mean(col("retain_zero_shot_loss")),
+                retain_loss=_mean(col(RETAIN_LOSS)),
+                retain_zero_shot_loss=_mean(col(RETAIN_ZERO_SHOT_LOSS)),
                 floor=_mean(col("floor")),
                 seeds=sorted(r["seed"] for r in done),
             )

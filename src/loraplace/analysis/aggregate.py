@@ -11,6 +11,7 @@ import numpy as np
 from loraplace.analysis.dist import t_ppf
 from loraplace.analysis.load import TRAINED_KINDS, RunRecord, StudyData
 from loraplace.errors import UserError, closest
+from loraplace.metrics import EVAL_LOSS, FLOOR, RETAIN_LOSS, RETAIN_ZERO_SHOT_LOSS, ZERO_SHOT_LOSS
 
 CONFIDENCE = 0.95
 MIN_SEEDS = 3  # below this a CI is too wide to lean on; the report warns
@@ -96,7 +97,7 @@ class PlacementSummary:
 
     @property
     def loss_by_seed(self) -> dict[int, float]:
-        return {r.seed: r.metrics["eval_loss"] for r in self.runs}
+        return {r.seed: r.metrics[EVAL_LOSS] for r in self.runs}
 
     @property
     def reduction_vs_full(self) -> float | None:
@@ -153,24 +154,22 @@ def _first(runs: list[RunRecord], name: str) -> float | None:
 
 
 def _zero_shot(study: StudyData) -> ZeroShot | None:
-    zs_runs = [
-        r for r in study.runs if r.kind == "zero-shot" and r.done and "eval_loss" in r.metrics
-    ]
+    zs_runs = [r for r in study.runs if r.kind == "zero-shot" and r.done and EVAL_LOSS in r.metrics]
     if zs_runs:
-        by_seed = {r.seed: r.metrics["eval_loss"] for r in zs_runs}
+        by_seed = {r.seed: r.metrics[EVAL_LOSS] for r in zs_runs}
         return ZeroShot(
             loss=_loss_estimate(by_seed.values()),
             by_seed=by_seed,
             source="zero-shot runs",
-            floor=_first(zs_runs, "floor"),
-            retain_loss=_first(zs_runs, "retain_loss"),
+            floor=_first(zs_runs, FLOOR),
+            retain_loss=_first(zs_runs, RETAIN_LOSS),
         )
     # No baseline run: the trained runs measured the base model on the same eval tokens.
     trained = [r for r in study.runs if r.kind in TRAINED_KINDS and r.done]
     measured: dict[int, list[float]] = {}
     for r in trained:
-        if "zero_shot_loss" in r.metrics:
-            measured.setdefault(r.seed, []).append(r.metrics["zero_shot_loss"])
+        if ZERO_SHOT_LOSS in r.metrics:
+            measured.setdefault(r.seed, []).append(r.metrics[ZERO_SHOT_LOSS])
     if not measured:
         return None
     per_seed = {s: float(np.mean(v)) for s, v in measured.items()}
@@ -178,31 +177,31 @@ def _zero_shot(study: StudyData) -> ZeroShot | None:
         loss=_loss_estimate(per_seed.values()),
         by_seed=per_seed,
         source="zero_shot_loss metric of the trained runs",
-        floor=_first(trained, "floor"),
-        retain_loss=_first(trained, "retain_zero_shot_loss"),
+        floor=_first(trained, FLOOR),
+        retain_loss=_first(trained, RETAIN_ZERO_SHOT_LOSS),
     )
 
 
 def _zs_loss_for(run: RunRecord, zs: ZeroShot | None) -> float | None:
     """The base model's loss paired with this run: its own measurement, else the same seed's."""
-    if "zero_shot_loss" in run.metrics:
-        return run.metrics["zero_shot_loss"]
+    if ZERO_SHOT_LOSS in run.metrics:
+        return run.metrics[ZERO_SHOT_LOSS]
     if zs is None:
         return None
     return zs.by_seed.get(run.seed, zs.loss.mean)
 
 
 def _gap_closed(run: RunRecord, zs: ZeroShot | None) -> float | None:
-    floor = run.metrics.get("floor", zs.floor if zs else None)
+    floor = run.metrics.get(FLOOR, zs.floor if zs else None)
     zs_loss = _zs_loss_for(run, zs)
     if floor is None or zs_loss is None or zs_loss - floor <= 0:
         return None
-    return (zs_loss - run.metrics["eval_loss"]) / (zs_loss - floor)
+    return (zs_loss - run.metrics[EVAL_LOSS]) / (zs_loss - floor)
 
 
 def _forgetting(run: RunRecord, zs: ZeroShot | None) -> float | None:
-    after = run.metrics.get("retain_loss")
-    before = run.metrics.get("retain_zero_shot_loss", zs.retain_loss if zs else None)
+    after = run.metrics.get(RETAIN_LOSS)
+    before = run.metrics.get(RETAIN_ZERO_SHOT_LOSS, zs.retain_loss if zs else None)
     if after is None or before is None:
         return None
     return after - before
@@ -226,9 +225,7 @@ def summarize(study: StudyData, reference: str | None = None) -> Summary:
     summaries: list[PlacementSummary] = []
     for name in study.placements():
         runs = [r for r in study.runs if r.placement == name and r.kind in TRAINED_KINDS]
-        done = sorted(
-            (r for r in runs if r.done and "eval_loss" in r.metrics), key=lambda r: r.seed
-        )
+        done = sorted((r for r in runs if r.done and EVAL_LOSS in r.metrics), key=lambda r: r.seed)
         left_out = [r for r in runs if r not in done]
         if not done:
             continue
@@ -237,18 +234,18 @@ def summarize(study: StudyData, reference: str | None = None) -> Summary:
                 placement=name,
                 kind=done[0].kind,
                 runs=done,
-                loss=_loss_estimate(r.metrics["eval_loss"] for r in done),
+                loss=_loss_estimate(r.metrics[EVAL_LOSS] for r in done),
                 trainable_params=_first(done, "trainable_params"),
                 total_params=_first(done, "total_params"),
                 trainable_pct=_first(done, "trainable_pct"),
                 train_time=estimate(r.metrics.get("train_time_s") for r in done),
                 tokens_per_s=estimate(r.metrics.get("tokens_per_s") for r in done),
                 peak_mem_bytes=estimate(r.metrics.get("peak_mem_bytes") for r in done),
-                floor=_first(done, "floor"),
+                floor=_first(done, FLOOR),
                 gap_closed=estimate(_gap_closed(r, zs) for r in done),
                 forgetting=estimate(_forgetting(r, zs) for r in done),
                 loss_reduction=estimate(
-                    (z - r.metrics["eval_loss"]) if (z := _zs_loss_for(r, zs)) is not None else None
+                    (z - r.metrics[EVAL_LOSS]) if (z := _zs_loss_for(r, zs)) is not None else None
                     for r in done
                 ),
                 not_counted=left_out,

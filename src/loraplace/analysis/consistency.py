@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loraplace.analysis.aggregate import Summary
+from loraplace.metrics import EVAL_LOSS, EVAL_PPL
 
 REL_TOL = 1e-6  # stored eval_ppl must equal exp(eval_loss) to this relative tolerance
 
@@ -69,8 +70,8 @@ def consistency(summary: Summary) -> Consistency:
             )
         )
         for r in p.runs:
-            stored = r.metrics.get("eval_ppl")
-            again = math.exp(r.metrics["eval_loss"])
+            stored = r.metrics.get(EVAL_PPL)
+            again = math.exp(r.metrics[EVAL_LOSS])
             if stored is not None and abs(stored - again) > REL_TOL * again:
                 mismatches.append(Mismatch(r.run_id, p.placement, r.seed, stored, again))
     by_loss = [r.placement for r in sorted(rows, key=lambda r: r.loss)]

@@ -28,6 +28,7 @@ from loraplace.analysis.selection import (
     ranking_flips,
     select_settings,
 )
+from loraplace.metrics import EVAL_LOSS
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def compare(study: StudyData, reference: str | None = None) -> FairComparison:
     if select_cfg:
         # The metric's own direction, never a stored goal: a study stored before goal was
         # checked (study/bounds.py) may say max for a loss, which would pick the worst.
-        selections = select_settings(study, select_cfg.get("by", "eval_loss"))
+        selections = select_settings(study, select_cfg.get("by", EVAL_LOSS))
     tasks = []
     for task in study.tasks():
         # A selection that chose nothing (no run stores its metric: a study stored before

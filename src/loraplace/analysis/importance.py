@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loraplace.analysis.aggregate import Estimate, PlacementSummary, Summary, _zs_loss_for, estimate
+from loraplace.metrics import EVAL_LOSS
 
 ZERO_SHOT = "zero-shot"
 
@@ -150,7 +151,7 @@ def comparisons(summary: Summary) -> list[Comparison]:
 def _paired_gain(a: PlacementSummary, b: PlacementSummary | None, summary: Summary):
     if b is None:  # zero-shot: each run's own base-model measurement
         vals = [
-            z - r.metrics["eval_loss"]
+            z - r.metrics[EVAL_LOSS]
             for r in a.runs
             if (z := _zs_loss_for(r, summary.zero_shot)) is not None
         ]

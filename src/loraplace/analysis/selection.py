@@ -15,14 +15,25 @@ from typing import Any
 
 from loraplace.analysis.aggregate import Estimate, estimate
 from loraplace.analysis.load import TRAINED_KINDS, RunRecord, StudyData
-from loraplace.metrics import default_goal
+from loraplace.metrics import (
+    EVAL_LOSS,
+    EVAL_TOKENS,
+    FLOOR,
+    TEST_FLOOR,
+    TEST_LOSS,
+    TEST_PREFIX,
+    TEST_TOKENS,
+    TEST_ZERO_SHOT_LOSS,
+    ZERO_SHOT_LOSS,
+    default_goal,
+)
 
 # Validation metric -> its test-split counterpart, for the headline view.
 TEST_METRICS = {
-    "eval_loss": "test_loss",
-    "zero_shot_loss": "test_zero_shot_loss",
-    "floor": "test_floor",
-    "eval_tokens": "test_tokens",
+    EVAL_LOSS: TEST_LOSS,
+    ZERO_SHOT_LOSS: TEST_ZERO_SHOT_LOSS,
+    FLOOR: TEST_FLOOR,
+    EVAL_TOKENS: TEST_TOKENS,
 }
 
 
@@ -62,14 +73,14 @@ def grid_points_of(study: StudyData, task: str | None, placement: str, by: str) 
 
 
 def select_settings(
-    study: StudyData, by: str = "eval_loss", goal: str | None = None
+    study: StudyData, by: str = EVAL_LOSS, goal: str | None = None
 ) -> list[Selection]:
     """Per (task, placement), the grid point with the best seed-mean ``by`` (validation).
 
     Ties go to the first point in study order. A placement none of whose runs has ``by``
     gets no selection. Raises ValueError for a test-split metric.
     """
-    if by.startswith("test_"):
+    if by.startswith(TEST_PREFIX):
         raise ValueError(f"selection reads validation metrics only, not {by!r}")
     goal = goal or default_goal(by)
     sign = 1.0 if goal == "min" else -1.0
@@ -89,19 +100,19 @@ def select_settings(
 def _as_test(run: RunRecord, label: str | None) -> RunRecord:
     """The run with its test-split numbers where its validation numbers were (a run
     without a test split keeps its validation numbers)."""
-    if "test_loss" not in run.metrics:
+    if TEST_LOSS not in run.metrics:
         return dataclasses.replace(run, placement=label or run.placement)
     metrics = dict(run.metrics)
     for val_name, test_name in TEST_METRICS.items():
         metrics.pop(val_name, None)
         if test_name in run.metrics:
             metrics[val_name] = run.metrics[test_name]
-    metrics["val_loss"] = run.metrics.get("eval_loss", float("nan"))
+    metrics["val_loss"] = run.metrics.get(EVAL_LOSS, float("nan"))
     return dataclasses.replace(run, placement=label or run.placement, metrics=metrics)
 
 
 def has_test_split(study: StudyData) -> bool:
-    return any("test_loss" in r.metrics for r in study.runs if r.done)
+    return any(TEST_LOSS in r.metrics for r in study.runs if r.done)
 
 
 def headline_view(study: StudyData, selections: list[Selection], task: str | None) -> StudyData:
@@ -125,7 +136,7 @@ def headline_view(study: StudyData, selections: list[Selection], task: str | Non
 
 
 def ranking_at_points(
-    study: StudyData, task: str | None, by: str = "eval_loss"
+    study: StudyData, task: str | None, by: str = EVAL_LOSS
 ) -> dict[tuple, list[str]]:
     """At each grid point (its setting as sorted items), the placements ordered best first.
 

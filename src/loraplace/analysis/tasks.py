@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from loraplace.analysis.aggregate import Estimate, Summary, estimate
 from loraplace.analysis.stats import ALPHA, PairedTest, holm, paired_test
 from loraplace.errors import UserError, closest
-from loraplace.metrics import ACCURACY, RETAIN_ACCURACY, TASK_PREFIX
+from loraplace.metrics import ACCURACY, EVAL_LOSS, RETAIN_ACCURACY, TASK_PREFIX
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def task_metrics(s: Summary) -> list[str]:
 
 def resolve_metric(s: Summary, metric: str) -> str:
     """``loss`` or a stored task metric (``accuracy``, ``task:<name>`` or ``<name>``)."""
-    if metric in ("loss", "eval_loss"):
+    if metric in ("loss", EVAL_LOSS):
         return "loss"
     names = task_metrics(s)
     for cand in (metric, TASK_PREFIX + metric):

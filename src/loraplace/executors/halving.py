@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loraplace.executors.base import NullProgress, ResultCallback, RunProgress
+from loraplace.metrics import EVAL_LOSS
 from loraplace.runs import RunResult, RunSpec
 from loraplace.study.halving import survivors
 from loraplace.train.pause import Pause
@@ -36,7 +37,7 @@ class Record:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def eval_at(self, step: int) -> float | None:
-        return dict(self.curves.get("eval_loss", [])).get(step)
+        return dict(self.curves.get(EVAL_LOSS, [])).get(step)
 
     def reached(self, step: int) -> bool:
         """Whether this run needs no more training to be judged at ``step``."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from loraplace.analysis.fair import FairComparison, SeedPlan, TaskComparison
 from loraplace.analysis.power import MAX_SEEDS
+from loraplace.metrics import EVAL_LOSS
 from loraplace.report import fmt
 from loraplace.report.escape import U
 from loraplace.report.grid_figure import loss_vs_lr_figure
@@ -34,7 +35,7 @@ def _task(t: str | None) -> str:
 
 
 def selection_table(fair: FairComparison) -> Table:
-    by = fair.select_by or "eval_loss"
+    by = fair.select_by or EVAL_LOSS
     where = "test" if fair.on_test else "validation (no test split)"
     cols = ["Task", "Placement", "Selected setting", f"Validation {by}", f"Headline loss ({where})"]
     rows, raw = [], []

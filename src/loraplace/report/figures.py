@@ -16,6 +16,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from loraplace.analysis import Front, Importance, Summary  # noqa: E402
 from loraplace.heatmap import draw_heatmap  # noqa: E402
+from loraplace.metrics import EVAL_LOSS  # noqa: E402
 from loraplace.report import fmt  # noqa: E402
 from loraplace.report.escape import U, mpl  # noqa: E402
 from loraplace.report.png import write_png  # noqa: E402
@@ -193,7 +194,7 @@ def curves_figure(s: Summary, out: Path) -> FigureFile | None:
     """Learning curves: train loss (smoothed seed mean) and eval loss per placement."""
     kinds = [
         k
-        for k in ("train_loss", "eval_loss")
+        for k in ("train_loss", EVAL_LOSS)
         if any(r.curves.get(k) for p in s.placements for r in p.runs)
     ]
     if not kinds:
@@ -219,7 +220,7 @@ def curves_figure(s: Summary, out: Path) -> FigureFile | None:
                 color=f"C{i % 10}",
                 ls=("-", "--", ":", "-.")[i // 10 % 4],  # the 10 colours repeat: vary the dash
                 label=_short(p.placement, 24),
-                marker="o" if kind == "eval_loss" else None,
+                marker="o" if kind == EVAL_LOSS else None,
                 ms=3,
             )
             if kind == "train_loss":

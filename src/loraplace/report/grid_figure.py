@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 from loraplace.analysis.fair import FairComparison
 from loraplace.analysis.load import StudyData
 from loraplace.analysis.selection import grid_points_of
+from loraplace.metrics import EVAL_LOSS
 from loraplace.report.escape import U
 from loraplace.report.figures import FigureFile, _save, _short
 
@@ -31,7 +32,7 @@ def lr_curves(study: StudyData, task: str | None, placements: list[str], by: str
 
 def loss_vs_lr_figure(fair: FairComparison, study: StudyData, out: Path) -> FigureFile | None:
     """One panel per task: validation loss against lr per placement, the selection ringed."""
-    by = fair.select_by or "eval_loss"
+    by = fair.select_by or EVAL_LOSS
     panels = []
     for t in fair.tasks:
         names = list(dict.fromkeys(s.placement for s in fair.selections if s.task == t.task))

@@ -11,6 +11,7 @@ from loraplace.analysis import (
     PairedTest,
     Summary,
 )
+from loraplace.metrics import EVAL_LOSS
 from loraplace.report import fmt
 from loraplace.report.escape import U
 from loraplace.report.tables import DASH, Table, _ci, _raw, seeds_cell
@@ -141,7 +142,7 @@ def guideline_table(gs: list[Guideline], s: Summary) -> Table:
                 "axis": g.axis,
                 "budget": g.budget,
                 "placement": g.placement,
-                "eval_loss": g.loss,
+                EVAL_LOSS: g.loss,
                 "p_holm_vs_cheaper": g.step_test.p_holm if g.step_test else None,
             }
         )

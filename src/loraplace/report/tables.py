@@ -16,6 +16,7 @@ from loraplace.analysis import (
     Summary,
 )
 from loraplace.analysis.aggregate import MIN_SEEDS
+from loraplace.metrics import EVAL_LOSS
 from loraplace.peak_memory import column_for, measure_of
 from loraplace.report import fmt
 from loraplace.report.escape import U, md, tex
@@ -126,7 +127,7 @@ def _zero_shot_row(zs, ref, has: dict[str, bool]) -> Row:
             "placement": "zero-shot",
             "kind": "zero-shot",
             "seeds": zs.loss.n,
-            **_raw(zs.loss, "eval_loss"),
+            **_raw(zs.loss, EVAL_LOSS),
             "ppl": zs.ppl,
             "trainable_params": 0,
         },
@@ -168,7 +169,7 @@ def _placement_row(p, s: Summary, mem_col: str) -> Row:
             "placement": p.placement,
             "kind": p.kind,
             "seeds": p.loss.n,
-            **_raw(p.loss, "eval_loss"),
+            **_raw(p.loss, EVAL_LOSS),
             "ppl": p.ppl,
             "trainable_params": p.trainable_params,
             "trainable_pct": p.trainable_pct,

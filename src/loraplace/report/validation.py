@@ -8,6 +8,7 @@ from collections.abc import Callable
 from loraplace.analysis import Summary
 from loraplace.analysis.budgeted import BudgetCheck, budget_check
 from loraplace.analysis.probe_check import ProbeCheck, probe_check
+from loraplace.metrics import EVAL_LOSS
 from loraplace.report import fmt
 from loraplace.report.escape import U
 from loraplace.report.render import Document, Heading, Para, TableBlock
@@ -57,7 +58,7 @@ def budget_table(bc: BudgetCheck) -> Table:
                 "trainable_params": r.params,
                 "budget": bc.budget,
                 "seeds": r.loss.n,
-                **_raw(r.loss, "eval_loss"),
+                **_raw(r.loss, EVAL_LOSS),
             }
         )
     align = "llrrrr" + "r" * (len(cols) - 6)

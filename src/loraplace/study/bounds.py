@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from loraplace.errors import UserError
-from loraplace.metrics import ACCURACY, TASK_PREFIX, default_goal, task_metric
+from loraplace.metrics import ACCURACY, EVAL_LOSS, EVAL_PPL, TASK_PREFIX, default_goal, task_metric
 
 # numpy's RandomState and torch's generators both take seeds in 0 .. 2**32 - 1.
 SEED_MAX = 2**32 - 1
@@ -141,7 +141,7 @@ def selectable_metrics(study) -> list[str]:
     eval_loss always; with eval.tasks that read the study's own val examples (not retain
     tasks, which measure forgetting), each task:<name> and their mean, accuracy.
     """
-    out = ["eval_loss", "eval_ppl"]
+    out = [EVAL_LOSS, EVAL_PPL]
     tasks = [t for t in study.eval.tasks if not t.retain]
     if tasks:
         out += [ACCURACY, *(task_metric(t.name) for t in tasks)]

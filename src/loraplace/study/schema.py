@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from loraplace import identity as ident
+from loraplace.metrics import EVAL_LOSS, TEST_PREFIX
 from loraplace.runs import TrainSettings
 
 # Settings that live under ``eval:`` in the study file but in TrainSettings in a RunSpec.
@@ -185,7 +186,7 @@ class SelectConfig(BaseModel):
     """Pick one grid point per placement (per task) by a validation metric's seed mean."""
 
     model_config = _STRICT
-    by: str = "eval_loss"  # a validation metric: eval_loss or a task metric, never test_*
+    by: str = EVAL_LOSS  # a validation metric: eval_loss or a task metric, never test_*
     per: Literal["placement"] = "placement"
     # None: min for a loss, max for other metrics; given, it must agree (check_select)
     goal: Literal["min", "max"] | None = None
@@ -199,7 +200,7 @@ class SelectConfig(BaseModel):
     @field_validator("by")
     @classmethod
     def _not_test(cls, v: str) -> str:
-        if v.startswith("test_"):
+        if v.startswith(TEST_PREFIX):
             raise ValueError(
                 "selection reads validation metrics only; the test split judges the "
                 "selected settings (use eval_loss or a task metric)"
@@ -209,7 +210,7 @@ class SelectConfig(BaseModel):
     @model_validator(mode="after")
     def _halving_reads_the_loss(self):
         # The rungs evaluate validation loss only: task metrics wait for the end of a run.
-        if self.prune == "halving" and self.by != "eval_loss":
+        if self.prune == "halving" and self.by != EVAL_LOSS:
             raise ValueError("prune: halving judges rungs by eval_loss: set by: eval_loss")
         return self
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from loraplace.data import Blocks
+from loraplace.metrics import TEST_FLOOR, TEST_LOSS, TEST_TOKENS, TEST_ZERO_SHOT_LOSS
 from loraplace.train.evaluate import EvalResult, evaluate
 
 
@@ -34,9 +35,9 @@ def test_metrics(
         ev = base
     else:
         ev = evaluate(net, test.val, **eval_kw, nll_fn=nll_fn, scored=test.scored("val"))
-    out = {"test_loss": ev.loss, "test_tokens": float(ev.tokens)}
+    out = {TEST_LOSS: ev.loss, TEST_TOKENS: float(ev.tokens)}
     if base is not None:
-        out["test_zero_shot_loss"] = base.loss
+        out[TEST_ZERO_SHOT_LOSS] = base.loss
     if test.val_oracle_nll is not None:  # synthetic data: the floor on exactly these tokens
-        out["test_floor"] = float(test.val_oracle_nll[: eval_kw.get("max_blocks")].mean())
+        out[TEST_FLOOR] = float(test.val_oracle_nll[: eval_kw.get("max_blocks")].mean())
     return out

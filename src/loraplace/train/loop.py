@@ -15,6 +15,15 @@ from collections.abc import Callable
 import torch
 
 from loraplace.data import Blocks
+from loraplace.metrics import (
+    EVAL_LOSS,
+    EVAL_PPL,
+    EVAL_TOKENS,
+    FLOOR,
+    RETAIN_LOSS,
+    RETAIN_ZERO_SHOT_LOSS,
+    ZERO_SHOT_LOSS,
+)
 from loraplace.quantize import count_params
 from loraplace.runs import RunResult, RunSpec, TrainSettings
 from loraplace.schedule import scheduled_lr
@@ -112,7 +121,7 @@ def train_run(
     base_params = count_params(model)  # tied weights once; 4-bit weights at their real size
     meter = MemoryMeter(device)  # this run's own memory, not the process's
     meter.start()
-    curves: Curves = {"train_loss": [], "eval_loss": [(0, baseline.val.loss)], "lr": []}
+    curves: Curves = {"train_loss": [], EVAL_LOSS: [(0, baseline.val.loss)], "lr": []}
     metrics: dict[str, float] = {}
     stopped: Diverged | Paused | None = None
     forward, adapter = None, None
@@ -177,8 +186,8 @@ def _optimize(
             continue  # trained before the stop: its batch is drawn and skipped
         if pause is not None and step == pause.stop_at:
             ev = evals("val", blocks)
-            if curves["eval_loss"][-1][0] != step:
-                curves["eval_loss"].append((step, ev.loss))
+            if curves[EVAL_LOSS][-1][0] != step:
+                curves[EVAL_LOSS].append((step, ev.loss))
             pause.save(net, opt, curves, watch, step=step, train_time=train_time)
             raise Paused(step, ev.loss)
         t0 = time.perf_counter()
@@ -199,7 +208,7 @@ def _optimize(
         if on_step is not None:
             on_step(done, steps, loss, tally.processed / train_time)
         if t.eval_every and done % t.eval_every == 0 and done < steps:
-            curves["eval_loss"].append((done, evals("val", blocks).loss))
+            curves[EVAL_LOSS].append((done, evals("val", blocks).loss))
     return train_time, (tally.processed, tally.scored)
 
 
@@ -254,7 +263,7 @@ def _final_evals(
     if not math.isfinite(final.loss):
         raise Diverged(steps, final.loss)
     if steps:
-        curves["eval_loss"].append((steps, final.loss))
+        curves[EVAL_LOSS].append((steps, final.loss))
     retain_eval = None
     if retain is not None:
         retain_eval = evals("retain", retain) if steps else baseline.retain
@@ -283,21 +292,21 @@ def _run_metrics(
     steps x batch x block, and no train_scored_tokens).
     """
     train_tokens, scored_tokens = counts
-    return dict(
-        eval_loss=final.loss,
-        eval_ppl=math.exp(final.loss),
-        eval_tokens=final.tokens,
-        mean_batch_ppl=final.mean_batch_ppl,
-        zero_shot_loss=baseline.val.loss,
+    return {
+        EVAL_LOSS: final.loss,
+        EVAL_PPL: math.exp(final.loss),
+        EVAL_TOKENS: final.tokens,
+        "mean_batch_ppl": final.mean_batch_ppl,
+        ZERO_SHOT_LOSS: baseline.val.loss,
         **params,
-        train_time_s=train_time,
-        eval_time_s=final.time_s,
-        tokens_per_s=train_tokens / train_time if train_time > 0 else 0.0,
+        "train_time_s": train_time,
+        "eval_time_s": final.time_s,
+        "tokens_per_s": train_tokens / train_time if train_time > 0 else 0.0,
         **memory,
-        steps=steps,
-        train_tokens=train_tokens,
-        train_scored_tokens=scored_tokens,
-    )
+        "steps": steps,
+        "train_tokens": train_tokens,
+        "train_scored_tokens": scored_tokens,
+    }
 
 
 def _held_out_metrics(
@@ -312,12 +321,12 @@ def _held_out_metrics(
     out: dict[str, float] = {}
     floor = oracle_floor(blocks, spec.train.max_eval_blocks)
     if floor is not None:
-        out["floor"] = floor
+        out[FLOOR] = floor
     test_nll = evals.forward.eval_nll("test", test.val) if test is not None else None
     out.update(test_metrics(evals.net, test, baseline.test, evals.kw, test_nll))
     if retain_eval is not None and baseline.retain is not None:
-        out["retain_loss"] = retain_eval.loss
-        out["retain_zero_shot_loss"] = baseline.retain.loss
+        out[RETAIN_LOSS] = retain_eval.loss
+        out[RETAIN_ZERO_SHOT_LOSS] = baseline.retain.loss
     return out
 
 
@@ -402,7 +411,7 @@ def _result(
             error=f"diverged: {stopped}",
         )
     # Kept with its numbers, but out of every mean (see divergence.py).
-    flag = worse_than_zero_shot(metrics["eval_loss"], metrics.get("zero_shot_loss"))
+    flag = worse_than_zero_shot(metrics[EVAL_LOSS], metrics.get(ZERO_SHOT_LOSS))
     return RunResult(
         run_id=spec.run_id,
         status="flagged" if flag and metrics.get("steps") else "done",

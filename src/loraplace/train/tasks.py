@@ -20,7 +20,13 @@ from typing import Literal
 import torch
 
 from loraplace.errors import UserError
-from loraplace.metrics import ACCURACY, RETAIN_ACCURACY, RETAIN_PREFIX, TASK_PREFIX
+from loraplace.metrics import (
+    ACCURACY,
+    RETAIN_ACCURACY,
+    RETAIN_PREFIX,
+    TASK_PREFIX,
+    metric_on_test,
+)
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,7 @@ def spec_task_metrics(model, tokenizer, spec, blocks, test, device) -> dict[str,
     own = [t for t in tasks if t.kind != "lm-eval"]  # an lm-eval task has its own data
     if test is not None and own:
         held = run_tasks(model, tokenizer, test.val_examples, own, device)
-        out.update({f"test_{k}": v for k, v in held.items()})
+        out.update({metric_on_test(k): v for k, v in held.items()})
     return out
 
 

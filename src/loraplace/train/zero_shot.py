@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from loraplace import metrics as names
 from loraplace.data import Blocks
 from loraplace.runs import RunResult, RunSpec
 from loraplace.train import measure
@@ -42,11 +43,11 @@ def zero_shot_result(
         baseline = evaluate_base(model, blocks, retain, t, test)
     val = baseline.val
     metrics: dict[str, float] = {
-        "eval_loss": val.loss,
-        "eval_ppl": math.exp(val.loss),
-        "eval_tokens": val.tokens,
+        names.EVAL_LOSS: val.loss,
+        names.EVAL_PPL: math.exp(val.loss),
+        names.EVAL_TOKENS: val.tokens,
         "mean_batch_ppl": val.mean_batch_ppl,
-        "zero_shot_loss": val.loss,
+        names.ZERO_SHOT_LOSS: val.loss,
         "trainable_params": 0,
         "total_params": sum(p.numel() for p in model.parameters()),
         "trainable_pct": 0.0,
@@ -57,14 +58,14 @@ def zero_shot_result(
     }
     floor = oracle_floor(blocks, t.max_eval_blocks)
     if floor is not None:
-        metrics["floor"] = floor
+        metrics[names.FLOOR] = floor
     metrics.update(test_metrics(None, test, baseline.test, {"max_blocks": t.max_eval_blocks}))
     if spec.eval_tasks:
         from loraplace.train.tasks import spec_task_metrics
 
         metrics.update(spec_task_metrics(model, tokenizer, spec, blocks, test, device))
     if baseline.retain is not None:
-        metrics["retain_loss"] = metrics["retain_zero_shot_loss"] = baseline.retain.loss
+        metrics[names.RETAIN_LOSS] = metrics[names.RETAIN_ZERO_SHOT_LOSS] = baseline.retain.loss
     manifest = build_manifest(
         device=device,
         precision=measure.resolve_precision(t.precision, device),
@@ -75,6 +76,6 @@ def zero_shot_result(
         run_id=spec.run_id,
         status="done",
         metrics=metrics,
-        curves={"eval_loss": [(0, val.loss)]},
+        curves={names.EVAL_LOSS: [(0, val.loss)]},
         manifest=manifest,
     )
