@@ -318,3 +318,28 @@ def test_concurrent_first_uses_convert_once(tmp_path, cache, monkeypatch):
     assert len(calls) == 1 and len(got) == 2 and got[0] == got[1]
     leftovers = [p.name for p in (cache / "gguf").iterdir() if ".tmp-" in p.name]
     assert leftovers == []  # the temporary directory was renamed into place
+
+
+def test_threads_hashing_at_once_each_get_the_sha(tmp_path, cache):
+    """Two first uses in one process write the sha memo at once: neither loses its file."""
+    import threading
+
+    from loraplace.gguf_source.digest import file_sha256
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    want = hashlib.sha256(path.read_bytes()).hexdigest()
+    start, got, errors = threading.Barrier(8), [], []
+
+    def hash_once() -> None:
+        start.wait()
+        try:
+            got.append(file_sha256(path))
+        except Exception as exc:  # the race lost a temporary file
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hash_once) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and got == [want] * 8

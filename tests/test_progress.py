@@ -49,7 +49,12 @@ def test_run_display_prints_plain_lines_only_off_a_terminal():
     from loraplace.cli.run import RichDisplay
 
     spec = SimpleNamespace(
-        placement_name="attention", task=None, seed=3, kind="train", train=SimpleNamespace(steps=50)
+        placement_name="attention",
+        model_name=None,
+        task=None,
+        seed=3,
+        kind="train",
+        train=SimpleNamespace(steps=50),
     )
     buf = io.StringIO()
     display = RichDisplay(Console(file=buf, force_terminal=False, width=200))

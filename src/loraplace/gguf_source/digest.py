@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 from loraplace.data.cache import cache_dir
@@ -39,7 +40,9 @@ def file_sha256(path: Path) -> str:
     digest = h.hexdigest()
     memo[str(path)] = {"stamp": stamp, "sha256": digest}
     memo_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}")
+    # One temporary file per writer: two threads of one process (two first uses at once)
+    # must not rename each other's file away.
+    tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
     os.replace(tmp, memo_file)  # last writer wins; a lost entry is only hashed again
     return digest
