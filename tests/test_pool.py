@@ -5,16 +5,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from run_fixtures import tiny_study
-from test_driver import runs_of
+from test_driver import _wait_for_a_trained_run_in_flight, runs_of
 
 from loraplace.assets import Assets
 from loraplace.cli import run_cli
@@ -32,23 +30,6 @@ def _study(tmp_path: Path, out: str, **overrides) -> Path:
     path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def _wait_for_runs_in_flight(proc, db: Path) -> None:
-    """Until a trained run is done and another is running (two may run at once here)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                con = sqlite3.connect(db, timeout=1)
-                counts = dict(con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
-                con.close()
-            except sqlite3.OperationalError:
-                counts = {}
-            if counts.get("done", 0) >= 2 and counts.get("running", 0) >= 1:
-                return
-        time.sleep(0.05)
-    raise AssertionError("the study finished (or stalled) before it could be stopped")
 
 
 def _numbers(out: Path) -> dict[str, tuple[str, float]]:
@@ -96,7 +77,7 @@ def test_sigterm_stops_the_workers_and_marks_their_runs_interrupted(tmp_path):
     study = _study(tmp_path, "out", seeds=[0, 1, 2], workers=2)
     command = [sys.executable, "-m", "loraplace", "run", str(study), "train.steps=150"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    _wait_for_runs_in_flight(proc, tmp_path / "out" / "loraplace.db")
+    _wait_for_a_trained_run_in_flight(proc, tmp_path / "out" / "loraplace.db", max_running=2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out

@@ -157,12 +157,14 @@ def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
     return code, got.out, got.err
 
 
-def assert_cli_one_line(result: tuple[int, str, str], needle: str) -> None:
+def assert_cli_one_line(result: tuple[int, str, str], needle: str) -> str:
+    """Exit 2 and one ``error:`` line containing ``needle``; returns that line."""
     code, _, err = result
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0], lines[0]
+    return lines[0]
 
 
 def snapshot(directory: Path, skip: str = "\0") -> dict[str, tuple[int, int, bytes]]:
