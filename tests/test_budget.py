@@ -7,7 +7,7 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from loraplace.arch import describe, meta_from_config
-from loraplace.budget import allocate, allocation, budget_match, match_budget
+from loraplace.budget import allocate, match_budget
 from loraplace.budget.matching import parse_budget
 from loraplace.errors import UserError
 from loraplace.placement import lora_config, parse_placement, resolve
@@ -74,11 +74,10 @@ def test_parse_budget_rejects(medium, bad):
 def test_seed_placements_at_the_seed_ffn_budget(
     medium, placement, per_role, rank, role_rank, achieved
 ):
-    m = budget_match(placement, medium, SEED_FFN_BUDGET, per_role=per_role)
+    m = match_budget(placement, medium, SEED_FFN_BUDGET, per_role=per_role)
     assert (m.spec.rank, m.spec.role_rank, m.achieved) == (rank, role_rank, achieved)
     assert m.deviation == achieved - SEED_FFN_BUDGET <= 0
-    spec, rp = match_budget(placement, medium, SEED_FFN_BUDGET, per_role=per_role)
-    assert rp.trainable_params == achieved and spec == m.spec
+    assert m.resolved.trainable_params == achieved
     assert m.to_json()["deviation_pct"] == pytest.approx(100 * m.deviation / SEED_FFN_BUDGET)
 
 
@@ -86,11 +85,13 @@ def test_seed_placements_at_the_seed_ffn_budget(
 @pytest.mark.parametrize("budget", [500_000, 1_234_567, "0.55%", "1.2%", "3M"])
 def test_matching_never_exceeds_and_lands_within_one_rank_step(medium, placement, budget):
     n = parse_budget(budget, medium)
-    spec, rp = match_budget(placement, medium, budget)
+    m = match_budget(placement, medium, budget)
+    spec, rp = m.spec, m.resolved
     assert rp.trainable_params <= n
     assert resolve(placement, medium, rank=spec.rank + 1).trainable_params > n
     # per role: every role's next rank step would overshoot
-    spec, rp = match_budget(placement, medium, budget, per_role=True)
+    m = match_budget(placement, medium, budget, per_role=True)
+    spec, rp = m.spec, m.resolved
     left = n - rp.trainable_params
     assert 0 <= left
     for role in rp.by_role():
@@ -101,7 +102,8 @@ def test_matching_never_exceeds_and_lands_within_one_rank_step(medium, placement
 
 @pytest.mark.parametrize("placement", ["all-linear", "attention", "mlp", "qv"])
 def test_matching_on_llama(tiny_llama, placement):
-    spec, rp = match_budget(placement, tiny_llama, 3000)
+    m = match_budget(placement, tiny_llama, 3000)
+    spec, rp = m.spec, m.resolved
     assert rp.trainable_params <= 3000
     assert resolve(placement, tiny_llama, rank=spec.rank + 1).trainable_params > 3000
 
@@ -115,8 +117,7 @@ def test_matching_errors(medium):
 
 def test_matching_caps_the_rank_at_the_module_size(tiny_llama):
     # a huge budget cannot push the rank past min(in, out) of the smallest module
-    spec, rp = match_budget("attention", tiny_llama, "1G")
-    assert spec.rank == 16  # k/v project 32 -> 16 (GQA)
+    assert match_budget("attention", tiny_llama, "1G").spec.rank == 16  # k/v project 32 -> 16 (GQA)
 
 
 # ---------------------------------------------------------------- per-module ranks
@@ -168,7 +169,7 @@ def _scores(arch, hot_role: str, hot: float = 10.0) -> dict:
 def test_allocation_respects_the_budget_exactly(medium, budget, per_param):
     n = parse_budget(budget, medium)
     scores = _scores(medium, "attn.o")
-    a = allocation(scores, medium, budget, score_per_param=per_param)
+    a = allocate(scores, medium, budget, score_per_param=per_param)
     assert a.achieved <= n
     # the resolved spec counts exactly what the allocation chose
     expected = sum(
@@ -191,7 +192,7 @@ def test_allocation_respects_the_budget_exactly(medium, budget, per_param):
 
 
 def test_allocation_follows_the_scores(medium):
-    a = allocation(_scores(medium, "attn.o", hot=100.0), medium, "seed-ffn@r16")
+    a = allocate(_scores(medium, "attn.o", hot=100.0), medium, "seed-ffn@r16")
     # the hot role is taken in every layer, at the top of the ladder, before anything else
     assert all(a.ranks.get((layer, "attn.o")) == 16 for layer in range(24))
     assert {k[1] for k, r in a.ranks.items() if r == 16} == {"attn.o"}
@@ -211,7 +212,7 @@ def test_allocated_spec_trains_plans_and_exports():
     arch = describe(model)
     scores = _scores(arch, "mlp.up")
     budget = resolve("seed-ffn", arch, rank=8).trainable_params  # 2 x 160 x 8 = 2560
-    spec = allocate(scores, arch, budget, name="probe-alloc")
+    spec = allocate(scores, arch, budget, name="probe-alloc").spec
     rp = resolve(spec, model)
     assert rp.name == "probe-alloc" and rp.trainable_params <= budget == 2560
     peft_model = get_peft_model(model, lora_config(rp.modules))
@@ -223,7 +224,7 @@ def test_allocated_spec_trains_plans_and_exports():
 
 def test_allocation_skips_zero_scores_and_explains_errors(medium):
     scores = {(0, "attn.o"): 1.0, (1, "attn.o"): 0.0}
-    a = allocation(scores, medium, "1M")
+    a = allocate(scores, medium, "1M")
     assert a.ranks == {(0, "attn.o"): 16} and a.skipped == [(1, "attn.o")]
     with pytest.raises(UserError, match="fits no module"):
         allocate(scores, medium, 100)
@@ -250,7 +251,7 @@ def test_allocation_skips_zero_scores_and_explains_errors(medium):
 def test_dora_magnitudes_are_spent_from_the_budget(
     medium, placement, per_role, rank, role_rank, magnitudes, achieved
 ):
-    m = budget_match(placement, medium, SEED_FFN_BUDGET, per_role=per_role, use_dora=True)
+    m = match_budget(placement, medium, SEED_FFN_BUDGET, per_role=per_role, use_dora=True)
     assert (m.spec.rank, m.spec.role_rank, m.achieved) == (rank, role_rank, achieved)
     assert m.resolved.use_dora and m.achieved <= SEED_FFN_BUDGET
     assert m.achieved - resolve(m.spec, medium).trainable_params == magnitudes

@@ -8,7 +8,7 @@ import torch
 from peft import get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from loraplace.budget import allocation
+from loraplace.budget import allocate
 from loraplace.errors import UserError
 from loraplace.placement import lora_config, resolve
 from loraplace.probe import SCORES, ProbeResult, pick_batches, probe_model
@@ -173,7 +173,7 @@ def test_allocation_from_probe_scores(result):
     model = _model()
     budget = resolve("seed-ffn", model, rank=8).trainable_params
     for name in SCORES:
-        a = allocation(result.importance(name), model, budget)
+        a = allocate(result.importance(name), model, budget)
         assert 0 < a.achieved <= budget
 
 

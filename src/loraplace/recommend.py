@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.arch import describe, meta_from_config
-from loraplace.budget import allocation, parse_budget
+from loraplace.budget import allocate, parse_budget
 from loraplace.errors import UserError
 from loraplace.gguf_source import is_gguf_ref
 from loraplace.models import load_config
@@ -362,7 +362,7 @@ def recommend_from_probe(
 
     cap = parse_budget(budget, _meta(model))
     result = probe(model, data, seed=seed)
-    alloc = allocation(result.importance(score), _meta(model), cap)
+    alloc = allocate(result.importance(score), _meta(model), cap)
     rp = alloc.resolved
     return proposal(
         "probe",

@@ -105,60 +105,9 @@ def _value(score: float, rank: int) -> float:
     return score * math.log2(1 + rank)
 
 
-def allocate(
-    scores: dict[Key, float],
-    target,
-    budget: int | str,
-    *,
-    ranks: tuple[int, ...] = DEFAULT_RANKS,
-    score_per_param: bool = True,
-    name: str = "allocated",
-    alpha: float | None = None,
-    alpha_rule: AlphaRule | None = None,
-) -> PlacementSpec:
-    """A placement spec spending at most ``budget`` on the (layer, role)s that score best.
-
-    Args:
-        scores: (layer, role) -> importance, higher meaning 'adapt here' (use
-            ``ProbeResult.importance(name)``, which inverts scores such as nfn).
-        target: ArchInfo, nn.Module, config or model reference.
-        budget: see ``loraplace.budget.parse_budget``.
-        ranks: the rank ladder each (layer, role) may climb.
-        score_per_param: rank steps by value gained per adapter parameter (knapsack
-            density); False ranks them by value alone, whatever they cost.
-    """
-    return allocation(
-        scores,
-        target,
-        budget,
-        ranks=ranks,
-        score_per_param=score_per_param,
-        name=name,
-        alpha=alpha,
-        alpha_rule=alpha_rule,
-    ).spec
-
-
-def allocation(
-    scores: dict[Key, float],
-    target,
-    budget: int | str,
-    *,
-    ranks: tuple[int, ...] = DEFAULT_RANKS,
-    score_per_param: bool = True,
-    name: str = "allocated",
-    alpha: float | None = None,
-    alpha_rule: AlphaRule | None = None,
-) -> Allocation:
-    """``allocate`` with the chosen ranks, value and resolved placement."""
-    arch: ArchInfo = _arch_of(target)
-    n = parse_budget(budget, arch)
-    ladder = sorted({int(r) for r in ranks})
-    if not ladder or ladder[0] < 1:
-        raise UserError(f"invalid rank ladder {ranks!r}: give positive ranks, e.g. 2,4,8,16")
-
+def _checked_scores(scores: dict[Key, float], groups: dict, arch: ArchInfo) -> dict[Key, float]:
+    """The scores keyed (int layer, str role), each naming a (layer, role) of ``arch``."""
     scores = {(int(k[0]), str(k[1])): float(v) for k, v in scores.items()}
-    groups = layer_role_groups(arch)
     unknown = [k for k in scores if k not in groups]
     if unknown:
         raise UserError(
@@ -170,6 +119,42 @@ def allocation(
         raise UserError(
             f"score of {bad[0]} is {scores[bad[0]]}: allocation needs finite scores >= 0"
         )
+    return scores
+
+
+def allocate(
+    scores: dict[Key, float],
+    target,
+    budget: int | str,
+    *,
+    ranks: tuple[int, ...] = DEFAULT_RANKS,
+    score_per_param: bool = True,
+    name: str = "allocated",
+    alpha: float | None = None,
+    alpha_rule: AlphaRule | None = None,
+) -> Allocation:
+    """The placement spending at most ``budget`` on the (layer, role)s that score best.
+
+    Args:
+        scores: (layer, role) -> importance, higher meaning 'adapt here' (use
+            ``ProbeResult.importance(name)``, which inverts scores such as nfn).
+        target: ArchInfo, nn.Module, config or model reference.
+        budget: see ``loraplace.budget.parse_budget``.
+        ranks: the rank ladder each (layer, role) may climb.
+        score_per_param: rank steps by value gained per adapter parameter (knapsack
+            density); False ranks them by value alone, whatever they cost.
+
+    Returns the Allocation: the spec, the chosen ranks, their value and the resolved
+    placement.
+    """
+    arch: ArchInfo = _arch_of(target)
+    n = parse_budget(budget, arch)
+    ladder = sorted({int(r) for r in ranks})
+    if not ladder or ladder[0] < 1:
+        raise UserError(f"invalid rank ladder {ranks!r}: give positive ranks, e.g. 2,4,8,16")
+
+    groups = layer_role_groups(arch)
+    scores = _checked_scores(scores, groups, arch)
 
     order = {k: i for i, k in enumerate(sorted(groups))}
     cost1 = {k: cost_per_rank(groups[k]) for k in groups}

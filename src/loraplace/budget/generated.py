@@ -196,5 +196,5 @@ def generate(
             name=entry.label(),
             alpha=entry.alpha,
             alpha_rule=entry.alpha_rule,
-        )
+        ).spec
     ]

@@ -123,7 +123,8 @@ def match_budget(
     *,
     per_role: bool = False,
     max_rank: int | None = None,
-) -> tuple[PlacementSpec, ResolvedPlacement]:
+    use_dora: bool = False,
+) -> BudgetMatch:
     """The spec at the rank bringing its exact trainable count closest to ``budget``, not above.
 
     Args:
@@ -133,27 +134,12 @@ def match_budget(
             roles one rank step at a time (largest role first, round after round) until no
             role can take one more step; ranks stay within a step or so of r.
         max_rank: cap on any rank (default: the smallest dimension of the modules).
+        use_dora: DoRA's magnitudes (one per output feature of each module, whatever the
+            rank) are spent from the budget first; the ranks share what is left.
 
     The spec's own ``rank`` is replaced; a spec with role/layer/module rank overrides is
-    refused, since those ranks would not move with the budget.
-    """
-    m = budget_match(spec, target, budget, per_role=per_role, max_rank=max_rank)
-    return m.spec, m.resolved
-
-
-def budget_match(
-    spec: str | dict | PlacementSpec,
-    target,
-    budget: int | str,
-    *,
-    per_role: bool = False,
-    max_rank: int | None = None,
-    use_dora: bool = False,
-) -> BudgetMatch:
-    """``match_budget`` with the budget, achieved count and deviation (for reports).
-
-    use_dora: DoRA's magnitudes (one per output feature of each module, whatever the rank)
-        are spent from the budget first; the ranks share what is left.
+    refused, since those ranks would not move with the budget. Returns the BudgetMatch:
+    the matched spec, its resolved placement, the budget, achieved count and deviation.
     """
     spec = parse_placement(spec)
     arch: ArchInfo = _arch_of(target)
@@ -218,4 +204,4 @@ def match_all(
     """Every placement matched to one budget (the study's ``budget:`` key)."""
     arch = _arch_of(target)
     n = parse_budget(budget, arch)
-    return [budget_match(s, arch, n, per_role=per_role) for s in specs]
+    return [match_budget(s, arch, n, per_role=per_role) for s in specs]

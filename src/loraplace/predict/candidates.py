@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loraplace.budget import allocation, budget_match
+from loraplace.budget import allocate, match_budget
 from loraplace.budget.generated import random_allocation
 from loraplace.errors import UserError
 from loraplace.placement import PRESETS, resolve
@@ -64,7 +64,7 @@ def budget_candidates(model: str, budget: int, arch) -> list[Candidate]:
     out: list[Candidate] = []
     for name in PRESETS:
         try:
-            m = budget_match(name, arch, budget)
+            m = match_budget(name, arch, budget)
         except UserError:  # does not fit, or the model has no such modules
             continue
         if m.resolved.modules:
@@ -91,6 +91,6 @@ def allocated_candidates(ctx: Context, arch) -> list[Candidate]:
     result, _ = study_probe(ctx)
     out = []
     for score in ALLOCATED:
-        rp = allocation(result.importance(score), arch, ctx.budget).resolved
+        rp = allocate(result.importance(score), arch, ctx.budget).resolved
         out.append(Candidate(f"allocated-{score}", rp.as_dicts(), rp.use_rslora))
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from loraplace.budget import budget_match, parse_budget
+from loraplace.budget import match_budget, parse_budget
 from loraplace.budget.generated import AllocateEntry, generate, parse_generated
 from loraplace.errors import UserError
 from loraplace.identity import ZERO_SHOT_FIELDS
@@ -123,7 +123,7 @@ def _budgeted_specs(study: Study, target: Any, budget: int | None, scores, warni
                 achieved = resolve(spec, target, use_dora=dora).trainable_params
             else:
                 per_role = study.budget_per_role
-                match = budget_match(spec, target, budget, per_role=per_role, use_dora=dora)
+                match = match_budget(spec, target, budget, per_role=per_role, use_dora=dora)
                 spec, achieved = match.spec, match.achieved
             warnings.append(
                 f"{spec.label()}: budget {budget:,} -> {achieved:,} trainable params "
