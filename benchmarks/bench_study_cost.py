@@ -64,7 +64,7 @@ def study_config(out: Path, args, prune: bool) -> dict:
 
 def selections(out: Path) -> tuple[dict[str, float], dict[str, dict[str, dict[int, float]]]]:
     """(placement -> selected lr, placement -> label -> seed -> validation loss) of a store."""
-    from loraplace.analysis.load import read_study_data
+    from loraplace.analysis.read import read_study_data
     from loraplace.analysis.selection import select_settings
 
     data = read_study_data(out)

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from loraplace.data import load as load_mod
-from loraplace.data import load_blocks, retain_dataset_for, sources
+from loraplace.data import load_blocks, retain_dataset_for, sources, tokenized
 from loraplace.data.packing import pack, split_blocks, tokenizer_hash
 from loraplace.errors import UserError
 
@@ -146,7 +145,7 @@ def test_second_load_reads_the_cache_without_tokenising(tmp_path, tok, cache_env
     def fail(*args, **kwargs):
         raise AssertionError("tokenised again")
 
-    monkeypatch.setattr(load_mod, "tokenize_documents", fail)
+    monkeypatch.setattr(tokenized, "tokenize_documents", fail)
     second = load_blocks(path, tok, 8, split_seed=1)
     assert torch.equal(first.train, second.train) and torch.equal(first.val, second.val)
     assert second.train.dtype == second.val.dtype == torch.int64

@@ -283,7 +283,7 @@ def test_a_sink_without_its_package_is_a_user_error_before_any_write(tmp_path, m
     ],
 )
 def test_t_confidence_interval(values, half_width):
-    from loraplace.summary import t_ci95
+    from loraplace.run_table import t_ci95
 
     assert t_ci95(values) == (pytest.approx(half_width) if half_width is not None else None)
 

@@ -20,7 +20,7 @@ from loraplace.placement.export_data import (
     data_side,
     llama_factory_data,
 )
-from loraplace.placement.verify import verified_export
+from loraplace.placement.roundtrip import verified_export
 
 CONFIGS = Path(__file__).parent / "configs"
 ROWS = {

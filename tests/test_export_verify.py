@@ -11,7 +11,7 @@ from loraplace.cli import run_cli
 from loraplace.errors import UserError
 from loraplace.placement import resolve
 from loraplace.placement.export import export_placement
-from loraplace.placement.verify import (
+from loraplace.placement.roundtrip import (
     adapted_by_peft,
     serving_warnings,
     trainer_config,

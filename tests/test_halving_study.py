@@ -7,13 +7,13 @@ import torch
 from run_fixtures import tiny_study
 
 from loraplace.analysis.aggregate import summarize
-from loraplace.analysis.load import read_study_data
+from loraplace.analysis.read import read_study_data
 from loraplace.analysis.selection import headline_view, select_settings
 from loraplace.driver import StudyDisplay, StudyInterrupted, run_study
 from loraplace.errors import UserError
+from loraplace.run_table import run_end_rows
 from loraplace.store import Store
 from loraplace.study import validate_study
-from loraplace.summary import run_end_rows
 
 torch.set_num_threads(1)
 LRS = [1e-3, 1e-2, 3e-2]

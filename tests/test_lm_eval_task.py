@@ -12,7 +12,7 @@ import torch
 from run_fixtures import OBJECTS, SUBJECTS, VERBS, tiny_study, write_tiny_model
 
 from loraplace.errors import UserError
-from loraplace.study.load import validate_study
+from loraplace.study.read import validate_study
 from loraplace.train.tasks import TaskSettings, choice, run_tasks
 
 torch.set_num_threads(1)

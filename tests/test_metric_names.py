@@ -10,7 +10,7 @@ from pathlib import Path
 import loraplace
 from loraplace import metrics
 
-ROOMS = ("analysis", "executors", "report", "study", "train", "store.py", "summary.py")
+ROOMS = ("analysis", "executors", "report", "study", "train", "store.py", "run_table.py")
 # "accuracy" and "floor" are also plain words (a table's file name, a row label): not checked.
 NAMES = {
     metrics.EVAL_LOSS,

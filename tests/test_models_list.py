@@ -167,8 +167,8 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     sizes = {r["spec"]["model_name"]: metrics[r["run_id"]]["total_params"] for r in runs}
     assert sizes[cfg["models"][0]] < sizes["llama"]
     # the end-of-run table keeps the models apart: model/placement rows
+    from loraplace.run_table import run_end_rows
     from loraplace.store import Store
-    from loraplace.summary import run_end_rows
 
     with Store(Path(cfg["out"]), create=False, writer=False) as store:
         rows = run_end_rows(store, store.study()["study_id"])

@@ -60,7 +60,7 @@ def write_store(path: Path, loss=LOSS, status: str = "done", accuracy=None) -> P
 
 
 def _study(path: Path):
-    from loraplace.analysis.load import read_study_data
+    from loraplace.analysis.read import read_study_data
 
     return read_study_data(path).for_task(None)
 

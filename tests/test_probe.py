@@ -12,7 +12,7 @@ from loraplace.budget import allocate
 from loraplace.errors import UserError
 from loraplace.placement import lora_config, resolve
 from loraplace.probe import SCORES, ProbeResult, pick_batches, probe_model
-from loraplace.probe.heatmap import heatmap
+from loraplace.probe.panels import heatmap
 
 V, L = 50, 16  # vocabulary and block length of the test data
 

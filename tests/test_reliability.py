@@ -452,8 +452,8 @@ def test_cuda_without_cuda_is_one_line(tmp_path, capsys):
 
 @pytest.mark.fault("numbers")
 def test_lr_1000_is_flagged_or_diverged_never_averaged_and_the_report_says_why(tmp_path, capsys):
+    from loraplace.run_table import run_end_rows
     from loraplace.store import Store
-    from loraplace.summary import run_end_rows
 
     study = tmp_path / "hot.yaml"
     study.write_text(

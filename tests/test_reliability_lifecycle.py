@@ -533,7 +533,7 @@ def test_plan_memory_with_degenerate_settings_is_one_line(capsys, args, needle):
 def test_true_or_false_where_integers_go_is_one_line(tmp_path, key, value):
     """pydantic reads true as 1: `seeds: [true]` ran seed 1 without a word."""
     from loraplace.errors import UserError
-    from loraplace.study.load import validate_study
+    from loraplace.study.read import validate_study
 
     config = tiny_study(tmp_path, **{key: value})
     with pytest.raises(UserError) as exc:

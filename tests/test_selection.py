@@ -10,7 +10,7 @@ import torch
 from run_fixtures import tiny_study, write_text
 
 from loraplace.analysis import read_study_data, summarize
-from loraplace.analysis.load import RunRecord, StudyData
+from loraplace.analysis.read import RunRecord, StudyData
 from loraplace.analysis.selection import (
     headline_view,
     ranking_at_points,

@@ -148,7 +148,7 @@ class Assets:
         own = dataset is None
         blocks = self.blocks(dataset or spec.dataset, holdout=holdout, **(kw if own else whole))
         if own and holdout == "val" and spec.eval_dataset:
-            from loraplace.data.load import with_eval_dataset
+            from loraplace.data.tokenized import with_eval_dataset
 
             # eval.dataset: validation is that file, whole; train keeps its own rows.
             return with_eval_dataset(blocks, self.blocks(spec.eval_dataset, **whole))

@@ -15,8 +15,8 @@ from loraplace.analysis.agreement import KendallW, RankTable, kendall_w, rank_ta
 from loraplace.analysis.consistency import Consistency, consistency
 from loraplace.analysis.equivalence import Tost, Verdict, tost_paired, verdicts
 from loraplace.analysis.importance import Importance, importance
-from loraplace.analysis.load import RunRecord, StudyData, read_study_data
 from loraplace.analysis.pareto import Efficiency, Front, Guideline, efficiency, fronts, guidelines
+from loraplace.analysis.read import RunRecord, StudyData, read_study_data
 from loraplace.analysis.stats import PairedTest, holm, paired_tests
 
 __all__ = [

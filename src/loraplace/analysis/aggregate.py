@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loraplace.analysis.dist import t_ppf
-from loraplace.analysis.load import TRAINED_KINDS, RunRecord, StudyData
+from loraplace.analysis.read import TRAINED_KINDS, RunRecord, StudyData
 from loraplace.errors import UserError, closest
 from loraplace.metrics import EVAL_LOSS, FLOOR, RETAIN_LOSS, RETAIN_ZERO_SHOT_LOSS, ZERO_SHOT_LOSS
 

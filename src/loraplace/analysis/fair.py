@@ -18,8 +18,8 @@ import numpy as np
 from loraplace.analysis.aggregate import Summary, summarize
 from loraplace.analysis.agreement import KendallW, RankTable, kendall_w, rank_table
 from loraplace.analysis.equivalence import Verdict, verdicts
-from loraplace.analysis.load import StudyData
 from loraplace.analysis.power import POWER, seeds_for_difference, seeds_for_margin
+from loraplace.analysis.read import StudyData
 from loraplace.analysis.selection import (
     Selection,
     has_test_split,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from loraplace.analysis.agreement import KendallW, RankTable, kendall_w, rank_table
 from loraplace.analysis.fair import FairComparison, compare
-from loraplace.analysis.load import StudyData
+from loraplace.analysis.read import StudyData
 
 _PARAMS = "total_params"  # the base model's parameter count, stored with every run
 

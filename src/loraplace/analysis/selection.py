@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loraplace.analysis.aggregate import Estimate, estimate
-from loraplace.analysis.load import TRAINED_KINDS, RunRecord, StudyData
+from loraplace.analysis.read import TRAINED_KINDS, RunRecord, StudyData
 from loraplace.metrics import (
     EVAL_LOSS,
     EVAL_TOKENS,

@@ -7,8 +7,8 @@ mixture-of-experts blocks, which PEFT adapts through ``target_parameters``.
 
 from loraplace.arch.describe import describe, meta_from_config
 from loraplace.arch.layout import TOWERS, ArchInfo, ModuleInfo
+from loraplace.arch.layout_view import layout_summary
 from loraplace.arch.roles import EXPERT_ROLES, ROLES
-from loraplace.arch.summary import layout_summary
 
 __all__ = [
     "EXPERT_ROLES",

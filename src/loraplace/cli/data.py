@@ -28,7 +28,7 @@ DEFAULT_TEXT_MODEL = "tiny-python"
 
 def _tokenizer_and_context(dataset: str, model: str | None, trust_remote_code: bool):
     """The tokenizer and context length to pack with: the model's, or a sensible default."""
-    from loraplace.data import dataset_kind  # data.load: tokenisation, torch
+    from loraplace.data import dataset_kind  # data.tokenized: tokenisation, torch
     from loraplace.models import load_config
 
     dataset_kind(dataset)  # an unknown name fails here, before any tokenizer is built

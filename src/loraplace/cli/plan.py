@@ -286,7 +286,7 @@ def export(
     from loraplace.outdir import check_writable
     from loraplace.placement import resolve
     from loraplace.placement.export import FORMATS, write_export
-    from loraplace.placement.verify import verified_export
+    from loraplace.placement.roundtrip import verified_export
 
     check_writable(out_dir, "export directory", "--out")
 
@@ -337,7 +337,7 @@ def _export_data_side(data: str | None, study: Path | None, loss_on: str):
     if loss_on not in ("completion", "all"):
         raise UserError(f"--loss-on {loss_on!r}: use completion or all")
     if study is not None:  # the study's own data settings, as its runs read them
-        from loraplace.study.load import load_study
+        from loraplace.study.read import load_study
 
         s = load_study(study)
         task = s.tasks[0]

@@ -41,7 +41,7 @@ def probe(
     from loraplace.outdir import check_free, check_writable
     from loraplace.probe import SCORES
     from loraplace.probe import probe as run_probe
-    from loraplace.probe.heatmap import heatmap
+    from loraplace.probe.panels import heatmap
 
     stem = f"probe_{_slug(model)}_{_slug(data)}_s{seed}"
     check_writable(out_dir, "probe directory", "--out")  # before the model loads

@@ -81,7 +81,7 @@ def recommend(
         else:
             from loraplace.models import export_base, load_config
             from loraplace.placement.export_data import local_data_side
-            from loraplace.placement.verify import verified_export
+            from loraplace.placement.roundtrip import verified_export
 
             src = rec.data_source or {"dataset": data}
             side = local_data_side(

@@ -33,10 +33,10 @@ from loraplace.driver import (
 )
 from loraplace.errors import UserError
 from loraplace.progress import StepLines
+from loraplace.run_table import render_table, run_end_rows, table_caption
 from loraplace.runs import RunResult, RunSpec
 from loraplace.store import STORE_NAME, Store
 from loraplace.study import load_study
-from loraplace.summary import render_table, run_end_rows, table_caption
 
 
 class RichDisplay(StudyDisplay):

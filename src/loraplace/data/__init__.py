@@ -19,7 +19,7 @@ from loraplace.data.registry import (
 
 if TYPE_CHECKING:
     from loraplace.data.blocks import Blocks
-    from loraplace.data.load import (
+    from loraplace.data.tokenized import (
         dataset_fingerprint,
         dataset_kind,
         load_blocks,
@@ -39,10 +39,10 @@ __all__ = [
 ]
 _LAZY = {
     "Blocks": "loraplace.data.blocks",
-    "dataset_fingerprint": "loraplace.data.load",
-    "dataset_kind": "loraplace.data.load",
-    "load_blocks": "loraplace.data.load",
-    "retain_dataset_for": "loraplace.data.load",
+    "dataset_fingerprint": "loraplace.data.tokenized",
+    "dataset_kind": "loraplace.data.tokenized",
+    "load_blocks": "loraplace.data.tokenized",
+    "retain_dataset_for": "loraplace.data.tokenized",
 }
 
 

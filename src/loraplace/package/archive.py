@@ -28,7 +28,7 @@ from loraplace.errors import UserError
 from loraplace.lock import live_holder
 from loraplace.outdir import check_writable
 from loraplace.package import contents as pc
-from loraplace.report.manifest import file_manifest, results_hash
+from loraplace.report.reproducibility import file_manifest, results_hash
 from loraplace.store import STORE_NAME, Store
 
 FORMAT = 1

@@ -19,7 +19,7 @@ from typing import Any
 
 from loraplace.analysis import StudyData
 from loraplace.builtin import builtin_model_info, is_builtin_model
-from loraplace.report.manifest import distinct
+from loraplace.report.reproducibility import distinct
 from loraplace.store import rewritten_copy
 
 # An absolute POSIX path of two or more components, not inside a URL or a relative path.

@@ -22,7 +22,7 @@ from loraplace.errors import UserError
 from loraplace.package.archive import MANIFEST, REPORT_DIR, build_packaged_report, extract
 from loraplace.package.contents import digest
 from loraplace.package.finding import Finding
-from loraplace.report.manifest import file_manifest, results_hash
+from loraplace.report.reproducibility import file_manifest, results_hash
 from loraplace.store import Store
 
 REBUILT_DIR = "report-rebuilt"

@@ -139,7 +139,7 @@ def _llama_factory(
         return {"llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False)}
     keys, info = llama_factory_data(data)
     doc.update(keys)
-    return {  # the YAML first: verify.py reads the first file as the trainer's config
+    return {  # the YAML first: roundtrip.py reads the first file as the trainer's config
         "llama_factory.yaml": header + yaml.safe_dump(doc, sort_keys=False),
         "dataset_info.json": json.dumps(info, indent=2) + "\n",
     }

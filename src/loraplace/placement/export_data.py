@@ -86,7 +86,7 @@ def local_data_side(
     """The DataSide of a local data file; None for a built-in or hub dataset (no file)."""
     if not dataset:
         return None
-    from loraplace.data.load import dataset_kind
+    from loraplace.data.tokenized import dataset_kind
 
     if dataset_kind(dataset) != "file":
         return None

@@ -182,7 +182,7 @@ def validate(
     placements, an unknown predictor or a missing option) is checked before any
     predictor runs.
     """
-    from loraplace.analysis.load import read_study_data
+    from loraplace.analysis.read import read_study_data
 
     options = dict(options or {})
     store = resolve_store_path(source)

@@ -26,9 +26,9 @@ from loraplace.outdir import check_writable
 from loraplace.report import tables as tb
 from loraplace.report.bib import add_references, to_bibtex
 from loraplace.report.latex import BIB_NAME, to_latex
-from loraplace.report.manifest import file_manifest, reproducibility
 from loraplace.report.png import png_writer
 from loraplace.report.render import to_html, to_markdown
+from loraplace.report.reproducibility import file_manifest, reproducibility
 from loraplace.report.sections import build_document
 from loraplace.store import resolve_store_path
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from loraplace.analysis.fair import FairComparison
-from loraplace.analysis.load import StudyData
+from loraplace.analysis.read import StudyData
 from loraplace.analysis.selection import grid_points_of
 from loraplace.metrics import EVAL_LOSS
 from loraplace.report.escape import U

@@ -12,8 +12,8 @@ from loraplace.report import fmt
 from loraplace.report import tables as tb
 from loraplace.report.bib import Cite
 from loraplace.report.escape import U
-from loraplace.report.manifest import distinct
 from loraplace.report.render import Para
+from loraplace.report.reproducibility import distinct
 
 
 def joined(values: Iterable[Any], show: Callable[[Any], str] = str) -> str:

@@ -17,7 +17,6 @@ from loraplace.report import fmt
 from loraplace.report import tables as tb
 from loraplace.report.bib import Cite
 from loraplace.report.escape import U
-from loraplace.report.manifest import distinct
 from loraplace.report.method_placements import (
     joined,
     placement_methods,
@@ -25,6 +24,7 @@ from loraplace.report.method_placements import (
     placements_table,
 )
 from loraplace.report.render import Document, Heading, Para, TableBlock
+from loraplace.report.reproducibility import distinct
 
 TableFn = Callable[[tb.Table], TableBlock]
 FIXED_SPLIT = "the dataset's own fixed split (each record names its side: train, val or test)"

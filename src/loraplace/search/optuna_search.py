@@ -189,7 +189,7 @@ def _seed_mean_loss(store_path, study_id: str) -> tuple[float | None, list[str]]
     """A trial's objective: its placement's seed-mean eval loss as the report computes it
     (None when no run finished), and the ids of the trial's runs."""
     from loraplace.analysis.aggregate import summarize
-    from loraplace.analysis.load import read_study_data
+    from loraplace.analysis.read import read_study_data
 
     data = read_study_data(store_path, study_id)
     trained = [p for p in summarize(data).placements if p.kind == "lora"]

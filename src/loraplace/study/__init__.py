@@ -13,7 +13,7 @@ from loraplace.study.expand import (
     retain_dataset,
     wants_probe,
 )
-from loraplace.study.load import (
+from loraplace.study.read import (
     apply_overrides,
     load_study,
     parse_override,

@@ -34,7 +34,7 @@ def retain_dataset(study: Study, dataset: str | None = None) -> str | None:
     "auto" the built-in dataset's own source (None when it has none)."""
     if study.retain != "auto":
         return study.retain
-    from loraplace.data import retain_dataset_for  # data.load: tokenisation, torch
+    from loraplace.data import retain_dataset_for  # data.tokenized: tokenisation, torch
 
     return retain_dataset_for(dataset or study.dataset)
 

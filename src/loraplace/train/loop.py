@@ -370,7 +370,7 @@ def _manifest(
         "placement": spec.placement_name,
         # the architecture family, for the report's Methods (the store holds no config)
         "model_type": getattr(getattr(model, "config", None), "model_type", None),
-        # how the data was read, masked and split, for the Methods (data/load.py, sft.py)
+        # how the data was read, masked and split, for the Methods (data/tokenized.py, sft.py)
         "data_info": {k: blocks.info.get(k) for k in DATA_INFO_KEYS if k in blocks.info},
         # layers served from the frozen-prefix cache (0 = plain forward passes)
         "prefix_layers_cached": prefix_layers,
