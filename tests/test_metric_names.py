@@ -10,7 +10,22 @@ from pathlib import Path
 import loraplace
 from loraplace import metrics
 
-ROOMS = ("analysis", "executors", "report", "study", "train", "store.py", "run_table.py")
+ROOMS = (
+    "analysis",
+    "executors",
+    "report",
+    "study",
+    "train",
+    "store.py",
+    "run_table.py",
+    "driver.py",
+    "cli",
+    "recommend.py",
+    "predict",
+    "adapters.py",
+    "package/retrain.py",
+    "search",
+)
 # "accuracy" and "floor" are also plain words (a table's file name, a row label): not checked.
 NAMES = {
     metrics.EVAL_LOSS,

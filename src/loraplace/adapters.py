@@ -20,6 +20,7 @@ from typing import Any
 
 from loraplace.builtin import builtin_model_dir, is_builtin_model
 from loraplace.errors import UserError
+from loraplace.metrics import EVAL_LOSS
 from loraplace.models import _is_local, local_ref
 from loraplace.runs import RunResult, RunSpec
 
@@ -58,7 +59,7 @@ def write_adapter(
         "base_model_name_or_path": base,
         "model_fingerprint": spec.fingerprints.get("model"),
         "quantize": spec.quantize,
-        "eval_loss": metrics.get("eval_loss"),
+        EVAL_LOSS: metrics.get(EVAL_LOSS),
         "trainable_params": metrics.get("trainable_params"),
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def save_result_adapter(
     if mode == "none" or result.adapter is None or result.status != "done":
         return None
     best = best_saved(out_dir, losses) if mode == "best" else None
-    if best is not None and result.metrics.get("eval_loss", float("inf")) > losses[best.name]:
+    if best is not None and result.metrics.get(EVAL_LOSS, float("inf")) > losses[best.name]:
         return None  # a better adapter is already saved: nothing to write
     path = write_adapter(result.adapter, adapter_dir(out_dir, spec.run_id), spec, result.metrics)
     if mode == "best":

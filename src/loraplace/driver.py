@@ -21,6 +21,7 @@ from loraplace.executors.base import Executor
 from loraplace.executors.pool import PoolExecutor
 from loraplace.identity import blocks_args
 from loraplace.lock import busy_error, live_holder
+from loraplace.metrics import EVAL_LOSS
 from loraplace.outdir import check_writable
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
@@ -403,7 +404,7 @@ def _save_adapter(study: Study, store: Store, sid: str, spec: RunSpec, result: R
         return
 
     done = {r["run_id"] for r in store.runs(sid) if r["status"] == "done" and r["kind"] == "lora"}
-    losses = {rid: m["eval_loss"] for rid, m in store.metrics(done).items() if "eval_loss" in m}
+    losses = {rid: m[EVAL_LOSS] for rid, m in store.metrics(done).items() if EVAL_LOSS in m}
     save_result_adapter(study.out_dir, study.save, spec, result, losses)
 
 

@@ -22,6 +22,7 @@ from loraplace.arch import describe, meta_from_config
 from loraplace.budget import allocate, parse_budget
 from loraplace.errors import UserError
 from loraplace.gguf_source import is_gguf_ref
+from loraplace.metrics import EVAL_LOSS
 from loraplace.models import load_config
 from loraplace.placement import PlacementSpec, resolve
 from loraplace.predict import Context, run_predictor
@@ -112,11 +113,11 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
     zero: dict[str, list[float]] = {}
     for r in runs:
         m = metrics.get(r["run_id"], {})
-        if r["status"] != "done" or "eval_loss" not in m:
+        if r["status"] != "done" or EVAL_LOSS not in m:
             continue
         spec = r["spec"]
         if r["kind"] == "zero-shot":
-            zero.setdefault(spec["dataset"], []).append(m["eval_loss"])
+            zero.setdefault(spec["dataset"], []).append(m[EVAL_LOSS])
             continue
         if r["kind"] != "lora":
             continue
@@ -139,7 +140,7 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
                     "data": spec.get("data") or {},
                 },
             )
-        c.losses.append(m["eval_loss"])
+        c.losses.append(m[EVAL_LOSS])
         c.run_ids.append(r["run_id"])
         c.study_names |= studies_of.get(r["run_id"], set())
     zero_mean = {k: sum(v) / len(v) for k, v in zero.items()}
@@ -331,7 +332,7 @@ def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommend
     alts = [
         {
             "placement": c.label,
-            "eval_loss": c.mean,
+            EVAL_LOSS: c.mean,
             "ci95": c.ci95,
             "n_seeds": len(c.losses),
             "trainable_params": c.trainable_params,

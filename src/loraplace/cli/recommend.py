@@ -12,6 +12,7 @@ from rich.table import Table
 
 from loraplace.cli.app import app
 from loraplace.errors import UserError
+from loraplace.metrics import EVAL_LOSS
 
 out = Console(highlight=False)
 
@@ -65,7 +66,7 @@ def recommend(
             for a in rec.alternatives:
                 t.add_row(
                     escape(a["placement"]),
-                    f"{a['eval_loss']:.4f}",
+                    f"{a[EVAL_LOSS]:.4f}",
                     f"{a['ci95']:.4f}" if a["ci95"] is not None else "—",
                     str(a["n_seeds"]),
                     f"{a['trainable_params']:,}",
@@ -111,5 +112,5 @@ def _saved_weights(store_path: Path, rec) -> Path | None:
             for r in store.runs()
             if r["placement"] == rec.label and r["status"] == "done" and r["kind"] == "lora"
         ]
-        losses = {rid: m["eval_loss"] for rid, m in store.metrics(runs).items() if "eval_loss" in m}
+        losses = {rid: m[EVAL_LOSS] for rid, m in store.metrics(runs).items() if EVAL_LOSS in m}
     return best_saved(store_path.parent, losses)

@@ -32,6 +32,7 @@ from loraplace.driver import (
     run_study,
 )
 from loraplace.errors import UserError
+from loraplace.metrics import EVAL_LOSS
 from loraplace.progress import StepLines
 from loraplace.run_table import render_table, run_end_rows, table_caption
 from loraplace.runs import RunResult, RunSpec
@@ -124,7 +125,7 @@ class RichDisplay(StudyDisplay):
         number = self.number.setdefault(spec.run_id, len(self.number) + 1)
         m = result.metrics
         if result.status == "done":
-            detail = f"eval loss {m['eval_loss']:.4f}"
+            detail = f"eval loss {m[EVAL_LOSS]:.4f}"
             if spec.kind != "zero-shot":
                 detail += f"  {m['train_time_s']:.1f} s  {m['tokens_per_s']:,.0f} tok/s"
         elif result.status == "diverged":
@@ -305,7 +306,7 @@ def status(
                         col, justify="right" if col in ("seed", "eval loss") else "left"
                     )
                 for r in runs:
-                    loss = metrics.get(r["run_id"], {}).get("eval_loss")
+                    loss = metrics.get(r["run_id"], {}).get(EVAL_LOSS)
                     note = r["error"] or ""
                     if r["status"] == "diverged":
                         note = f"at step {r['diverged_step']}"

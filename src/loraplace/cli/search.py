@@ -8,6 +8,7 @@ from rich.table import Table
 
 from loraplace.cli.app import app
 from loraplace.errors import UserError
+from loraplace.metrics import EVAL_LOSS
 
 
 @app.command()
@@ -64,7 +65,7 @@ def search(
         t.add_row(
             str(p["trial"]),
             escape(p["placement"]["name"]),
-            f"{p['eval_loss']:.4f}",
+            f"{p[EVAL_LOSS]:.4f}",
             f"{p['trainable_params']:,}",
         )
     console.print(t)

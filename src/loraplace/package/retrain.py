@@ -23,6 +23,7 @@ from typing import Any, overload
 from loraplace import builtin
 from loraplace.analysis import read_study_data
 from loraplace.builtin.shipped import weights_fingerprint
+from loraplace.metrics import EVAL_LOSS
 from loraplace.package.contents import INPUTS_DIR
 from loraplace.package.finding import Finding
 from loraplace.runs import RunSpec
@@ -124,7 +125,7 @@ def retrain_one(
     res = executor.run_one(spec)
     if res.status != "done":
         return Finding(False, "retrain", f"{label}: re-training ended {res.status}: {res.error}")
-    stored, got = rec.metrics["eval_loss"], res.metrics["eval_loss"]
+    stored, got = rec.metrics[EVAL_LOSS], res.metrics[EVAL_LOSS]
     tol, why = tolerance(rec.manifest, res.manifest)
     diff = abs(got - stored)
     ok = diff <= tol * max(1.0, abs(stored))

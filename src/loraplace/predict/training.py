@@ -26,6 +26,7 @@ from typing import Any
 
 from loraplace.arch import describe, meta_from_config
 from loraplace.errors import UserError
+from loraplace.metrics import EVAL_LOSS
 from loraplace.models import load_config
 from loraplace.placement import PlacementSpec, resolve
 from loraplace.predict.base import Candidate, Context, Prediction, PredictorInfo, register
@@ -79,7 +80,7 @@ def train_and_rank(name: str, specs: dict[str, Any], detail: dict[str, Any]) -> 
     losses: dict[str, float] = {}
     for label, spec in specs.items():
         result = executor.run_one(spec)
-        loss = result.metrics.get("eval_loss")
+        loss = result.metrics.get(EVAL_LOSS)
         if result.status != "done" or loss is None:
             raise UserError(
                 f"predictor {name}: the short run of {label!r} ended {result.status} "
@@ -87,7 +88,7 @@ def train_and_rank(name: str, specs: dict[str, Any], detail: dict[str, Any]) -> 
             )
         losses[label] = float(loss)
     seconds = time.perf_counter() - t0
-    detail = {**detail, "eval_loss": losses, "steps": next(iter(specs.values())).train.steps}
+    detail = {**detail, EVAL_LOSS: losses, "steps": next(iter(specs.values())).train.steps}
     return Prediction(name, {k: -v for k, v in losses.items()}, seconds, detail)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.errors import UserError
+from loraplace.metrics import ACCURACY, EVAL_LOSS
 from loraplace.predict import check_predictors, probes, run_predictor
 from loraplace.predict.candidates import study_candidates
 from loraplace.predict.training import check_options
@@ -110,7 +111,7 @@ def measured(study) -> Measured:
     """The measured placements of one task of a study (``StudyData.for_task``)."""
     done = [r for r in study.runs if r.kind == "lora" and r.done]
     accuracy = bool(done) and all("accuracy" in r.metrics for r in done)
-    metric = "accuracy" if accuracy else "eval_loss"
+    metric = ACCURACY if accuracy else EVAL_LOSS
     by_seed: dict[str, dict[int, float]] = {}
     for r in done:
         if metric in r.metrics:
@@ -267,7 +268,7 @@ def table_rows(doc: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    metric = doc["cells"][0]["metric"] if doc["cells"] else "eval_loss"
+    metric = doc["cells"][0]["metric"] if doc["cells"] else EVAL_LOSS
     lines = [
         f"# Predictor validation: study {doc['study']}",
         "",

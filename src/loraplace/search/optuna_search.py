@@ -21,6 +21,7 @@ from loraplace.arch import describe
 from loraplace.budget import parse_budget
 from loraplace.driver import run_study
 from loraplace.errors import UserError
+from loraplace.metrics import EVAL_LOSS
 from loraplace.outdir import check_writable
 from loraplace.placement import resolve
 from loraplace.study import Study
@@ -202,7 +203,7 @@ def _pareto(ostudy) -> list[dict]:
         {
             "trial": t.number,
             "placement": t.user_attrs.get("placement"),
-            "eval_loss": t.values[0],
+            EVAL_LOSS: t.values[0],
             "trainable_params": int(t.values[1]),
         }
         for t in ostudy.best_trials
