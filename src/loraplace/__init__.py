@@ -1,6 +1,6 @@
 """loraplace: where should LoRA adapters go in a transformer?"""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import logging as _logging
 
