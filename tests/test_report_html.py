@@ -91,7 +91,7 @@ def test_renders_in_chromium_without_console_errors(html_path, tmp_path):
 
 
 def test_html_embeds_each_figure_whole_even_when_png_encoding_lags(tmp_path, monkeypatch):
-    """The PNGs are written on a second thread; the HTML, which embeds them, must wait."""
+    """The HTML embeds each PNG whole, however slow its encoding (once a race: issue 25)."""
     import base64
     import time
 

@@ -1,5 +1,5 @@
-"""report/png.py: the same pixels as matplotlib's own PNG, written on a second thread
-inside ``png_writer()``, and an encoding error raised before the block ends."""
+"""report/png.py: the same pixels as matplotlib's own PNG, written whole on the caller's
+thread before ``write_png`` returns, and an encoding error raised by the call."""
 
 import threading
 
@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from loraplace.report import png  # noqa: E402
-from loraplace.report.png import png_writer, write_png  # noqa: E402
+from loraplace.report.png import write_png  # noqa: E402
 
 
 def _figure(transparent: bool = False):
@@ -52,33 +52,20 @@ def _record_threads(monkeypatch) -> list[str]:
     return threads
 
 
-def test_the_writer_encodes_on_its_thread_and_finishes_before_the_block_ends(tmp_path, monkeypatch):
+def test_each_png_is_encoded_on_the_callers_thread_and_whole_on_return(tmp_path, monkeypatch):
     threads = _record_threads(monkeypatch)
-    with png_writer():
-        for i in range(3):
-            fig = _figure()
-            write_png(fig, tmp_path / f"f{i}.png", 100)
-            plt.close(fig)
-    assert [Image.open(tmp_path / f"f{i}.png").size for i in range(3)] == [(300, 200)] * 3
-    assert len(threads) == 3 and all(t.startswith("png") for t in threads)
-    fig = _figure()
-    write_png(fig, tmp_path / "direct.png", 100)  # outside a block: on the caller's thread
-    plt.close(fig)
-    assert threads[-1] == threading.current_thread().name
+    for i in range(3):
+        fig = _figure()
+        write_png(fig, tmp_path / f"f{i}.png", 100)
+        plt.close(fig)
+        assert Image.open(tmp_path / f"f{i}.png").size == (300, 200)  # before the next one
+    assert threads == [threading.current_thread().name] * 3
 
 
-def test_an_encoding_error_is_raised_at_the_end_of_the_block(tmp_path):
+def test_an_encoding_error_is_raised_by_the_call(tmp_path):
     fig = _figure()
-    missing = tmp_path / "no-such-dir" / "f.png"
-    after_the_call = False
     with pytest.raises(FileNotFoundError):
-        with png_writer():
-            write_png(fig, missing, 100)  # queued: the call returns, the block raises
-            after_the_call = True
-    assert after_the_call
-    with pytest.raises(FileNotFoundError):
-        write_png(fig, missing, 100)  # outside a block: at once
+        write_png(fig, tmp_path / "no-such-dir" / "f.png", 100)
+    write_png(fig, tmp_path / "ok.png", 100)  # the figure is still usable after a failure
     plt.close(fig)
-    with png_writer():  # the writer is usable again after a failed block
-        write_png(_figure(), tmp_path / "ok.png", 100)
-    assert (tmp_path / "ok.png").exists()
+    assert Image.open(tmp_path / "ok.png").size == (300, 200)

@@ -26,7 +26,6 @@ from loraplace.outdir import check_writable
 from loraplace.report import tables as tb
 from loraplace.report.bib import add_references, to_bibtex
 from loraplace.report.latex import BIB_NAME, to_latex
-from loraplace.report.png import png_writer
 from loraplace.report.render import to_html, to_markdown
 from loraplace.report.reproducibility import file_manifest, reproducibility
 from loraplace.report.sections import build_document
@@ -92,13 +91,9 @@ def build_report(
     tmp = Path(tempfile.mkdtemp(prefix=_owned(out_dir, "tmp") + "-", dir=out_dir.parent))
     try:
         repro = reproducibility(data, str(store))
-        with png_writer():  # the figures' PNGs are compressed while the rest is written
-            doc, tables = build_document(
-                s, str(store), repro, tmp / "figures", metric, fair, models
-            )
-            _write_texts(tmp, doc, tables)
-        # After the block: the HTML embeds the PNG files, so they must be whole.
-        (tmp / "report.html").write_text(to_html(doc))
+        doc, tables = build_document(s, str(store), repro, tmp / "figures", metric, fair, models)
+        _write_texts(tmp, doc, tables)
+        (tmp / "report.html").write_text(to_html(doc))  # embeds the PNGs, written whole
         (tmp / "manifest.json").write_text(
             json.dumps(
                 {"reproducibility": repro, "files": file_manifest(tmp)}, indent=2, default=str
