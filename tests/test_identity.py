@@ -205,3 +205,19 @@ def test_baseline_key_holds_what_a_zero_shot_evaluation_reads():
     # A zero-shot run keeps exactly these train settings (the rest at their defaults).
     zero = next(s for s in expand(load_study(None, ["train.lr=0.1"]), fingerprints=FPS)[0])
     assert zero.kind == "zero-shot" and zero.train.lr == TrainSettings().lr
+
+
+def test_the_train_section_mirrors_train_settings_field_for_field():
+    """TrainConfig is written out (so mypy sees its types) but must not drift from
+    TrainSettings: same fields in the same order, less the eval: ones, same types (lr may
+    also be a list: a grid) and the same defaults, so study and run ids do not move."""
+    from loraplace.study.schema import TrainConfig
+
+    hints = typing.get_type_hints(TrainSettings)
+    want = [
+        (f.name, float | list[float] if f.name == "lr" else hints[f.name], f.default)
+        for f in dataclasses.fields(TrainSettings)
+        if f.name not in identity.EVAL_FIELDS
+    ]
+    got = [(n, f.annotation, f.default) for n, f in TrainConfig.model_fields.items()]
+    assert got == want and len(got) == 20

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loraplace import identity as ident
 from loraplace.metrics import EVAL_LOSS, TEST_PREFIX
@@ -25,32 +24,37 @@ _EVAL_FIELDS = {short: long for long, short in ident.EVAL_FIELDS.items()}
 _STRICT = ConfigDict(extra="forbid")
 
 
-def _fields_of(cls, skip: set[str]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {
-        f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls) if f.name not in skip
-    }
-
-
 _train_defaults: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-# The ``train:`` section mirrors TrainSettings field for field, so the two never drift;
-# lr may also be a list (a grid: see study/grid.py).
-if TYPE_CHECKING:
+_d = _train_defaults
 
-    class TrainConfig(BaseModel):
-        """What mypy sees of the model built below: fields made at runtime are typed Any."""
 
-        def __getattr__(self, name: str) -> Any: ...
+class TrainConfig(BaseModel):
+    """The ``train:`` section: TrainSettings field for field (units there), less the eval
+    settings, which the study file keeps under ``eval:``. lr may also be a list (a grid:
+    see study/grid.py). Defaults are read from TrainSettings; a test checks that the fields
+    mirror it, so the two never drift."""
 
-else:
-    TrainConfig = create_model(
-        "TrainConfig",
-        __config__=_STRICT,
-        **{
-            **_fields_of(TrainSettings, set(_EVAL_FIELDS.values())),
-            "lr": (float | list[float], _train_defaults["lr"]),
-        },
-    )
+    model_config = _STRICT
+    steps: int = _d["steps"]
+    epochs: float | None = _d["epochs"]
+    batch_size: int = _d["batch_size"]
+    block_size: int = _d["block_size"]
+    lr: float | list[float] = _d["lr"]
+    schedule: Literal["cosine", "linear", "constant"] = _d["schedule"]
+    warmup_steps: int = _d["warmup_steps"]
+    weight_decay: float = _d["weight_decay"]
+    grad_clip: float = _d["grad_clip"]
+    lora_dropout: float = _d["lora_dropout"]
+    precision: Literal["fp32", "bf16", "auto"] = _d["precision"]
+    device: str = _d["device"]
+    diverge_factor: float = _d["diverge_factor"]
+    diverge_rise: float = _d["diverge_rise"]
+    split_seed: int = _d["split_seed"]
+    test_fraction: float = _d["test_fraction"]
+    grad_accum: int = _d["grad_accum"]
+    grad_checkpointing: bool = _d["grad_checkpointing"]
+    lora_bias: bool = _d["lora_bias"]
+    modules_to_save: tuple[str, ...] = _d["modules_to_save"]
 
 
 class TaskConfig(BaseModel):
