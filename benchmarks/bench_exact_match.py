@@ -2,7 +2,7 @@
 
 A random tiny LLaMA-config model (RoPE, so position ids must follow the left padding) over
 a word-level vocabulary, and 200 prompts of 4 to 40 tokens. Both arms call
-``loraplace.train.tasks.greedy_answers`` (transformers' ``generate``, greedy, KV cache):
+``loraplace.train.task_metrics.greedy_answers`` (transformers' ``generate``, greedy, KV cache):
 one with ``batch_size=1``, one with the task default of 64 prompts a call (sorted by
 length, left-padded, with an attention mask). Arms alternate in one process; medians
 reported, and the answers of the two arms must be identical.
@@ -76,13 +76,13 @@ def main() -> None:
     if args.quick:
         args.repeats = 1
     common.set_threads(args.threads)
-    from loraplace.train.tasks import TaskSettings, greedy_answers
+    from loraplace.train.task_metrics import TaskMetricSettings, greedy_answers
 
     model, tok = tiny_llama(args.vocab), word_tokenizer(args.vocab)
     examples = prompts(args.prompts, args.vocab)
     arms = {
-        "one by one": TaskSettings(name="em", max_new_tokens=args.new_tokens, batch_size=1),
-        "batched (64)": TaskSettings(name="em", max_new_tokens=args.new_tokens),
+        "one by one": TaskMetricSettings(name="em", max_new_tokens=args.new_tokens, batch_size=1),
+        "batched (64)": TaskMetricSettings(name="em", max_new_tokens=args.new_tokens),
     }
     times: dict[str, list[float]] = {k: [] for k in arms}
     answers: dict[str, list[str]] = {}

@@ -61,19 +61,26 @@ def test_a_field_added_without_a_decision_fails():
         steps: int = 1
         new_knob: float = 0.5
 
-    class TaskConfig(sc.TaskConfig):
+    class TaskMetricConfig(sc.TaskMetricConfig):
         new_metric_knob: int = 3
 
     class Study(sc.Study):
-        eval2: TaskConfig | None = None
+        eval2: TaskMetricConfig | None = None
 
     assert "TrainSettings.new_knob" in undecided((TrainSettings,))
-    assert "TaskConfig.new_metric_knob" in undecided((Study,))
+    assert "TaskMetricConfig.new_metric_knob" in undecided((Study,))
     assert "Study.eval2" in undecided((Study,))
 
 
 def test_every_record_class_is_decided_where_it_is_hashed():
-    for cls in (RunSpec, TrainSettings, sc.Study, sc.TrainConfig, sc.EvalConfig, sc.TaskConfig):
+    for cls in (
+        RunSpec,
+        TrainSettings,
+        sc.Study,
+        sc.TrainConfig,
+        sc.EvalConfig,
+        sc.TaskMetricConfig,
+    ):
         assert set(identity.FIELDS[cls.__name__]) == set(identity.field_names(cls)), cls
 
 

@@ -13,7 +13,7 @@ from run_fixtures import OBJECTS, SUBJECTS, VERBS, tiny_study, write_tiny_model
 
 from loraplace.errors import UserError
 from loraplace.study.read import validate_study
-from loraplace.train.tasks import TaskSettings, choice, run_tasks
+from loraplace.train.task_metrics import TaskMetricSettings, choice, run_tasks
 
 torch.set_num_threads(1)
 
@@ -55,7 +55,7 @@ def test_lm_eval_agrees_with_the_choice_kind(tmp_path):
         {"question": f"{s} {v}", "choices": OBJECTS[:3], "gold": i % 3}
         for i, (s, v) in enumerate(zip(SUBJECTS, VERBS, strict=True))
     ]
-    task = TaskSettings(
+    task = TaskMetricSettings(
         name="mc", kind="lm-eval", task="tiny_mc", include_path=str(_task_dir(tmp_path, docs))
     )
     got = run_tasks(model, tok, None, [task], "cpu")  # no instruction data needed
@@ -68,13 +68,13 @@ def test_lm_eval_agrees_with_the_choice_kind(tmp_path):
         }
         for d in docs
     ]
-    want = choice(model, tok, examples, TaskSettings(name="c", kind="choice"), "cpu")
+    want = choice(model, tok, examples, TaskMetricSettings(name="c", kind="choice"), "cpu")
     assert got == {"task:mc": pytest.approx(want), "accuracy": pytest.approx(want)}
     assert want * len(docs) == round(want * len(docs))  # a count of 6 questions
-    missing = TaskSettings(name="x", kind="lm-eval", task="nope", include_path=str(tmp_path))
+    missing = TaskMetricSettings(name="x", kind="lm-eval", task="nope", include_path=str(tmp_path))
     with pytest.raises(UserError, match="lm-eval has no task 'nope'"):
         run_tasks(model, tok, None, [missing], "cpu")
-    other = TaskSettings(**{**task.__dict__, "metric": "f1"})
+    other = TaskMetricSettings(**{**task.__dict__, "metric": "f1"})
     with pytest.raises(UserError, match="reports no 'f1': set metric to one of acc"):
         run_tasks(model, tok, None, [other], "cpu")
 

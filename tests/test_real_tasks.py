@@ -199,10 +199,10 @@ def test_messages_mask_token_by_token(tok):
 
 
 def test_eval_task_is_an_exact_match_entry_a_study_accepts():
-    from loraplace.study.schema import TaskConfig
+    from loraplace.study.schema import TaskMetricConfig
 
     task = rt.TASKS["real-reverse-words"].eval_task()
-    assert TaskConfig(**task).model_dump()["kind"] == "exact_match"
+    assert TaskMetricConfig(**task).model_dump()["kind"] == "exact_match"
     assert task == {
         "name": "real-reverse-words",
         "kind": "exact_match",

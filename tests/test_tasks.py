@@ -13,7 +13,13 @@ from run_fixtures import OBJECTS, SUBJECTS, VERBS, tiny_study, write_tiny_model
 
 from loraplace.cli import run_cli
 from loraplace.store import Store
-from loraplace.train.tasks import TaskSettings, choice, cut_at_stop, exact_match, normalize
+from loraplace.train.task_metrics import (
+    TaskMetricSettings,
+    choice,
+    cut_at_stop,
+    exact_match,
+    normalize,
+)
 
 torch.set_num_threads(1)
 
@@ -60,7 +66,7 @@ def test_exact_match_agrees_with_a_hand_written_greedy_decoder(loaded):
     model, tok = loaded
     v = tok.get_vocab()
     prompts = [[v["the"], v["cat"]], [v["a"], v["dog"]], [v["my"], v["bird"], v["sees"]]]
-    task = TaskSettings(name="t", max_new_tokens=3, batch_size=2)
+    task = TaskMetricSettings(name="t", max_new_tokens=3, batch_size=2)
     refs = [_greedy(model, tok, p, 3) for p in prompts]
     examples = [
         {"prompt_ids": p, "reference": r, "choices": []} for p, r in zip(prompts, refs, strict=True)
@@ -83,7 +89,7 @@ def test_choice_picks_the_option_transformers_finds_most_likely(loaded):
             loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
         logp.append(-float(loss) * (len(ids) - len(prompt)))
     best = options[max(range(3), key=logp.__getitem__)]
-    task = TaskSettings(name="c", kind="choice")
+    task = TaskMetricSettings(name="c", kind="choice")
     ex = {"prompt_ids": prompt, "reference": best, "choices": options}
     assert choice(model, tok, [ex], task, "cpu") == 1.0
     wrong = next(o for o in options if o != best)
@@ -178,7 +184,7 @@ def test_accuracy_aggregates_with_t_intervals_and_paired_tests(tmp_path):
     from scipy import stats
 
     from loraplace.analysis import read_study_data, summarize
-    from loraplace.analysis.tasks import best_tests, resolve_metric, task_metrics, task_rows
+    from loraplace.analysis.task_metrics import best_tests, resolve_metric, task_metrics, task_rows
 
     s = summarize(read_study_data(_accuracy_store(tmp_path / "a.db"), None), None)
     assert task_metrics(s) == ["task:answer", "accuracy"]
@@ -239,14 +245,14 @@ def _prompts(tok, n: int, seed: int = 0) -> list[dict]:
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_batched_left_padded_generation_gives_the_one_by_one_answers(loaded, family):
-    from loraplace.train.tasks import greedy_answers
+    from loraplace.train.task_metrics import greedy_answers
 
     model, tok = loaded
     if family == "llama":
         model = _llama_like(tok)
     examples = _prompts(tok, 40)
-    one = TaskSettings(name="em", max_new_tokens=6, stop=(), batch_size=1)
-    many = TaskSettings(name="em", max_new_tokens=6, stop=(), batch_size=16)
+    one = TaskMetricSettings(name="em", max_new_tokens=6, stop=(), batch_size=1)
+    many = TaskMetricSettings(name="em", max_new_tokens=6, stop=(), batch_size=16)
     alone = greedy_answers(model, tok, examples, one, "cpu")
     batched = greedy_answers(model, tok, examples, many, "cpu")
     assert batched == alone
@@ -256,7 +262,7 @@ def test_batched_left_padded_generation_gives_the_one_by_one_answers(loaded, fam
 
 
 def test_prompts_near_the_context_end_go_alone():
-    from loraplace.train.tasks import _batches
+    from loraplace.train.task_metrics import _batches
 
     examples = [{"prompt_ids": [1] * n} for n in (3, 60, 5, 2, 59)]
     # context 64, 6 new tokens: prompts up to 58 tokens batch; 59 and 60 go alone.

@@ -181,7 +181,7 @@ def _data_fingerprints(study: Study, task, assets: Assets) -> dict[str, str]:
             f"{blocks.name} is raw text: give such a dataset or drop eval.tasks"
         )
     if own:  # what every run would find only after training: checked once, here
-        from loraplace.train.tasks import check_examples
+        from loraplace.train.task_metrics import check_examples
 
         check_examples(own, blocks.val_examples)
     retain = retain_dataset(study, task.dataset)

@@ -65,7 +65,7 @@ FIELDS: dict[str, dict[str, str]] = {
         **_each(IDENTITY, "every batch_size max_blocks"),
         **_each(ADDED, "tasks dataset"),
     },
-    "TaskConfig": {
+    "TaskMetricConfig": {
         **_each(IDENTITY, "name kind max_new_tokens stop limit batch_size"),
         **_each(ADDED, "task include_path metric num_fewshot retain"),
     },

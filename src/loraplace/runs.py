@@ -111,7 +111,7 @@ class RunSpec:
     quantize: Literal["4bit", "8bit"] | None = None
     # How instruction data is read and masked (data.sft.DataSettings as a dict; empty =
     # defaults), and the task metrics of eval.tasks
-    # (train.tasks.TaskSettings as dicts).
+    # (train.task_metrics.TaskMetricSettings as dicts).
     data: dict[str, Any] = field(default_factory=dict)
     eval_tasks: tuple[dict[str, Any], ...] = ()
     # A separate validation file (eval.dataset): every row of it is the val set.

@@ -60,7 +60,7 @@ def build_report(
 
     metric: the headline, "loss" or a task metric ("accuracy", "task:<name>").
     """
-    from loraplace.analysis.tasks import resolve_metric
+    from loraplace.analysis.task_metrics import resolve_metric
 
     t0 = time.perf_counter()
     data = read_study_data(store, study)

@@ -31,7 +31,7 @@ from loraplace.report.section_budget_probe import add_budget_section, add_probe_
 from loraplace.report.section_context import SectionContext
 from loraplace.report.section_models import add_models_section
 from loraplace.report.section_results import add_results, add_statistics
-from loraplace.report.section_tasks import add_task_section
+from loraplace.report.section_task_metrics import add_task_section
 
 
 def _preamble(r: SectionContext) -> None:

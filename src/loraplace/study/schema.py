@@ -57,8 +57,8 @@ class TrainConfig(BaseModel):
     modules_to_save: tuple[str, ...] = _d["modules_to_save"]
 
 
-class TaskConfig(BaseModel):
-    """A task metric on the val examples of instruction data (see train/tasks.py)."""
+class TaskMetricConfig(BaseModel):
+    """A task metric on the val examples of instruction data (see train/task_metrics.py)."""
 
     model_config = _STRICT
     name: str  # the metric is stored as task:<name> (accuracy, 0..1)
@@ -96,7 +96,7 @@ class TaskConfig(BaseModel):
         return self
 
 
-def task_dict(task: TaskConfig) -> dict[str, Any]:
+def task_dict(task: TaskMetricConfig) -> dict[str, Any]:
     """A task's settings, without the later keys at their defaults (ids stay as they were)."""
     return ident.hashed(task)
 
@@ -109,7 +109,7 @@ class EvalConfig(BaseModel):
     batch_size: int = _train_defaults["eval_batch_size"]  # sequences per no-grad forward pass
     max_blocks: int | None = _train_defaults["max_eval_blocks"]  # cap on eval blocks; None = all
     # Task metrics beside loss, e.g. [{name: answer, kind: exact_match}] (instruction data).
-    tasks: list[TaskConfig] = Field(default_factory=list)
+    tasks: list[TaskMetricConfig] = Field(default_factory=list)
     # A separate validation file (any format): all of it is the val set, and the
     # dataset's own val split goes unused. None = the dataset's own val split.
     dataset: str | None = None

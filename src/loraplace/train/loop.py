@@ -269,7 +269,7 @@ def _final_evals(
         retain_eval = evals("retain", retain) if steps else baseline.retain
     tasks: dict[str, float] = {}
     if spec.eval_tasks:  # accuracy beside loss, on the same val (and test) examples
-        from loraplace.train.tasks import spec_task_metrics
+        from loraplace.train.task_metrics import spec_task_metrics
 
         device = evals.kw["device"]
         tasks = spec_task_metrics(net, tokenizer, spec, blocks, test, device)

@@ -61,7 +61,7 @@ def zero_shot_result(
         metrics[names.FLOOR] = floor
     metrics.update(test_metrics(None, test, baseline.test, {"max_blocks": t.max_eval_blocks}))
     if spec.eval_tasks:
-        from loraplace.train.tasks import spec_task_metrics
+        from loraplace.train.task_metrics import spec_task_metrics
 
         metrics.update(spec_task_metrics(model, tokenizer, spec, blocks, test, device))
     if baseline.retain is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from loraplace.analysis import Summary
-from loraplace.analysis.tasks import (
+from loraplace.analysis.task_metrics import (
     ACCURACY,
     TASK_PREFIX,
     best_tests,
@@ -45,7 +45,7 @@ def accuracy_table(s: Summary, names: list[str]) -> Table:
         notes=[
             [
                 "exact_match: greedy generation equals the reference after normalising; "
-                "choice: the most likely option is the reference (train/tasks.py)."
+                "choice: the most likely option is the reference (train/task_metrics.py)."
             ]
         ],
     )

@@ -1,7 +1,7 @@
 """Task accuracy over seeds: per-placement estimates and paired tests on any stored metric.
 
 Runs store each task's accuracy as ``task:<name>`` and their mean as ``accuracy``
-(train/tasks.py). Here they are aggregated exactly like loss: the mean over seeds with a
+(train/task_metrics.py). Here they are aggregated exactly like loss: the mean over seeds with a
 95 % t interval (``aggregate.estimate``), and paired t-tests over shared seeds,
 Holm-corrected (``stats.paired_test``, ``stats.holm``). Higher is better.
 """

@@ -30,7 +30,7 @@ from loraplace.metrics import (
 
 
 @dataclass(frozen=True)
-class TaskSettings:
+class TaskMetricSettings:
     """One task of ``eval.tasks``."""
 
     name: str
@@ -47,9 +47,9 @@ class TaskSettings:
     retain: bool = False  # a forgetting measure: stored as retain:<name>, not in accuracy
 
 
-def task_settings(tasks) -> list[TaskSettings]:
-    """TaskSettings from a RunSpec's task dicts (lists become tuples)."""
-    return [TaskSettings(**{**t, "stop": tuple(t.get("stop", ("\n",)))}) for t in tasks]
+def task_settings(tasks) -> list[TaskMetricSettings]:
+    """TaskMetricSettings from a RunSpec's task dicts (lists become tuples)."""
+    return [TaskMetricSettings(**{**t, "stop": tuple(t.get("stop", ("\n",)))}) for t in tasks]
 
 
 def normalize(text: str) -> str:
@@ -97,7 +97,9 @@ def left_padded(prompts: list[list[int]], pad: int, eos: int, device):
 
 
 @torch.no_grad()
-def greedy_answers(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> list[str]:
+def greedy_answers(
+    model, tokenizer, examples: list[dict], task: TaskMetricSettings, device
+) -> list[str]:
     """Each example's greedy generation, cut at EOS and at the first stop string.
 
     Prompts go through ``generate`` in batches of ``task.batch_size``, left-padded with an
@@ -130,7 +132,7 @@ def greedy_answers(model, tokenizer, examples: list[dict], task: TaskSettings, d
     return [answers[i] for i in range(len(examples))]
 
 
-def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
+def exact_match(model, tokenizer, examples: list[dict], task: TaskMetricSettings, device) -> float:
     """Share of examples whose greedy generation matches the reference after normalising."""
     answers = greedy_answers(model, tokenizer, examples, task, device)
     hits = [
@@ -140,7 +142,7 @@ def exact_match(model, tokenizer, examples: list[dict], task: TaskSettings, devi
 
 
 @torch.no_grad()
-def choice(model, tokenizer, examples: list[dict], task: TaskSettings, device) -> float:
+def choice(model, tokenizer, examples: list[dict], task: TaskMetricSettings, device) -> float:
     """Share of examples whose most likely option (summed log-prob) is the reference."""
     from loraplace.train.evaluate import token_nll
 
@@ -200,7 +202,7 @@ def check_examples(tasks, examples: list[dict] | None, where: str = "the val spl
 
 
 def run_tasks(
-    model, tokenizer, examples: list[dict] | None, tasks: list[TaskSettings], device
+    model, tokenizer, examples: list[dict] | None, tasks: list[TaskMetricSettings], device
 ) -> dict[str, float]:
     """{task:<name>: accuracy, ..., accuracy: their mean} on the val examples; retain
     tasks as retain:<name> and retain_accuracy (lm-eval tasks read their own data)."""
