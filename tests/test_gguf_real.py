@@ -86,3 +86,73 @@ def test_warm_plan_reads_the_cached_config_without_torch(smollm2, loraplace_cach
     )
     assert proc.stdout.strip().splitlines()[-1] == "False 0", proc.stdout + proc.stderr
     assert "converting" not in proc.stderr
+
+
+CAPITALS = [
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Egypt", "Cairo"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Norway", "Oslo"),
+    ("Greece", "Athens"),
+    ("Cuba", "Havana"),
+    ("Chile", "Santiago"),
+    ("Poland", "Warsaw"),
+    ("Austria", "Vienna"),
+    ("Ireland", "Dublin"),
+    ("Portugal", "Lisbon"),
+]
+
+
+def test_a_users_messages_jsonl_end_to_end_with_the_chat_template(smollm2, tmp_path):
+    """The user's own `messages` file: trained through SmolLM2's chat template, scored by
+    exact match, and the report's Task accuracy table shows the stored accuracy."""
+    import sqlite3
+
+    from loraplace.cli import run_cli
+
+    data = tmp_path / "capitals.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"What is the capital of {c}? One word."},
+                        {"role": "assistant", "content": city},
+                    ]
+                }
+            )
+            + "\n"
+            for c, city in CAPITALS
+        )
+    )
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"name: capitals\nmodel: {NAME}\ndataset: {data}\nretain: null\n"
+        "placements: [attention]\nseeds: [0]\nthreads: 2\n"
+        "data: {val_fraction: 0.25}\n"
+        "train: {steps: 2, batch_size: 4, lr: 1.0e-3, warmup_steps: 0, precision: fp32}\n"
+        "eval:\n  every: 0\n  tasks:\n    - {name: capital, kind: exact_match, max_new_tokens: 6}\n"
+    )
+    out = tmp_path / "runs"
+    assert run_cli(["run", str(study), "--out", str(out)]) == 0
+    with sqlite3.connect(out / "loraplace.db") as db:
+        rows = db.execute(
+            "SELECT r.placement, m.name, m.value FROM metrics m JOIN runs r ON r.run_id = m.run_id "
+            "WHERE m.name IN ('eval_loss', 'task:capital') ORDER BY r.placement, m.name"
+        ).fetchall()
+    got = {(p, n): v for p, n, v in rows}
+    # 4 val examples: accuracy is a multiple of 1/4; zero-shot SmolLM2 answers in a sentence.
+    assert got[("zero-shot", "task:capital")] == 0.0
+    assert got[("attention", "task:capital")] * 4 == round(got[("attention", "task:capital")] * 4)
+    assert got[("attention", "eval_loss")] < got[("zero-shot", "eval_loss")]
+    assert run_cli(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    table = text.split("## Task accuracy", 1)[1].split("\n## ", 1)[0]
+    attention = next(ln for ln in table.splitlines() if ln.startswith("| attention |"))
+    assert f"{100 * got[('attention', 'task:capital')]:.2f}" in attention
+    assert "chat template" in text

@@ -247,9 +247,12 @@ def test_data_paragraph_reports_format_and_loss_mask():
     assert "qa.jsonl (format prompt-completion; fingerprint abababababababab," in text
     assert "Each run trains on 6,400 tokens and is evaluated on 640 validation tokens" in text
     assert (
-        "Loss mask: the loss scores completion tokens (1,234 scored validation tokens); "
-        "examples are split by example." in text
+        "Loss mask: the loss scores completion tokens (1,234 scored tokens over all the "
+        "dataset's examples, train and held out); examples are split by example." in text
     )
+    # Instruction data is one example per row: never "packed into blocks".
+    assert "packed into blocks" not in text
+    assert "into one row of at most 64 tokens, never packed with another example" in text
     assert "no loss mask" not in text
 
 

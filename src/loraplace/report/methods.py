@@ -180,6 +180,23 @@ def _train_tokens_sentence(runs: list[RunRecord]) -> str:
     )
 
 
+def _layout_sentence(runs: list[RunRecord], fmt_name: str) -> str:
+    """How rows are built: raw text is packed into blocks; instruction data never is."""
+    block = joined(_train(runs, "block_size"))
+    if fmt_name == "text":
+        return (
+            f"Documents are tokenised with the model's tokenizer and packed into blocks of "
+            f"{block} tokens; the train/validation split is drawn once with split seed "
+            f"{joined(_train(runs, 'split_seed'))} and is the same for every run seed. "
+        )
+    how = " through the chat template" if fmt_name == "conversational" else ""
+    return (
+        f"Each example is tokenised with the model's tokenizer{how} into one row of at "
+        f"most {block} tokens, never packed with another example; the split is the same "
+        "for every run seed. "
+    )
+
+
 def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
     cfg = s.study.config
     fps = [r.spec.get("fingerprints") or {} for r in runs]
@@ -191,11 +208,8 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
         U(fmt_name),
         "; fingerprint ",
         U(joined(f.get("data", "")[:16] or None for f in fps)),
-        ", in full in the settings table). Documents are tokenised with the model's "
-        "tokenizer and packed into blocks of "
-        f"{joined(_train(runs, 'block_size'))} tokens; the train/validation split is drawn "
-        f"once with split seed {joined(_train(runs, 'split_seed'))} and is the same for "
-        f"every run seed. {_train_tokens_sentence(runs)}",
+        f", in full in the settings table). {_layout_sentence(runs, fmt_name)}"
+        f"{_train_tokens_sentence(runs)}",
     ]
     infos = [r.manifest.get("data_info") or {} for r in runs]
     loss_on = joined(i.get("loss_on") for i in infos)
@@ -207,7 +221,8 @@ def _data_para(s: Summary, runs: list[RunRecord]) -> Para:
         parts += [
             f"Loss mask: the loss scores {loss_on} tokens"
             f" ({joined((i.get('scored_tokens') for i in infos), fmt.count)} scored "
-            f"validation tokens); examples are split by {split}.",
+            f"tokens over all the dataset's examples, train and held out); examples are "
+            f"split by {split}.",
         ]
         batching = distinct(r.manifest.get("batching") for r in runs)
         if batching:  # stores before batching was recorded have none
