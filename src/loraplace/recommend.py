@@ -245,7 +245,8 @@ def recommend_from_predictor(
 
     arch = _meta(model)
     cap = parse_budget(budget, arch)
-    template = {**(vdoc.get("template") or {}), "model": model, "dataset": data}
+    base = best.get("template") or vdoc.get("template") or {}
+    template = {**base, "model": model, "dataset": data}
     ctx = Context(model, data, cap, template, int(vdoc.get("seed", 0)), vdoc.get("options", {}))
     cands = budget_candidates(model, cap, arch) + allocated_candidates(ctx, arch)
     pred = run_predictor(best["predictor"], ctx, cands)
