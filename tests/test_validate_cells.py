@@ -212,6 +212,7 @@ def _resolved_store(path: Path, refs: dict[str, str], data: str) -> Path:
     from loraplace.arch import describe, meta_from_config
     from loraplace.models import load_config
     from loraplace.placement import resolve
+    from loraplace.predict.base import module_params
 
     loss = {"attention": [2.5, 2.6], "mlp": [2.4, 2.3], "all-linear": [2.0, 2.1]}
     store = Store(path)
@@ -229,10 +230,13 @@ def _resolved_store(path: Path, refs: dict[str, str], data: str) -> Path:
                     modules=mods,
                     model_name=label,
                 )
-                size = {"gpt2": 100, "llama": 400}[label]
-                runs.append(
-                    (spec, {"eval_loss": loss[p][seed], "train_time_s": 1.0, "total_params": size})
-                )
+                metrics = {
+                    "eval_loss": loss[p][seed],
+                    "train_time_s": 1.0,
+                    "total_params": {"gpt2": 100, "llama": 400}[label],
+                    "trainable_params": sum(module_params(m) for m in mods),
+                }
+                runs.append((spec, metrics))
     store.add_runs("m1", [s for s, _ in runs])
     for spec, metrics in runs:
         store.mark_running(spec.run_id)
@@ -270,3 +274,36 @@ def test_model_predictors_run_on_each_models_own_weights(two_models, tmp_path):
     for name in ("llama", refs["llama"]):
         best = best_validated(doc, name, data)
         assert best is not None and best["template"]["model"] == refs["llama"]
+
+
+@pytest.mark.slow  # the tiny models are written and probed (about 15 s on a loaded host)
+def test_recommend_picks_one_model_of_a_store_across_models(two_models, tmp_path, capsys):
+    import json
+
+    from loraplace.predict.validate import write
+
+    _, refs, data = two_models
+    store = _resolved_store(tmp_path / "out" / "loraplace.db", refs, data)
+    assert run_cli(["recommend", str(store.parent), "-b", "99%"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {store} holds runs of 2 models (gpt2, llama): give --model NAME to "
+        "recommend for one of them"
+    )
+    argv = ["recommend", str(store.parent), "-b", "99%", "--model", "llama", "--json"]
+    assert run_cli(argv) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert (rec["source"], rec["placement"], rec["model"]) == (
+        "measured",
+        "all-linear",
+        refs["llama"],
+    )
+    assert rec["expected_eval_loss"] == pytest.approx(2.05)
+    # below every measured placement: the predictor that validated best on llama's cell
+    write(validate(store, ["taylor", "out_norm"]), store.parent)
+    argv = ["recommend", str(store.parent), "-b", "200", "--model", "llama", "--data", data]
+    assert run_cli([*argv, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["source"] == "predictor" and rec["model"] == refs["llama"]
+    assert rec["followed"].startswith("followed predictor ")
+    assert "best in the validation on study 'models' (1 cell(s))" in rec["followed"]
