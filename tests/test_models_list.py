@@ -186,6 +186,9 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     gpt2 = cfg["models"][0]
     doc = validate(cfg["out"], ["out_norm"])  # per model: each model's placements apart
     assert [(c["model"], c["n_candidates"]) for c in doc["cells"]] == [(gpt2, 2), ("llama", 2)]
+    from loraplace.predict.validate import write
+
+    write(doc, Path(cfg["out"]))  # the report gives its table
     out = build_report(cfg["out"], tmp_path / "report")
     md = (out.out / "report.md").read_text()
     assert "## Models" in md
@@ -193,6 +196,8 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     assert "The base model is " + cfg["models"][0].replace("_", "\\_") + " (" in methods
     assert (out.out / "tables" / "results_model1.csv").is_file()
     assert (out.out / "tables" / "results_model2.csv").is_file()
+    assert "## Predictors" in md
+    assert len((out.out / "tables" / "predictors.csv").read_text().splitlines()) == 3
     csv = (out.out / "tables" / "models.csv").read_text().splitlines()
     assert len(csv) == 3  # header + attention + mlp
     assert "Across the 2 models the placement rankings" in md

@@ -307,3 +307,54 @@ def test_recommend_picks_one_model_of_a_store_across_models(two_models, tmp_path
     assert rec["source"] == "predictor" and rec["model"] == refs["llama"]
     assert rec["followed"].startswith("followed predictor ")
     assert "best in the validation on study 'models' (1 cell(s))" in rec["followed"]
+
+
+def _section(store: Path, study: str) -> tuple[str, list]:
+    from loraplace.report.render import Document, TableBlock, to_markdown
+    from loraplace.report.section_predictors import add_predictors_section
+
+    doc, tables = Document(["t"]), []
+
+    def table(t):
+        tables.append(t)
+        return TableBlock(t, len(tables))
+
+    add_predictors_section(doc, table, store, study)
+    return to_markdown(doc), tables
+
+
+def test_report_section_gives_the_validation_table_beside_the_store(grid):
+    from loraplace.predict.validate import write
+
+    assert _section(grid, "grid") == ("# t\n", [])  # no validation.json: no section
+    write(validate(grid, ["short-runs", "proxy"]), grid.parent)
+    md, tables = _section(grid, "grid")
+    assert "## Predictors" in md
+    (t,) = tables
+    assert [r["predictor"] for r in t.raw] == ["short-runs"] * 2 + ["short-runs", "proxy"] * 2
+    row = t.rows[2]  # short runs on big/t1
+    assert [str(x) for x in row] == [
+        "short-runs",
+        "big",
+        "t1",
+        "test_accuracy",
+        "18.0",
+        "0.667",
+        "mlp",
+        "all-linear",
+        "-1.000",  # the rung's order is the measured one reversed
+        "0.3333 ± 0.2868",
+        "3",
+    ]
+    flat = " ".join(md.split()).replace("\\_", "_")
+    assert (
+        "No predictor's regret is within seed noise (its 95 % interval reaching 0) on at "
+        "least 3 of the 4 cells (cells within noise: short-runs 1/4, proxy 2/2)." in flat
+    )
+    assert (
+        "big, t1: recommend follows proxy and picks all-linear; the best preset is all-linear"
+        in flat
+    )
+    # a validation of another study is not shown as this one's
+    md, tables = _section(grid, "other")
+    assert tables == [] and "validates study 'grid', not 'other'" in md
