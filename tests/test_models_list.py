@@ -183,8 +183,12 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     ]
     from loraplace.predict.validate import validate
 
-    with pytest.raises(UserError, match="ran 2 models, and validation ranks one model's"):
-        validate(cfg["out"], ["taylor"])
+    gpt2 = cfg["models"][0]
+    doc = validate(cfg["out"], ["out_norm"])  # per model: each model's placements apart
+    assert [(c["model"], c["n_candidates"]) for c in doc["cells"]] == [(gpt2, 2), ("llama", 2)]
+    from loraplace.predict.validate import write
+
+    write(doc, Path(cfg["out"]))  # the report gives its table
     out = build_report(cfg["out"], tmp_path / "report")
     md = (out.out / "report.md").read_text()
     assert "## Models" in md
@@ -192,11 +196,12 @@ def test_study_across_two_models_end_to_end(two_models, tmp_path, capsys):
     assert "The base model is " + cfg["models"][0].replace("_", "\\_") + " (" in methods
     assert (out.out / "tables" / "results_model1.csv").is_file()
     assert (out.out / "tables" / "results_model2.csv").is_file()
+    assert "## Predictors" in md
+    assert len((out.out / "tables" / "predictors.csv").read_text().splitlines()) == 3
     csv = (out.out / "tables" / "models.csv").read_text().splitlines()
     assert len(csv) == 3  # header + attention + mlp
     assert "Across the 2 models the placement rankings" in md
     assert "Kendall's W = " in md
-    gpt2 = cfg["models"][0]
     line = next(x for x in md.splitlines() if x.startswith("Cheap proxy"))
     assert line.startswith(
         ("Cheap proxy: yes, the small model", "Cheap proxy: no, the small model")

@@ -86,7 +86,7 @@ def test_measured_order_tau_and_regret_by_hand(tmp_path):
     wrong = score_cell(Prediction("bad", {"C": 1.0, "A": 0.0, "B": 0.0}, 1.0), m, "x", "y")
     assert (wrong.regret, wrong.within_noise) == (pytest.approx(0.5), False)
     assert summary({"cells": [wrong.to_json()]}) == (
-        "No predictor's regret is within seed noise on every cell (bad 0/1)."
+        "No predictor's regret is within seed noise on at least 1 of 1 cell(s) (bad 0/1)."
     )
     right = score_cell(Prediction("good", {"A": 1.0, "B": 0.5, "C": 0.0}, 1.0), m, "x", "y")
     assert (right.tau, right.regret, right.regret_ci, right.top1_agrees) == (1.0, 0.0, 0.0, True)
@@ -117,8 +117,8 @@ def test_written_files_agree_and_best_validated_picks_lowest_regret(tmp_path):
     assert lines[7].endswith("| A | A | yes | 0.333 | 0.0000 ± 0.0000 (3) |")
     # p1's regret 0.2 +- 0.43 reaches 0 too: both within noise, p1 the cheaper
     assert lines[9] == (
-        "Cheapest predictor with regret within seed noise (95 % CI reaching 0) on every "
-        "cell: **p1** (cells within noise: p1 1/1, p2 1/1)."
+        "Cheapest predictor (mean cost fraction) with regret within seed noise (95 % CI "
+        "reaching 0) on at least 1 of 1 cell(s): **p1** (cells within noise: p1 1/1, p2 1/1)."
     )
     assert json.loads(js.read_text())["cells"][1]["top1_agrees"] is True
     assert cs.read_text().splitlines()[0].startswith("predictor,model,task,metric")

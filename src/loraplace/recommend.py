@@ -47,6 +47,8 @@ class Candidate:
     study_names: set[str] = field(default_factory=set)
     # the runs' data: {dataset, text_field, data} (what an export's data side reads)
     data_source: dict[str, Any] = field(default_factory=dict)
+    model_label: str = ""  # the model's name in a study across models, else its reference
+    task: str | None = None  # the task of a study over several datasets
 
     @property
     def mean(self) -> float:
@@ -98,8 +100,11 @@ class Recommendation:
         }
 
 
-def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[str, float]]:
-    """Finished LoRA placements in a store, grouped over seeds; and zero-shot losses."""
+def measured_candidates(
+    store_path: str | Path,
+) -> tuple[list[Candidate], dict[tuple[str, str], float]]:
+    """Finished LoRA placements in a store, grouped over seeds; and zero-shot losses by
+    (model, dataset): each model's own baseline."""
 
     with Store(store_path, create=False, writer=False) as store:
         runs = store.runs()
@@ -110,14 +115,14 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
     for sid, rid in links:
         studies_of.setdefault(rid, set()).add(names.get(sid, sid))
     groups: dict[str, Candidate] = {}
-    zero: dict[str, list[float]] = {}
+    zero: dict[tuple[str, str], list[float]] = {}
     for r in runs:
         m = metrics.get(r["run_id"], {})
         if r["status"] != "done" or EVAL_LOSS not in m:
             continue
         spec = r["spec"]
         if r["kind"] == "zero-shot":
-            zero.setdefault(spec["dataset"], []).append(m[EVAL_LOSS])
+            zero.setdefault((spec["model"], spec["dataset"]), []).append(m[EVAL_LOSS])
             continue
         if r["kind"] != "lora":
             continue
@@ -139,6 +144,8 @@ def measured_candidates(store_path: str | Path) -> tuple[list[Candidate], dict[s
                     "text_field": spec.get("text_field", "text"),
                     "data": spec.get("data") or {},
                 },
+                model_label=spec.get("model_name") or spec["model"],
+                task=spec.get("task"),
             )
         c.losses.append(m[EVAL_LOSS])
         c.run_ids.append(r["run_id"])
@@ -152,6 +159,7 @@ def recommend_placement(
     budget: int | str,
     data: str | None = None,
     validation: str | Path | None = None,
+    model: str | None = None,
 ) -> Recommendation:
     """The recommendation for ``source`` (a store, its directory, or a model) at ``budget``.
 
@@ -161,13 +169,18 @@ def recommend_placement(
     Args:
         validation: a ``validation.json`` (or its directory); default: the store
             directory's own, when there is one.
+        model: which model of a store across models (its name or reference).
     """
 
     store = resolve_store_path(source)
     is_store = store.exists() and not is_gguf_ref(str(source))  # a .gguf file is a model
     vdoc = _validation(validation, store.parent if is_store else None)
     if is_store:
-        rec = recommend_from_store(store, budget)
+        every, zero = measured_candidates(store)
+        if not every:
+            raise UserError(f"{store} holds no finished runs: run the study first")
+        cands = pick_cell(every, store, model, data)
+        rec = recommend_from_store(cands, zero, budget) if cands else None
         if rec is not None:
             rec.followed = "followed: measured runs at this budget (no predictor needed)"
             return rec
@@ -176,10 +189,10 @@ def recommend_placement(
                 f"no measured placement in {store} fits budget {budget}: give --data "
                 "and a model to allocate one from probes, or run a study at this budget"
             )
-        cands, _ = measured_candidates(store)
-        if not cands:
-            raise UserError(f"{store} holds no finished runs: run the study first")
-        return recommend_unmeasured(cands[0].model, data, budget, vdoc)
+        mine = [c for c in every if model in (None, c.model_label, c.model)]
+        # a task's name stands for its dataset (what the probes read)
+        dataset = next((c.dataset for c in mine if data == c.task), data)
+        return recommend_unmeasured(mine[0].model, dataset, budget, vdoc)
     if Path(source).suffix == ".db":
         raise UserError(f"no results store at {source}: run `loraplace run` first")
     if data is None:
@@ -187,6 +200,37 @@ def recommend_placement(
             f"{str(source)!r} is a model, not a results store: give --data DATASET to probe it"
         )
     return recommend_unmeasured(str(source), data, budget, vdoc)
+
+
+def pick_cell(
+    cands: list[Candidate], store: Path, model: str | None, data: str | None
+) -> list[Candidate]:
+    """The measured placements of one model on one task: measured runs of two models or
+    two tasks are never ranked together (their losses differ in scale). ``model`` and
+    ``data`` choose; a store with several and no choice is one UserError. ``data`` that
+    matches no measured task leaves nothing measured (a prediction follows)."""
+    labels = list(dict.fromkeys(c.model_label for c in cands))
+    if model is not None:
+        cands = [c for c in cands if model in (c.model_label, c.model)]
+        if not cands:
+            raise UserError(
+                f"{store} holds no finished run of model {model!r}: choose one of "
+                + ", ".join(labels)
+            )
+    elif len(labels) > 1:
+        raise UserError(
+            f"{store} holds runs of {len(labels)} models ({', '.join(labels)}): give "
+            "--model NAME to recommend for one of them"
+        )
+    if data is not None:
+        return [c for c in cands if data in (c.task, c.dataset)]
+    tasks = list(dict.fromkeys(c.task or c.dataset for c in cands))
+    if len(tasks) > 1:
+        raise UserError(
+            f"{store} holds runs on {len(tasks)} tasks ({', '.join(tasks)}): give --data "
+            "TASK to recommend for one of them"
+        )
+    return cands
 
 
 def _validation(path: str | Path | None, store_dir: Path | None) -> dict[str, Any] | None:
@@ -246,7 +290,8 @@ def recommend_from_predictor(
 
     arch = _meta(model)
     cap = parse_budget(budget, arch)
-    template = {**(vdoc.get("template") or {}), "model": model, "dataset": data}
+    base = best.get("template") or vdoc.get("template") or {}
+    template = {**base, "model": model, "dataset": data}
     ctx = Context(model, data, cap, template, int(vdoc.get("seed", 0)), vdoc.get("options", {}))
     cands = budget_candidates(model, cap, arch) + allocated_candidates(ctx, arch)
     pred = run_predictor(best["predictor"], ctx, cands)
@@ -295,12 +340,12 @@ def proposal(
     )
 
 
-def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommendation | None:
-    """The measured placement with the lowest mean eval loss within the budget, or None."""
+def recommend_from_store(
+    cands: list[Candidate], zero: dict[tuple[str, str], float], budget: int | str
+) -> Recommendation | None:
+    """The measured placement (of one model and task) with the lowest mean eval loss
+    within the budget, or None."""
 
-    cands, zero = measured_candidates(store_path)
-    if not cands:
-        return None
     model = cands[0].model
     cap = parse_budget(budget, _meta(model))
     fitting = [c for c in cands if c.trainable_params <= cap]
@@ -316,8 +361,8 @@ def recommend_from_store(store_path: str | Path, budget: int | str) -> Recommend
         + f" over {len(best.losses)} seed(s), {best.trainable_params:,} params "
         f"(from studies: {', '.join(sorted(best.study_names)) or '?'})",
     ]
-    if best.dataset in zero:
-        ev.append(f"zero-shot eval loss on the same data: {zero[best.dataset]:.4f}")
+    if (model, best.dataset) in zero:
+        ev.append(f"zero-shot eval loss on the same data: {zero[model, best.dataset]:.4f}")
     if len(fitting) > 1:
         nxt = fitting[1]
         gap = nxt.mean - best.mean

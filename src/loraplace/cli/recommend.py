@@ -23,12 +23,17 @@ def recommend(
     budget: str = typer.Option(
         ..., "--budget", "-b", help="trainable params: 2M, 0.55%, seed-ffn@r16"
     ),
-    data: str | None = typer.Option(None, "--data", help="dataset for probes (model source)"),
+    data: str | None = typer.Option(
+        None, "--data", help="dataset for probes; in a store, which task's runs to rank"
+    ),
     fmt: str | None = typer.Option(
         None, "--format", "-f", help="export: peft|axolotl|llama-factory"
     ),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="where the export goes"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    model: str | None = typer.Option(
+        None, "--model", help="which model of a study across models (its name or reference)"
+    ),
     validation: Path | None = typer.Option(
         None,
         "--validation",
@@ -42,36 +47,12 @@ def recommend(
 
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    rec = recommend_placement(source, budget, data, validation)
+    rec = recommend_placement(source, budget, data, validation, model)
     rp = placement_of(rec)
     if as_json:
         print(json.dumps(rec.to_json(), indent=2))
     else:
-        loss = (
-            f"{rec.expected_loss:.4f}" + (f" ± {rec.ci95:.4f}" if rec.ci95 is not None else "")
-            if rec.expected_loss is not None
-            else "not measured"
-        )
-        out.print(
-            f"[bold]recommended[/] for {rec.budget:,} params: [bold]{escape(rec.label)}[/] — "
-            f"{rec.trainable_params:,} params, expected eval loss {loss} ({rec.source})"
-        )
-        out.print(f"  {escape(rec.followed)}")
-        for e in rec.evidence:
-            out.print(f"  • {escape(str(e))}")
-        if rec.alternatives:
-            t = Table(title="measured placements within the budget")
-            for col in ("placement", "eval loss", "95 % CI", "seeds", "params"):
-                t.add_column(col, justify="left" if col == "placement" else "right")
-            for a in rec.alternatives:
-                t.add_row(
-                    escape(a["placement"]),
-                    f"{a[EVAL_LOSS]:.4f}",
-                    f"{a['ci95']:.4f}" if a["ci95"] is not None else "—",
-                    str(a["n_seeds"]),
-                    f"{a['trainable_params']:,}",
-                )
-            out.print(t)
+        _print(rec)
     if fmt is not None:
         store = resolve_store_path(source)
         saved = _saved_weights(store, rec) if fmt == "peft" and store.exists() else None
@@ -99,6 +80,35 @@ def recommend(
     return 0
 
 
+def _print(rec) -> None:
+    """The recommendation, its evidence and the measured alternatives, for a reader."""
+    loss = (
+        f"{rec.expected_loss:.4f}" + (f" ± {rec.ci95:.4f}" if rec.ci95 is not None else "")
+        if rec.expected_loss is not None
+        else "not measured"
+    )
+    out.print(
+        f"[bold]recommended[/] for {rec.budget:,} params: [bold]{escape(rec.label)}[/] — "
+        f"{rec.trainable_params:,} params, expected eval loss {loss} ({rec.source})"
+    )
+    out.print(f"  {escape(rec.followed)}")
+    for e in rec.evidence:
+        out.print(f"  • {escape(str(e))}")
+    if rec.alternatives:
+        t = Table(title="measured placements within the budget")
+        for col in ("placement", "eval loss", "95 % CI", "seeds", "params"):
+            t.add_column(col, justify="left" if col == "placement" else "right")
+        for a in rec.alternatives:
+            t.add_row(
+                escape(a["placement"]),
+                f"{a[EVAL_LOSS]:.4f}",
+                f"{a['ci95']:.4f}" if a["ci95"] is not None else "—",
+                str(a["n_seeds"]),
+                f"{a['trainable_params']:,}",
+            )
+        out.print(t)
+
+
 def _saved_weights(store_path: Path, rec) -> Path | None:
     """The saved adapter of the recommended placement's lowest-loss run, if one was kept."""
     from loraplace.adapters import best_saved
@@ -110,7 +120,12 @@ def _saved_weights(store_path: Path, rec) -> Path | None:
         runs = [
             r["run_id"]
             for r in store.runs()
-            if r["placement"] == rec.label and r["status"] == "done" and r["kind"] == "lora"
+            if r["placement"] == rec.label
+            and r["status"] == "done"
+            and r["kind"] == "lora"
+            # the recommended model and data: another model's run may share the label
+            and r["spec"]["model"] == rec.model
+            and r["spec"]["dataset"] == rec.data_source.get("dataset", r["spec"]["dataset"])
         ]
         losses = {rid: m[EVAL_LOSS] for rid, m in store.metrics(runs).items() if EVAL_LOSS in m}
     return best_saved(store_path.parent, losses)

@@ -41,7 +41,7 @@ def validate(
     ),
 ) -> None:
     """Cost, top-1, Kendall's tau and regret of each predictor against the measured order."""
-    from loraplace.predict.validate import table_rows, write
+    from loraplace.predict.validate import preset_lines, summary, table_rows, write
     from loraplace.predict.validate import validate as run_validate
     from loraplace.store import resolve_store_path
 
@@ -54,10 +54,14 @@ def validate(
     doc = run_validate(source, names, options=options, study=study, seed=seed)
     paths = write(doc, out_dir or resolve_store_path(source).parent)
     t = Table(title=f"predictors against study {escape(doc['study'])}")
-    for col in ("predictor", "task", "cost frac.", "top-1", "best", "tau", "regret ± CI"):
+    cols = ("predictor", "model", "task", "cost frac.", "top-1", "best", "tau", "regret ± CI")
+    for col in cols:
         t.add_column(col)
     for r in table_rows(doc):
-        t.add_row(*(escape(x) for x in (r[0], r[2], r[4], r[5], r[6], r[8], r[9])))
+        t.add_row(*(escape(x) for x in (r[0], r[1], r[2], r[4], r[5], r[6], r[8], r[9])))
     out.print(t)
+    out.print(escape(summary(doc).replace("**", "")))
+    for line in preset_lines(doc):
+        out.print(escape(line))
     for p in paths:
         out.print(f"wrote {escape(str(p))}")

@@ -1,15 +1,13 @@
 """The placements a predictor ranks, and the context it ranks them in.
 
-Two sources: a finished study (its trained placements, so that every prediction can be
-checked against what the study measured), and a budget alone (what ``recommend`` has
-before anything is measured): every preset matched to the budget that fits it, random
-placements that spend it (``budget/generated.py``), and the knapsack allocations of the
-taylor and lora_grad probes (``budget/allocate.py``), as a study's generated entries.
+A finished study's candidates are its trained placements (``cells.py``). Here are the
+candidates ``recommend`` has before anything is measured, from a budget alone: every
+preset matched to the budget that fits it, random placements that spend it
+(``budget/generated.py``), and the knapsack allocations of the taylor and lora_grad
+probes (``budget/allocate.py``), as a study's generated entries.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from loraplace.budget import allocate, match_budget
 from loraplace.budget.generated import random_allocation
@@ -19,43 +17,6 @@ from loraplace.predict.base import Candidate, Context
 from loraplace.predict.probes import study_probe
 
 RANDOM_CANDIDATES = 3  # random placements of the budget among recommend's candidates
-
-
-def study_candidates(study, options: dict[str, Any] | None = None, seed: int = 0):
-    """(context, candidates) of a study's single task (``StudyData.for_task``).
-
-    Each trained placement with at least one finished run is a candidate, with the
-    modules its runs trained; the context takes the model, data and settings of its first
-    finished run, and the study's budget (or its largest placement's when it has none).
-    """
-    done = [r for r in study.runs if r.kind == "lora" and r.done]
-    if not done:
-        raise UserError(
-            f"study {study.name!r} has no finished LoRA run: run it to the end first "
-            "(`loraplace run` resumes it)"
-        )
-    cands: dict[str, Candidate] = {}
-    for r in done:
-        if r.placement not in cands:
-            cands[r.placement] = Candidate(
-                r.placement, tuple(r.modules), bool(r.spec.get("use_rslora"))
-            )
-    if len(cands) < 2:
-        raise UserError(
-            f"study {study.name!r} has {len(cands)} finished placement(s): validation "
-            "compares rankings and needs at least 2"
-        )
-    template = dict(done[0].spec)
-    budget = study.budget or max(c.params for c in cands.values())
-    ctx = Context(
-        model=template["model"],
-        dataset=template["dataset"],
-        budget=int(budget),
-        template=template,
-        seed=seed,
-        options=dict(options or {}),
-    )
-    return ctx, list(cands.values())
 
 
 def budget_candidates(model: str, budget: int, arch) -> list[Candidate]:

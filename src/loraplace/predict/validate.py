@@ -1,28 +1,36 @@
 """Each predictor's ranking checked against what a finished study measured.
 
-Per (model, task) of the study and per predictor:
+Per (model, task) cell of the study (``cells.py``: each model on each task, its grid
+points chosen by its selection, judged on the test split when there is one) and per
+predictor:
 
-- **cost fraction**: the predictor's wall-clock seconds over the study's, the sum of its
-  runs' ``train_time_s`` (evaluation and loading not counted on the study's side, so the
-  fraction errs against the predictor);
+- **cost fraction**: the predictor's wall-clock seconds over the cell's training
+  seconds (evaluation and loading not counted on the study's side, so the fraction errs
+  against the predictor);
 - **top-1**: whether the predictor's first placement is the measured best (best mean over
-  seeds of the metric);
+  seeds of the cell's headline metric);
 - **Kendall's tau** (tau-b, ``scipy.stats.kendalltau``) between the predictor's scores
   and the measured means, both oriented higher = better: 1 is the measured order;
 - **regret**: the metric lost by following the predictor instead of the best placement,
   paired over the seeds both have (best minus chosen for accuracy, chosen minus best for
   loss, so positive is lost), with its 95 % t-interval over seeds. Zero when the
-  predictor picks the best.
+  predictor picks the best;
+- **against the best preset**: the same paired difference against the best measured
+  preset, with a one-sided paired t-test and Wilcoxon signed-rank test (is the pick
+  worse?). Per cell the pick of the predictor ``recommend`` would follow there is
+  singled out (``recommend`` in the document): chosen on the same cells it is scored
+  on, so it is an in-sample check.
 
-The metric is the runs' task ``accuracy`` when every finished run has one, else the
-eval loss. Results go to ``validation.md`` (a table), ``validation.json`` and
-``validation.csv``; ``recommend`` reads the JSON.
+Where the study can answer itself, it does: ``short-runs`` reads the first rung of the
+study's successive halving when it has one (else trains its own short runs), and
+``proxy`` in a study across models is the smallest model's measured ranking, for each
+larger model (unless ``proxy_model`` names a model to train). Results go to
+``validation.md``, ``validation.json`` and ``validation.csv`` (``validation_file.py``);
+``recommend`` reads the JSON.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,36 +38,37 @@ from pathlib import Path
 from typing import Any
 
 from loraplace.errors import UserError
-from loraplace.metrics import ACCURACY, EVAL_LOSS
 from loraplace.predict import check_predictors, probes, run_predictor
-from loraplace.predict.candidates import study_candidates
+from loraplace.predict.cells import Cell as StudyCell
+from loraplace.predict.cells import Measured, first_rung, measured, proxy_cell, study_cells
 from loraplace.predict.training import check_options
+from loraplace.predict.validation_file import (
+    FILE,
+    best_validated,
+    markdown,
+    preset_lines,
+    read,
+    summary,
+    table_rows,
+    write,
+)
 from loraplace.store import resolve_store_path
 
-FILE = "validation.json"
-
-
-@dataclass(frozen=True)
-class Measured:
-    """A task's measured placements: metric per seed, oriented by ``higher_better``."""
-
-    metric: str
-    higher_better: bool
-    by_seed: dict[str, dict[int, float]]  # label -> seed -> value
-    seconds: float  # the study's cost: sum of train_time_s of the task's runs
-
-    def goodness(self, label: str, seed: int) -> float:
-        v = self.by_seed[label][seed]
-        return v if self.higher_better else -v
-
-    def mean(self, label: str) -> float:
-        vals = self.by_seed[label].values()
-        return sum(vals) / len(vals)
-
-    @property
-    def best(self) -> str:
-        sign = 1.0 if self.higher_better else -1.0
-        return min(self.by_seed, key=lambda k: (-sign * self.mean(k), k))
+__all__ = [
+    "FILE",
+    "Cell",
+    "Measured",
+    "best_validated",
+    "markdown",
+    "measured",
+    "preset_lines",
+    "read",
+    "score_cell",
+    "summary",
+    "table_rows",
+    "validate",
+    "write",
+]
 
 
 @dataclass
@@ -81,6 +90,7 @@ class Cell:
     regret_ci: float | None
     regret_seeds: int
     order: list[str] = field(default_factory=list)
+    vs_preset: dict[str, Any] | None = None  # the pick against the best preset (paired)
 
     @property
     def cost_fraction(self) -> float | None:
@@ -107,19 +117,6 @@ class Cell:
         return d
 
 
-def measured(study) -> Measured:
-    """The measured placements of one task of a study (``StudyData.for_task``)."""
-    done = [r for r in study.runs if r.kind == "lora" and r.done]
-    accuracy = bool(done) and all("accuracy" in r.metrics for r in done)
-    metric = ACCURACY if accuracy else EVAL_LOSS
-    by_seed: dict[str, dict[int, float]] = {}
-    for r in done:
-        if metric in r.metrics:
-            by_seed.setdefault(r.placement, {})[r.seed] = float(r.metrics[metric])
-    seconds = sum(float(r.metrics.get("train_time_s", 0.0)) for r in study.runs if r.done)
-    return Measured(metric, accuracy, by_seed, seconds)
-
-
 def kendall_tau(scores: dict[str, float], m: Measured) -> tuple[float | None, float | None]:
     """tau-b and its p-value between predicted scores and measured means (None if undefined)."""
     from scipy.stats import kendalltau
@@ -131,22 +128,61 @@ def kendall_tau(scores: dict[str, float], m: Measured) -> tuple[float | None, fl
     return (None, None) if math.isnan(tau) else (tau, None if math.isnan(p) else p)
 
 
+def _lost(chosen: str, best: str, m: Measured) -> list[float]:
+    """Per shared seed, the metric lost by ``chosen`` against ``best`` (positive = lost)."""
+    seeds = sorted(set(m.by_seed[best]) & set(m.by_seed[chosen]))
+    if not seeds:
+        raise UserError(f"placements {best!r} and {chosen!r} share no seed: regret undefined")
+    return [m.goodness(best, s) - m.goodness(chosen, s) for s in seeds]
+
+
 def regret(chosen: str, m: Measured) -> tuple[float, float | None, int]:
     """(mean, 95 % CI half-width, seeds): the metric lost by choosing ``chosen``."""
     from loraplace.analysis.aggregate import estimate
 
-    best = m.best
-    seeds = sorted(set(m.by_seed[best]) & set(m.by_seed[chosen]))
-    if not seeds:
-        raise UserError(f"placements {best!r} and {chosen!r} share no seed: regret undefined")
-    est = estimate(m.goodness(best, s) - m.goodness(chosen, s) for s in seeds)
+    est = estimate(_lost(chosen, m.best, m))
     assert est is not None
     return est.mean, est.ci, est.n
+
+
+def vs_best_preset(chosen: str, m: Measured) -> dict[str, Any] | None:
+    """``chosen`` against the best measured preset, paired over seeds: the mean loss of
+    metric (positive = chosen is worse), its 95 % CI, and one-sided p-values (H1: chosen
+    is worse) of the paired t-test and the Wilcoxon signed-rank test. None without a
+    preset. Identical values on every seed (the same placement) give p = 1."""
+    from scipy.stats import ttest_rel, wilcoxon
+
+    from loraplace.analysis.aggregate import estimate
+
+    best = m.best_preset
+    if best is None:
+        return None
+    lost = _lost(chosen, best, m)
+    est = estimate(lost)
+    assert est is not None
+    p_t = p_w = 1.0
+    if any(d != 0 for d in lost) and len(lost) >= 2:
+        p_t = float(ttest_rel(lost, [0.0] * len(lost), alternative="greater").pvalue)
+        p_w = float(wilcoxon(lost, alternative="greater").pvalue)
+    return {
+        "chosen": chosen,
+        "best_preset": best,
+        "lost": est.mean,
+        "ci": est.ci,
+        "seeds": est.n,
+        "p_t": None if math.isnan(p_t) else p_t,
+        "p_wilcoxon": None if math.isnan(p_w) else p_w,
+    }
 
 
 def score_cell(pred, m: Measured, model: str, task: str) -> Cell:
     """A prediction (``base.Prediction``) set against the measured placements."""
     scores = {k: v for k, v in pred.scores.items() if k in m.by_seed}
+    if not scores:
+        raise UserError(
+            f"predictor {pred.predictor} ranked none of the measured placements of "
+            f"{model}, {task}: its candidates and the study's differ"
+        )
     order = sorted(scores, key=lambda k: (-scores[k], k))
     tau, p = kendall_tau(scores, m)
     mean, ci, n = regret(order[0], m)
@@ -166,7 +202,43 @@ def score_cell(pred, m: Measured, model: str, task: str) -> Cell:
         regret_ci=ci,
         regret_seeds=n,
         order=order,
+        vs_preset=vs_best_preset(order[0], m),
     )
+
+
+def predict_cell(name: str, cell: StudyCell, cells: list[StudyCell]):
+    """One predictor's prediction for a cell, from the study itself where it can answer
+    (module docstring); None when it has nothing to say (the proxy on the smallest model)."""
+    if name == "short-runs":
+        rung = first_rung(cell.runs)
+        if rung is not None:
+            return rung
+    if name == "proxy" and not cell.context.options.get("proxy_model"):
+        return proxy_cell(cells, cell)
+    return run_predictor(name, cell.context, cell.candidates)
+
+
+def _checked(predictors: list[str], options: dict[str, Any], models: int) -> None:
+    """The predictors and their options; a study across models is its own proxy."""
+    need = dict(options)
+    if models > 1 and not need.get("proxy_model"):
+        need["proxy_model"] = "the smallest model's runs"
+    check_predictors(predictors, need)
+
+
+def recommend_checks(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, task): the predictor ``recommend`` follows there (``best_validated``)
+    and its pick against the best preset, paired over seeds."""
+    out = []
+    for key in dict.fromkeys((c["model"], c["task"]) for c in cells):
+        doc = {"cells": [c for c in cells if (c["model"], c["task"]) == key]}
+        best = best_validated(doc, *key)
+        assert best is not None
+        cell = best["cells"][0]
+        head = {"model": key[0], "task": key[1], "predictor": best["predictor"]}
+        vs = cell["vs_preset"] or {"chosen": cell["top1"], "best_preset": None}
+        out.append({**head, "metric": cell["metric"], **vs})
+    return out
 
 
 def validate(
@@ -177,7 +249,7 @@ def validate(
     study: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run ``predictors`` on a finished study's placements and score them (module doc).
+    """Run ``predictors`` on every (model, task) of a finished study and score them.
 
     Everything a user can get wrong (no store, no finished runs, fewer than 2
     placements, an unknown predictor or a missing option) is checked before any
@@ -189,203 +261,46 @@ def validate(
     store = resolve_store_path(source)
     if not store.exists():
         raise UserError(f"no results store at {store}: run the study first (`loraplace run`)")
-    check_predictors(predictors, options)
-
     check_options(predictors, options)
     data = read_study_data(store, study)
-    if len(data.models()) > 1:  # candidates take the model of their first run
-        raise UserError(
-            f"study {data.name!r} ran {len(data.models())} models, and validation ranks one "
-            "model's placements: validate a study with one model: key"
-        )
-    groups = [(task, data.for_task(task)) for task in data.tasks()]
-    # a group with only baseline runs has nothing to rank (unless nothing else has)
-    trained = [(t, sub) for t, sub in groups if any(r.kind == "lora" for r in sub.runs)]
-    tasks = []
-    for task, sub in trained or groups:
-        ctx, cands = study_candidates(sub, options, seed)
-        tasks.append((task, sub, ctx, cands))
+    _checked(predictors, options, len(data.models()))
+    cells = study_cells(data, options, seed)
 
     probes.clear_cache()  # a model or data file may have changed since an earlier call
-    cells, predictions = [], []
-    for task, sub, ctx, cands in tasks:
-        m = measured(sub)
-        label = task or ctx.dataset
+    scored, predictions, skipped = [], [], []
+    for cell in cells:
         for name in predictors:
-            pred = run_predictor(name, ctx, cands)
-            predictions.append({"task": label, **pred.to_json()})
-            cells.append(score_cell(pred, m, ctx.model, label).to_json())
+            pred = predict_cell(name, cell, cells)
+            if pred is None:
+                skipped.append({"predictor": name, "model": cell.model, "task": cell.task})
+                continue
+            where = {"model": cell.model, "task": cell.task}
+            predictions.append({**where, **pred.to_json()})
+            row = score_cell(pred, cell.measured, cell.model, cell.task).to_json()
+            scored.append({**row, "model_ref": cell.context.model})
+    contexts = [
+        {
+            "model": c.model,
+            "model_ref": c.context.model,
+            "task": c.task,
+            "dataset": c.context.dataset,
+            "budget": c.context.budget,
+            "params": c.params,
+            "template": c.context.template,
+        }
+        for c in cells
+    ]
     return {
         "study": data.name,
         "store": str(store),
         "created": time.time(),
         "seed": seed,
         "options": options,
-        "datasets": {t or c.dataset: c.dataset for t, _, c, _ in tasks},
-        "template": tasks[0][2].template,
-        "cells": cells,
+        "datasets": {c.task: c.context.dataset for c in cells},
+        "template": cells[0].context.template,
+        "contexts": contexts,
+        "cells": scored,
+        "skipped": skipped,
+        "recommend": recommend_checks(scored),
         "predictions": predictions,
     }
-
-
-COLUMNS = (
-    "predictor",
-    "model",
-    "task",
-    "cost (s)",
-    "cost fraction",
-    "top-1",
-    "measured best",
-    "top-1 agrees",
-    "Kendall tau",
-    "regret ± 95 % CI (seeds)",
-)
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def table_rows(doc: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for c in doc["cells"]:
-        ci = f" ± {c['regret_ci']:.4f}" if c["regret_ci"] is not None else ""
-        rows.append(
-            [
-                c["predictor"],
-                c["model"],
-                c["task"],
-                f"{c['seconds']:.1f}",
-                _fmt(c["cost_fraction"], ".3f"),
-                c["top1"],
-                c["best"],
-                "yes" if c["top1_agrees"] else "no",
-                _fmt(c["tau"], ".3f"),
-                f"{c['regret']:.4f}{ci} ({c['regret_seeds']})",
-            ]
-        )
-    return rows
-
-
-def markdown(doc: dict[str, Any]) -> str:
-    metric = doc["cells"][0]["metric"] if doc["cells"] else EVAL_LOSS
-    lines = [
-        f"# Predictor validation: study {doc['study']}",
-        "",
-        f"Regret in {metric} ({'higher' if metric == 'accuracy' else 'lower'} is better; "
-        "positive = lost by following the predictor), paired over seeds.",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "| " + " | ".join("---" for _ in COLUMNS) + " |",
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(doc)]
-    return "\n".join([*lines, "", summary(doc)]) + "\n"
-
-
-def summary(doc: dict[str, Any]) -> str:
-    """One line: the cheapest predictor whose regret is within seed noise on every cell."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for c in doc["cells"]:
-        by.setdefault(c["predictor"], []).append(c)
-    ok = [p for p, cs in by.items() if all(c["within_noise"] for c in cs)]
-    counts = ", ".join(
-        f"{p} {sum(c['within_noise'] for c in cs)}/{len(cs)}" for p, cs in by.items()
-    )
-    if not ok:
-        return f"No predictor's regret is within seed noise on every cell ({counts})."
-    cheapest = min(ok, key=lambda p: (sum(c["seconds"] for c in by[p]), p))
-    return (
-        f"Cheapest predictor with regret within seed noise (95 % CI reaching 0) on every "
-        f"cell: **{cheapest}** (cells within noise: {counts})."
-    )
-
-
-def write(doc: dict[str, Any], out: Path) -> list[Path]:
-    """validation.md, .json and .csv under ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    md, js, cs = out / "validation.md", out / FILE, out / "validation.csv"
-    md.write_text(markdown(doc), encoding="utf-8")
-    js.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    keys = list(doc["cells"][0]) if doc["cells"] else []
-    with cs.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=[k for k in keys if k != "order"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(doc["cells"])
-    return [md, js, cs]
-
-
-def best_validated(doc: dict[str, Any], model: str, dataset: str) -> dict[str, Any] | None:
-    """The predictor that validated best for (model, dataset), with its scores; or None.
-
-    Best = lowest mean regret over the matching cells, then highest mean tau, then
-    cheapest. ``dataset`` matches a cell's task or the dataset that task names.
-    """
-    datasets = doc.get("datasets", {})
-    cells = [
-        c
-        for c in doc.get("cells", [])
-        if c["model"] == model and dataset in (c["task"], datasets.get(c["task"]))
-    ]
-    if not cells:
-        return None
-    by: dict[str, list[dict[str, Any]]] = {}
-    for c in cells:
-        by.setdefault(c["predictor"], []).append(c)
-
-    def key(name: str):
-        cs = by[name]
-        taus = [c["tau"] for c in cs if c["tau"] is not None]
-        return (
-            sum(c["regret"] for c in cs) / len(cs),
-            -(sum(taus) / len(taus)) if taus else math.inf,
-            sum(c["seconds"] for c in cs),
-            name,
-        )
-
-    name = min(by, key=key)
-    return {"predictor": name, "cells": by[name], "study": doc.get("study")}
-
-
-def read(path: str | Path) -> dict[str, Any]:
-    """A validation file (or the directory holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / FILE
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"no validation file at {p}: run `loraplace validate` first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise UserError(f"{p} is not a validation file ({why}): run validate again") from None
-    problem = _shape_problem(doc)
-    if problem:
-        raise UserError(f"{p} is not a validation file ({problem}): run validate again")
-    return doc
-
-
-_NUMBER = (int, float)
-_CELL_KEYS: dict[str, type | tuple[type, ...]] = {
-    "model": str,
-    "task": str,
-    "predictor": str,
-    "regret": _NUMBER,
-    "seconds": _NUMBER,
-}
-
-
-def _shape_problem(doc: Any) -> str | None:
-    """What keeps ``doc`` from being read as a validation document, if anything."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
-        return "no list of cells"
-    if not isinstance(doc.get("datasets", {}), dict):
-        return "datasets is not a mapping"
-    for i, cell in enumerate(doc["cells"]):
-        if not isinstance(cell, dict):
-            return f"cell {i} is not a mapping"
-        for key, kind in _CELL_KEYS.items():
-            if not isinstance(cell.get(key), kind):
-                return f"cell {i} has no valid {key}"
-        if cell.get("tau") is not None and not isinstance(cell["tau"], _NUMBER):
-            return f"cell {i} has no valid tau"
-    return None

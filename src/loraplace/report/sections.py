@@ -30,6 +30,7 @@ from loraplace.report.section_analysis import (
 from loraplace.report.section_budget_probe import add_budget_section, add_probe_section
 from loraplace.report.section_context import SectionContext
 from loraplace.report.section_models import add_models_section
+from loraplace.report.section_predictors import add_predictors_section
 from loraplace.report.section_results import add_results, add_statistics
 from loraplace.report.section_task_metrics import add_task_section
 
@@ -135,6 +136,11 @@ def _probe(r: SectionContext) -> None:
     add_probe_section(r.doc, r.table, r.s)
 
 
+def _predictors(r: SectionContext) -> None:
+    """`loraplace validate`'s table, when its validation.json lies beside the store."""
+    add_predictors_section(r.doc, r.table, r.s.study.store_path, r.s.study.name)
+
+
 def _reproducibility(r: SectionContext) -> None:
     """The study, hashes, environment and the commands that rebuild it."""
     doc, study, repro = r.doc, r.s.study, r.repro
@@ -222,6 +228,7 @@ SECTIONS = (
     add_guidelines,
     add_importance,
     _probe,
+    _predictors,
     add_consistency,
     add_curves,
     _reproducibility,
