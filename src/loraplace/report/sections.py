@@ -20,6 +20,7 @@ from loraplace.report.comparisons import add_comparison_sections
 from loraplace.report.escape import U
 from loraplace.report.methods import add_methods_section
 from loraplace.report.render import Bullets, Code, Document, Heading, Para
+from loraplace.report.section_accuracy import add_accuracy_section
 from loraplace.report.section_analysis import (
     add_consistency,
     add_curves,
@@ -211,6 +212,7 @@ def _reproducibility(r: SectionContext) -> None:
 SECTIONS = (
     _preamble,
     _methods,
+    add_accuracy_section,
     _headline_task,
     add_results,
     _tasks,
