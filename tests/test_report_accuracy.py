@@ -118,3 +118,35 @@ def test_models_section_ranks_by_accuracy_and_checks_the_paper_order():
     assert paper_order({"all-linear": 0.6, "mlp": 0.4, "attention": 0.2}) is True
     assert paper_order({"all-linear": 0.6, "mlp": 0.6, "attention": 0.2}) is False
     assert paper_order({"mlp": 0.6, "attention": 0.2}) is None
+
+
+def test_equal_budget_gives_each_models_budget_and_counts():
+    import dataclasses
+
+    from loraplace.report.section_budget_models import add_budget_models_section
+
+    params = {("small", p): n for p, n in zip(PLACEMENTS, (64, 48, 60), strict=True)}
+    params |= {("big", p): n for p, n in zip(PLACEMENTS, (640, 600, 624), strict=True)}
+    study = _study()
+    runs = [
+        dataclasses.replace(
+            r, metrics={**r.metrics, "trainable_params": params[r.model, r.placement]}
+        )
+        if r.kind == "lora"
+        else r
+        for r in study.runs
+    ]
+    config = {**study.config, "budget": "attention@r8", "budget_per_role": True}
+    study = dataclasses.replace(
+        study, runs=runs, config=config, budget=64, model_budgets={"small": 64, "big": 640}
+    )
+    mc = compare_models(study)
+    assert mc is not None
+    doc = Document(["acc"])
+    r = SectionContext(mc.fairs["small"].tasks[0].summary, {}, Path("f"), "loss", None, doc, mc)
+    add_budget_models_section(r)
+    md = to_markdown(doc)
+    assert "trainable parameters: small 64, big 640." in md
+    assert "| small | 64 | mlp | 48 | -25.00 % | 3 |" in md
+    assert "| big | 640 | all-linear | 624 | -2.50 % | 3 |" in md
+    assert "budget_per_role" in md

@@ -28,6 +28,7 @@ from loraplace.report.section_analysis import (
     add_importance,
     add_tradeoff,
 )
+from loraplace.report.section_budget_models import add_budget_models_section
 from loraplace.report.section_context import SectionContext
 from loraplace.report.section_models import add_models_section
 from loraplace.report.section_results import add_results, add_statistics
@@ -127,8 +128,11 @@ def _models(r: SectionContext) -> None:
 
 
 def _budget(r: SectionContext) -> None:
-    """The equal-budget matching, when the study has a budget."""
-    add_budget_section(r.doc, r.table, r.s)
+    """The equal-budget matching, when the study has a budget (each model's, across models)."""
+    if r.models is not None:
+        add_budget_models_section(r)
+    else:
+        add_budget_section(r.doc, r.table, r.s)
 
 
 def _probe(r: SectionContext) -> None:
