@@ -106,6 +106,17 @@ def test_report_gives_one_accuracy_table_across_models_and_tasks():
     assert "| all-linear | 63.00 ± 7.45 (3) | 63.00 ± 7.45 (3) | 33.00 ± 7.45 (3) |" in md
     assert "- big · names: attention is best by answer (71.00 ± 2.48 %); significantly" in md
     assert "10.00" not in md  # validation accuracy never reaches the headline
+    from loraplace.report.section_accuracy import accuracy_pointer
+
+    mc = compare_models(_study())
+    assert mc is not None
+    r = SectionContext(
+        mc.fairs["big"].tasks[0].summary, {}, Path("f"), "loss", None, Document([]), mc
+    )
+    assert accuracy_pointer(r) == [
+        "The headline, task accuracy on every model and task with 95 % CIs, is the "
+        "Accuracy across models and tasks section."
+    ]
 
 
 def test_models_section_ranks_by_accuracy_and_checks_the_paper_order():

@@ -102,15 +102,29 @@ def _others(tests: list[BestTest]) -> list:
     return out
 
 
-def add_accuracy_section(r: SectionContext) -> None:
-    """The headline when task metrics meet several models or several tasks."""
+def _cells(r: SectionContext) -> tuple[dict[str | None, FairComparison], list[AccuracyCell]]:
+    """The grid's cells: only when task metrics meet several models or several tasks."""
+    fairs: dict[str | None, FairComparison] = {}
     if r.models is not None:
-        fairs: dict[str | None, FairComparison] = {m: r.models.fairs[m] for m in r.models.models}
+        fairs = {m: r.models.fairs[m] for m in r.models.models}
     elif r.fair is not None and len(r.fair.tasks) > 1:
         fairs = {None: r.fair}
-    else:
-        return
-    cells = accuracy_grid(fairs, r.metric)
+    return fairs, accuracy_grid(fairs, r.metric) if fairs else []
+
+
+def accuracy_pointer(r: SectionContext) -> list:
+    """For the preamble: where the accuracy of every model and task is (empty without)."""
+    if not _cells(r)[1]:
+        return []
+    return [
+        "The headline, task accuracy on every model and task with 95 % CIs, is the "
+        "Accuracy across models and tasks section."
+    ]
+
+
+def add_accuracy_section(r: SectionContext) -> None:
+    """The headline when task metrics meet several models or several tasks."""
+    fairs, cells = _cells(r)
     if not cells:
         return
     on_test = all(f.on_test for f in fairs.values())

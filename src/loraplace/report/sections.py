@@ -20,7 +20,7 @@ from loraplace.report.comparisons import add_comparison_sections
 from loraplace.report.escape import U
 from loraplace.report.methods import add_methods_section
 from loraplace.report.render import Bullets, Code, Document, Heading, Para
-from loraplace.report.section_accuracy import add_accuracy_section
+from loraplace.report.section_accuracy import accuracy_pointer, add_accuracy_section
 from loraplace.report.section_analysis import (
     add_consistency,
     add_curves,
@@ -81,6 +81,8 @@ def _preamble(r: SectionContext) -> None:
                 ]
             )
         )
+    if pointer := accuracy_pointer(r):
+        doc.add(Para(pointer))
     for w in s.warnings:
         doc.add(Para([U(w)], "warning"))
     for m in cons.mismatches:
