@@ -306,3 +306,25 @@ def test_unknown_model_in_the_list_fails_before_anything_is_written(two_models, 
     path.write_text(yaml.safe_dump(cfg))
     assert run_cli(["run", str(path)]) == 2
     assert not out.exists()
+
+
+def test_each_models_budget_is_stored_and_read_back(two_models, tmp_path):
+    """The same budget text is a different count on each model; the store held the first
+    model's only, so the report could not give the others'."""
+    from loraplace.analysis import read_study_data
+    from loraplace.assets import Assets
+    from loraplace.driver import _register, prepare_study
+    from loraplace.store import Store
+
+    _, cfg = two_models
+    study = validate_study({**cfg, "budget": "attention@r8", "out": str(tmp_path)})
+    prepared = prepare_study(study, Assets())
+    gpt2 = cfg["models"][0]
+    # GPT-2 (hidden 32): attention 384 per rank; LLaMA (hidden 48): 768 per rank
+    assert prepared.budget == 3072
+    assert prepared.model_budgets == {gpt2: 3072, "llama": 6144}
+    with Store(tmp_path) as store:
+        _register(store, study, prepared, "loraplace run x.yaml")
+    data = read_study_data(tmp_path)
+    assert data.budget == 3072
+    assert data.model_budgets == {gpt2: 3072, "llama": 6144}

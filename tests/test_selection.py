@@ -163,3 +163,33 @@ def test_run_warns_when_seeds_cannot_resolve_the_margin(tmp_path, capsys):
         "warning: 2 seeds are too few to resolve the ±0.0001 margin: seed-full vs seed-ffn" in out
     )
     assert "add seeds to the study" in out
+
+
+def test_headline_view_drops_validation_perplexities_and_reads_test_task_scores():
+    """A chosen run's eval_ppl is exp of its validation loss; beside the test loss it made
+    the report warn "eval_ppl is not exp(eval_loss)" for every chosen run."""
+    import math
+
+    from loraplace.analysis.consistency import consistency
+
+    runs = []
+    for r in _grid_runs():
+        m = dict(r.metrics)
+        m |= {
+            "eval_ppl": math.exp(m["eval_loss"]),
+            "mean_batch_ppl": 1.2 * math.exp(m["eval_loss"]),
+        }
+        m |= {
+            "task:answer": 0.25,
+            "test_task:answer": 0.75,
+            "accuracy": 0.25,
+            "test_accuracy": 0.75,
+        }
+        runs.append(dataclasses.replace(r, metrics=m))
+    study = _study(runs)
+    summary = summarize(headline_view(study, select_settings(study), None))
+    assert consistency(summary).mismatches == []
+    attn = summary.get("attn")
+    assert [r.metrics["task:answer"] for r in attn.runs] == [0.75, 0.75, 0.75]
+    assert [r.metrics["accuracy"] for r in attn.runs] == [0.75, 0.75, 0.75]
+    assert all("eval_ppl" not in r.metrics and "mean_batch_ppl" not in r.metrics for r in attn.runs)

@@ -25,7 +25,13 @@ from loraplace.metrics import EVAL_LOSS
 from loraplace.outdir import check_writable
 from loraplace.runs import RunResult, RunSpec
 from loraplace.sinks import open_sinks
-from loraplace.store import FINISHED, Store, check_store_file, resolve_store_path
+from loraplace.store import (
+    FINISHED,
+    Store,
+    check_store_file,
+    model_budget_key,
+    resolve_store_path,
+)
 from loraplace.study import (
     ProbeConfig,
     Study,
@@ -63,6 +69,7 @@ class PreparedStudy:
     warnings: list[str] = field(default_factory=list)
     probe: dict | None = None  # the study's probe result (ProbeResult.to_json), if it has one
     budget: int | None = None  # the study's budget in parameters, if it has one
+    model_budgets: dict[str, int] = field(default_factory=dict)  # across models: each one's
 
 
 @dataclass
@@ -105,7 +112,7 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
         from loraplace.train.lm_eval_task import check_lm_eval_task
 
         check_lm_eval_task(lm_task)  # its data is read now, not after the first run trains
-    budgets: list[int] = []
+    budgets: dict[str, int] = {}  # model label -> its budget in parameters
     probes: list = []
 
     def one_model(m: StudyModel) -> dict:
@@ -120,7 +127,7 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
             probe = _probe(sub, model, blocks)
             probes.append(probe)
         if sub.budget is not None:
-            budgets.append(budget_params(sub, model))
+            budgets[m.name or m.ref] = budget_params(sub, model)
         return dict(
             target=model,
             fingerprints=assets.model_fingerprints(sub.model),
@@ -135,8 +142,10 @@ def prepare_study(study: Study, assets: Assets) -> PreparedStudy:
         specs=unique,
         warnings=bound_warnings(study) + warnings,
         probe=probes[0].to_json() if probes else None,
-        # A study across models matches the budget on each; the first model's is stored.
-        budget=budgets[0] if budgets else None,
+        # A study across models matches the budget on each: the first model's is the
+        # study's budget (as before), every model's is stored beside it.
+        budget=next(iter(budgets.values()), None),
+        model_budgets=budgets if len(budgets) > 1 else {},
     )
 
 
@@ -291,6 +300,8 @@ def _register(
         store.save_probe(sid, prepared.probe)
     if prepared.budget is not None:
         store.set_meta(f"budget:{sid}", str(prepared.budget))
+    for label, n in prepared.model_budgets.items():
+        store.set_meta(model_budget_key(sid, label), str(n))
     status = {r["run_id"]: r["status"] for r in store.runs(sid)}
     halving = study.select is not None and study.select.prune == "halving"
     finished = (*FINISHED, "pruned") if halving else FINISHED

@@ -262,6 +262,12 @@ def _create(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def model_budget_key(study_id: str, model: str) -> str:
+    """The meta key of one model's budget in a study across models (``budget:<study_id>``
+    holds the first model's, as in a single-model study)."""
+    return f"budget:{study_id}:{model}"
+
+
 class Store:
     """Read/write access to one results store.
 

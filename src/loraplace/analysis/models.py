@@ -4,7 +4,8 @@ biggest one did?
 
 Each model of a study across models is compared on its own (``fair.compare`` on its runs
 alone: its own selection, its own headline). On each task the models then rank the
-placements by their headline loss (``agreement.rank_table``, models as the raters), and
+placements by their headline task accuracy when the study stores one, else by their
+headline loss (``agreement.rank_table``, models as the raters), and
 Kendall's W says how far they agree. The proxy check sets the model with the fewest
 parameters against the one with the most: Spearman's ρ and Kendall's τ between their
 orders, and whether the orders are the same.
@@ -15,9 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from loraplace.analysis.accuracy_grid import headline_metric
 from loraplace.analysis.agreement import KendallW, RankTable, kendall_w, rank_table
 from loraplace.analysis.fair import FairComparison, compare
 from loraplace.analysis.read import StudyData
+from loraplace.analysis.task_metrics import task_metrics, task_rows
 
 _PARAMS = "total_params"  # the base model's parameter count, stored with every run
 
@@ -48,6 +51,8 @@ class ModelAgreement:
     ranks: RankTable  # rows: models
     kendall: KendallW | None
     proxy: ProxyCheck | None
+    by: str = "loss"  # what the ranks read: "loss", or the task metric (higher is better)
+    on_test: bool = False  # the scores are test-split numbers
 
 
 @dataclass(frozen=True)
@@ -71,20 +76,48 @@ def compare_models(study: StudyData, reference: str | None = None) -> ModelCompa
     params = {m: n for m in models if (n := _params(study.for_model(m))) is not None}
     agreements = []
     for task in study.tasks():
-        scores = {}
-        for m, fair in fairs.items():
-            t = next((t for t in fair.tasks if t.task == task), None)
-            if t is not None:
-                scores[m] = {p.placement: p.loss.mean for p in t.summary.placements}
+        by, scores = _scores(fairs, task)
         if len(scores) < 2:
             continue
         ranks = rank_table(scores)
         if len(ranks.placements) < 2:
             continue
         agreements.append(
-            ModelAgreement(task, ranks, kendall_w(ranks.ranks), proxy_check(ranks, params))
+            ModelAgreement(
+                task,
+                ranks,
+                kendall_w(ranks.ranks),
+                proxy_check(ranks, params),
+                by,
+                all(f.on_test for f in fairs.values()),
+            )
         )
     return ModelComparison(study, models, fairs, params, agreements)
+
+
+def _scores(
+    fairs: dict[str, FairComparison], task: str | None
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """Each model's score per placement on ``task``, lower is better: the task metric
+    negated when every model stores one (accuracy is what users of a task care about and
+    can rank placements unlike loss), else the headline loss. Returns (metric, scores)."""
+    on = {
+        m: t for m, f in fairs.items() if (t := next((t for t in f.tasks if t.task == task), None))
+    }
+    metrics = {m: headline_metric(task_metrics(t.summary)) for m, t in on.items()}
+    by = next(iter(metrics.values()), None)
+    if by is not None and all(v == by for v in metrics.values()):
+        return by, {
+            m: {
+                r.placement: -e.mean
+                for r in task_rows(t.summary, [by])
+                if r.placement != "zero-shot" and (e := r.values[by]) is not None
+            }
+            for m, t in on.items()
+        }
+    return "loss", {
+        m: {p.placement: p.loss.mean for p in t.summary.placements} for m, t in on.items()
+    }
 
 
 def _params(study: StudyData) -> int | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraplace.store import Store
+from loraplace.store import Store, model_budget_key
 
 # Run kinds that carry an adapted (or fully tuned) model, as opposed to the baseline.
 TRAINED_KINDS = ("lora", "full")
@@ -76,6 +76,8 @@ class StudyData:
     runs: list[RunRecord]
     probe: dict[str, Any] | None = None  # the study's importance probe (ProbeResult JSON)
     budget: int | None = None  # the study's budget in parameters (budgeted studies)
+    # Across models: each model's own budget (stores written before hold the first's only).
+    model_budgets: dict[str, int] = field(default_factory=dict)
 
     def tasks(self) -> list[str | None]:
         """The study's tasks in order ([None] for a single-dataset study)."""
@@ -137,9 +139,19 @@ def read_study_data(path: str | Path, study: str | None = None) -> StudyData:
             runs=runs,
             probe=store.probe(meta["study_id"]),
             budget=_int(store.get_meta(f"budget:{meta['study_id']}")),
+            model_budgets=_model_budgets(store, meta["study_id"], runs),
         )
     finally:
         store.close()
+
+
+def _model_budgets(store: Any, study_id: str, runs: list[RunRecord]) -> dict[str, int]:
+    out = {}
+    for m in dict.fromkeys(r.model for r in runs):
+        n = _int(store.get_meta(model_budget_key(study_id, m)))
+        if n is not None:
+            out[m] = n
+    return out
 
 
 def _int(v: str | None) -> int | None:

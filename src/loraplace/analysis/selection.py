@@ -16,9 +16,12 @@ from typing import Any
 from loraplace.analysis.aggregate import Estimate, estimate
 from loraplace.analysis.read import TRAINED_KINDS, RunRecord, StudyData
 from loraplace.metrics import (
+    ACCURACY,
     EVAL_LOSS,
+    EVAL_PPL,
     EVAL_TOKENS,
     FLOOR,
+    TASK_PREFIX,
     TEST_FLOOR,
     TEST_LOSS,
     TEST_PREFIX,
@@ -26,6 +29,7 @@ from loraplace.metrics import (
     TEST_ZERO_SHOT_LOSS,
     ZERO_SHOT_LOSS,
     default_goal,
+    metric_on_test,
 )
 
 # Validation metric -> its test-split counterpart, for the headline view.
@@ -35,6 +39,7 @@ TEST_METRICS = {
     FLOOR: TEST_FLOOR,
     EVAL_TOKENS: TEST_TOKENS,
 }
+VALIDATION_ONLY = (EVAL_PPL, "mean_batch_ppl")  # derived from the validation loss only
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,15 @@ def _as_test(run: RunRecord, label: str | None) -> RunRecord:
         metrics.pop(val_name, None)
         if test_name in run.metrics:
             metrics[val_name] = run.metrics[test_name]
+    # Task scores have test twins too (test_task:x, test_accuracy): read those.
+    for name in run.metrics:
+        if (name.startswith(TASK_PREFIX) or name == ACCURACY) and metric_on_test(name) in metrics:
+            metrics[name] = run.metrics[metric_on_test(name)]
+    # Perplexities measured on validation have no test twin; kept, they would sit beside
+    # the test loss as if exp of it (the report then warned "eval_ppl is not exp(eval_loss)"
+    # for every chosen run) and the batch-perplexity inflation would mix the two splits.
+    for name in VALIDATION_ONLY:
+        metrics.pop(name, None)
     metrics["val_loss"] = run.metrics.get(EVAL_LOSS, float("nan"))
     return dataclasses.replace(run, placement=label or run.placement, metrics=metrics)
 

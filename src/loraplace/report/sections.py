@@ -20,6 +20,7 @@ from loraplace.report.comparisons import add_comparison_sections
 from loraplace.report.escape import U
 from loraplace.report.methods import add_methods_section
 from loraplace.report.render import Bullets, Code, Document, Heading, Para
+from loraplace.report.section_accuracy import accuracy_pointer, add_accuracy_section
 from loraplace.report.section_analysis import (
     add_consistency,
     add_curves,
@@ -27,6 +28,7 @@ from loraplace.report.section_analysis import (
     add_importance,
     add_tradeoff,
 )
+from loraplace.report.section_budget_models import add_budget_models_section
 from loraplace.report.section_budget_probe import add_budget_section, add_probe_section
 from loraplace.report.section_context import SectionContext
 from loraplace.report.section_models import add_models_section
@@ -80,6 +82,8 @@ def _preamble(r: SectionContext) -> None:
                 ]
             )
         )
+    if pointer := accuracy_pointer(r):
+        doc.add(Para(pointer))
     for w in s.warnings:
         doc.add(Para([U(w)], "warning"))
     for m in cons.mismatches:
@@ -127,8 +131,11 @@ def _models(r: SectionContext) -> None:
 
 
 def _budget(r: SectionContext) -> None:
-    """The equal-budget matching, when the study has a budget."""
-    add_budget_section(r.doc, r.table, r.s)
+    """The equal-budget matching, when the study has a budget (each model's, across models)."""
+    if r.models is not None:
+        add_budget_models_section(r)
+    else:
+        add_budget_section(r.doc, r.table, r.s)
 
 
 def _probe(r: SectionContext) -> None:
@@ -217,6 +224,7 @@ def _reproducibility(r: SectionContext) -> None:
 SECTIONS = (
     _preamble,
     _methods,
+    add_accuracy_section,
     _headline_task,
     add_results,
     _tasks,
