@@ -96,6 +96,8 @@ def worker_prep(args) -> dict:
     batches = batch_order(len(blocks.train), args.batch, args.steps, spec.seed, row_widths(mask))
     batches = [b.tolist() for b in batches]
     lengths = blocks.train_lengths
+    processed = [int(lengths[b].sum()) for b in batches]
+    scored = [int(mask[b].sum()) for b in batches]
     data = {
         "model_dir": str(gguf_dir(args.model)),
         "rows": [blocks.train[i, : int(lengths[i])].tolist() for i in range(len(lengths))],
@@ -107,12 +109,43 @@ def worker_prep(args) -> dict:
     }
     torch.save(data, args.data)
     return {
+        "head": head_ceiling(data["model_dir"], sum(scored) / sum(processed)),
         "padding": padding_share(lengths, batches, args.batch),
         "examples": len(lengths),
-        "tokens_per_step": [int(lengths[b].sum()) for b in batches],
-        "scored_per_step": [int(mask[b].sum()) for b in batches],
+        "tokens_per_step": processed,
+        "scored_per_step": scored,
         "targets": data["targets_modules"],
         "n_modules": data["n_modules"],
+    }
+
+
+def head_ceiling(model_dir: str, scored_share: float) -> dict[str, float]:
+    """What running the LM head only at scored tokens can save, by matmul FLOPs alone.
+
+    Per token, the body's linear layers cost B multiply-adds and the head H (vocab x d),
+    forward and again for the input gradient (the base weights are frozen). Every arm
+    here runs the same batches, so the head is the one place loraplace's step does less
+    work: at most (B + H) / (B + H * scored_share) times faster (attention, LoRA and
+    element-wise work left out).
+    """
+    import torch
+
+    from loraplace.models import meta_model
+
+    model = meta_model(model_dir)
+    head = model.get_output_embeddings()
+    body = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+    )
+    h = head.weight.numel()
+    return {
+        "body_macs": body,
+        "head_macs": h,
+        "head_share": h / (body + h),
+        "scored_share": scored_share,
+        "ratio_ceiling": (body + h) / (body + h * scored_share),
     }
 
 
@@ -290,14 +323,14 @@ def arm_trl(args, data: dict, stamps: _Stamps) -> list[float]:
     return [float(x) for x in losses]
 
 
-def trl_missing() -> str | None:
-    """Why the TRL arm cannot run here, or None."""
+def trl_version() -> tuple[str | None, str | None]:
+    """(TRL's version, None), or (None, why its arm cannot run); the import is the worker's."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import trl  # noqa: F401
-        from trl import SFTConfig, SFTTrainer  # noqa: F401
-    except Exception as exc:  # any import failure: the arm is skipped, with the reason
-        return f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return None
+        return version("trl"), None
+    except PackageNotFoundError:
+        return None, "trl is not installed (pip install trl: 1.16.0 runs beside transformers 5)"
 
 
 def worker(args) -> dict:
@@ -341,7 +374,9 @@ def run_model(args, model: str, tmp: Path, flip: bool) -> dict:
     print(
         f"{model}: {prep['examples']} train examples; LoRA on {prep['n_modules']} modules "
         f"({', '.join(prep['targets'])}); tokens per step {prep['tokens_per_step']}, "
-        f"scored {prep['scored_per_step']}; padding +{100 * prep['padding']['grouped']:.1f} % "
+        f"scored {prep['scored_per_step']}; LM head {100 * prep['head']['head_share']:.0f} % of "
+        f"the linear FLOPs, so the head alone allows a ratio of at most "
+        f"{prep['head']['ratio_ceiling']:.2f}; padding +{100 * prep['padding']['grouped']:.1f} % "
         f"in these batches, +{100 * prep['padding']['shuffled']:.1f} % in shuffled ones",
         flush=True,
     )
@@ -350,7 +385,17 @@ def run_model(args, model: str, tmp: Path, flip: bool) -> dict:
     for r in range(args.repeats):
         order = arms[::-1] if (r % 2 == 1) != flip else arms
         for arm in order:
-            res = common.run_worker(worker_argv(args, arm, model, data))
+            if arm == "trl" and args.trl_skipped is not None:
+                continue
+            try:
+                res = common.run_worker(worker_argv(args, arm, model, data))
+            except RuntimeError as exc:
+                if arm != "trl":
+                    raise
+                args.trl_skipped = str(exc).strip().splitlines()[-1]
+                print(f"TRL arm skipped: {args.trl_skipped}", flush=True)
+                del runs["trl"]
+                continue
             runs[arm].append(res)
             print(
                 f"{model} repeat {r + 1}/{args.repeats} {LABELS[arm]:17s}: "
@@ -399,7 +444,7 @@ def markdown(report: dict) -> str:
         f"alpha={ALPHA} on the attention projections; batch {a['batch']}; {a['steps']} steps "
         f"({a['warmup']} untimed); lr {LR} constant; fp32; {a['repeats']} repeat(s) per arm, "
         f"order alternating; the same batches in the same order in every arm",
-        f"- TRL: {report['trl']}",
+        f"- TRL: {report['trl']}; the whole invocation took {report['wall_s']:.0f} s",
         "",
         "Padding (tokens computed beyond the real ones) of the batches every arm ran: "
         + ", ".join(
@@ -408,6 +453,16 @@ def markdown(report: dict) -> str:
         + "; of a Trainer's default shuffled batches (one epoch, not run): "
         + ", ".join(
             f"{m} +{100 * r['prep']['padding']['shuffled']:.1f} %" for m, r in report["raw"].items()
+        )
+        + ".",
+        "",
+        "Where the time can go: the LM head's share of the linear-layer FLOPs, the scored share "
+        "of the processed tokens, and the largest ratio running the head at scored tokens "
+        "only can give on these same batches: "
+        + "; ".join(
+            f"{m} {100 * h['head_share']:.0f} %, {100 * h['scored_share']:.0f} %, "
+            f"{h['ratio_ceiling']:.2f}"
+            for m, h in ((m, r["prep"]["head"]) for m, r in report["raw"].items())
         )
         + ".",
         "",
@@ -430,21 +485,18 @@ def markdown(report: dict) -> str:
 def parent(args) -> None:
     import sys
 
+    t0 = time.perf_counter()
     mach = common.machine()
     print(f"machine: {common.machine_line(mach, args.threads)}", flush=True)
-    args.trl_skipped = trl_missing()
-    trl = "installed" if args.trl_skipped is None else f"skipped ({args.trl_skipped})"
-    if args.trl_skipped is None:
-        import trl as trl_pkg
-
-        trl = f"trl {trl_pkg.__version__}"
-    else:
+    trl_ver, args.trl_skipped = trl_version()
+    if args.trl_skipped is not None:
         print(f"TRL arm skipped: {args.trl_skipped}", flush=True)
     results, raw = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(args.models):
             raw[model] = run_model(args, model, Path(tmp), flip=i % 2 == 1)
             results[model] = summarise(raw[model])
+    trl = f"trl {trl_ver}" if args.trl_skipped is None else f"skipped: {args.trl_skipped}"
     report = {
         "command": "python benchmarks/bench_sft.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -454,6 +506,7 @@ def parent(args) -> None:
         "trl": trl,
         "raw": raw,
         "results": results,
+        "wall_s": time.perf_counter() - t0,  # the whole invocation (--quick: under 5 min?)
     }
     name = "bench_sft_quick" if args.quick else "bench_sft"
     common.publish(name, report, markdown(report))
@@ -461,6 +514,7 @@ def parent(args) -> None:
         worst = s["max_loss_diff_vs_loraplace"]
         diffs = ", ".join(f"{LABELS[a]} {d:.1e}" for a, d in worst.items())
         print(f"{model}: max |loss diff| vs loraplace over all steps: {diffs}")
+    print(f"wall time of the whole invocation: {report['wall_s']:.0f} s")
     for model, s in results.items():
         print(
             f"ratio: {model} loraplace/{LABELS[s['best_other']]} tokens/s = {s['ratio']:.2f} "
