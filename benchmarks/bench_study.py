@@ -12,7 +12,7 @@ use, then a plain save_pretrained directory), the text its ``markov-mix`` task w
 as words. Both arms start with cold tokenisation caches. Then the loraplace study runs
 again at bf16 to compare each run's eval loss with its fp32 twin.
 
-    python benchmarks/bench_study.py --quick   # 40 steps per run
+    python benchmarks/bench_study.py --quick   # 20 steps per run (under 5 min on 2 cores)
     python benchmarks/bench_study.py           # 250 steps per run (loraplace's default)
 """
 
@@ -39,6 +39,13 @@ PLACEMENTS = {  # the seed study's three, as PEFT target_modules (suffix semanti
 SEEDS = [0, 1, 2]
 RANK, ALPHA = 16, 32
 BLOCK, BATCH, LR, WARMUP = 128, 16, 2e-3, 20
+
+
+def warmup(steps: int) -> int:
+    """Warm-up steps of a run: 20, or half the run when it is shorter (--quick: 20 steps)."""
+    return min(WARMUP, steps // 2)
+
+
 VAL_FRACTION = 0.1
 
 
@@ -97,7 +104,7 @@ def hf_run(args) -> dict:
         per_device_eval_batch_size=BATCH,
         learning_rate=LR,
         lr_scheduler_type="cosine",
-        warmup_steps=WARMUP,
+        warmup_steps=warmup(args.steps),
         weight_decay=0.0,
         max_grad_norm=1.0,
         optim="adamw_torch",
@@ -173,7 +180,7 @@ def study_yaml(work: Path, model: Path, data: Path, args, precision: str) -> Pat
             "block_size": BLOCK,
             "lr": LR,
             "schedule": "cosine",
-            "warmup_steps": WARMUP,
+            "warmup_steps": warmup(args.steps),
             "precision": precision,
         },
         "eval": {"every": 0},  # like the scripts: one evaluation at the end
@@ -233,7 +240,7 @@ def markdown(report: dict) -> str:
         f"- Model: tiny-markov (GPT-2, 4 layers, d=128, vocab 71); text: markov-mix, "
         f"{report['n_blocks']} blocks written as words; 3 placements x 3 seeds + zero-shot; "
         f"LoRA r={RANK}, alpha={ALPHA}; {a['steps']} steps of {BATCH} x {BLOCK}, lr {LR} "
-        f"cosine, {WARMUP} warm-up; fp32",
+        f"cosine, {warmup(a['steps'])} warm-up; fp32",
         "",
         "| arm | processes | wall time (s) | CPU time (s) |",
         "| --- | ---: | ---: | ---: |",
@@ -361,7 +368,7 @@ def parent(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="40 steps per run, a smaller text")
+    p.add_argument("--quick", action="store_true", help="20 steps per run, a smaller text")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     # One thread by default: the model is tiny, and on a shared 2-core machine two threads
     # per process wait on each other at every op (measured: a step 15x slower).
@@ -380,7 +387,7 @@ def main() -> None:
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.steps = args.steps or (40 if args.quick else 250)
+    args.steps = args.steps or (20 if args.quick else 250)
     if args.worker:
         common.emit(hf_run(args))
     else:

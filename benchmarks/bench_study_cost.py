@@ -15,7 +15,7 @@ ends with two lines:
                        selected settings the full grid calls within noise (paired t-test
                        over seeds of their validation losses, p >= 0.05)
 
-    python benchmarks/bench_study_cost.py --quick    # 48 steps x batch 16, 64 eval blocks
+    python benchmarks/bench_study_cost.py --quick    # 36 steps x batch 16, 64 eval blocks
     python benchmarks/bench_study_cost.py            # the default study's 120 x 16
 """
 
@@ -92,13 +92,13 @@ def agree(placement: str, full_lr: float, pruned_lr: float, losses: dict) -> tup
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="48 steps x batch 16, 64 eval blocks")
+    p.add_argument("--quick", action="store_true", help="36 steps x batch 16, 64 eval blocks")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", type=Path, default=None, help="keep both stores here")
     args = p.parse_args()
-    args.steps = args.steps or (48 if args.quick else 120)
+    args.steps = args.steps or (36 if args.quick else 120)
     args.batch_size = args.batch_size or 16
     args.eval_blocks = 64 if args.quick else None
 
