@@ -6,7 +6,6 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from loraplace.train.evaluate import evaluate
 from loraplace.train.lora_kernel import _fused_forward, fuse_lora
 
 torch.set_num_threads(1)
@@ -72,18 +71,3 @@ def test_fused_lora_falls_back_to_peft_where_not_plain():
     assert torch.equal(_fused_forward(layer, x), ref)
     with net.disable_adapter():  # adapters off: the base layer alone
         assert torch.equal(layer(x), layer.base_layer(x))
-
-
-def test_chunked_cpu_eval_equals_one_forward_per_batch(monkeypatch):
-    import importlib
-
-    ev = importlib.import_module("loraplace.train.evaluate")
-    net = _peft_gpt2().eval()
-    blocks = torch.randint(0, 50, (10, 16))
-    monkeypatch.setattr(ev, "CPU_CHUNK_TOKENS", 10**6)  # one forward per eval batch
-    whole = evaluate(net, blocks, batch_size=8)
-    monkeypatch.setattr(ev, "CPU_CHUNK_TOKENS", 48)  # 3 rows a forward: batches 3+3+2, 2
-    chunked = evaluate(net, blocks, batch_size=8)
-    assert chunked.tokens == whole.tokens == 10 * 15
-    assert abs(chunked.loss - whole.loss) < 1e-6
-    assert abs(chunked.mean_batch_ppl - whole.mean_batch_ppl) < 1e-4  # still per eval batch

@@ -86,40 +86,6 @@ def token_nll(
     return nll if scored is None else torch.where(scored.to(nll.device), nll, 0.0)
 
 
-# Rows per forward pass on a CPU: about 2048 tokens (the default train batch, 16 x 128).
-# An eval batch of 64 such rows has activations (the MLP's, the attention scores) of
-# 16 MB and more, past the CPU caches, and the memory-bound elementwise passes slow
-# down with it: on the built-in GPT-2, 2048-token chunks evaluate ~20 % faster than
-# 8192-token ones, with the same per-token NLL. GPUs keep the whole batch.
-CPU_CHUNK_TOKENS = 2048
-
-
-def _batch_nll(
-    model: torch.nn.Module,
-    rows: torch.Tensor,
-    mask: torch.Tensor | None,
-    start: int,
-    device: torch.device,
-    precision: str,
-    nll_fn: Callable[..., torch.Tensor] | None,
-) -> torch.Tensor:
-    """The scored targets' NLL of one eval batch (rows ``start``...), flat; on a CPU in
-    chunks of about CPU_CHUNK_TOKENS tokens."""
-    n = rows.shape[0]
-    step = max(1, CPU_CHUNK_TOKENS // rows.shape[1]) if device.type == "cpu" else n
-    parts = []
-    for j in range(0, n, step):
-        x = rows[j : j + step].to(device, non_blocking=True)
-        m = None if mask is None else mask[j : j + step]
-        with autocast_context(device, precision):
-            if nll_fn is None:
-                nll = token_nll(model, x, m)
-            else:
-                nll = nll_fn(torch.arange(start + j, start + j + x.shape[0]), x, m)
-        parts.append(nll.flatten() if m is None else nll[m.to(nll.device)])
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -156,7 +122,14 @@ def evaluate(
     for i in range(0, blocks.shape[0], batch_size):
         part = None if scored is None else scored[i : i + batch_size]
         rows, mask = trimmed(blocks[i : i + batch_size], part)
-        nll = _batch_nll(model, rows, mask, i, device, precision, nll_fn)
+        x = rows.to(device, non_blocking=True)
+        with autocast_context(device, precision):
+            if nll_fn is None:
+                nll = token_nll(model, x, mask)
+            else:
+                nll = nll_fn(torch.arange(i, i + x.shape[0]), x, mask)
+        if mask is not None:
+            nll = nll[mask.to(nll.device)]
         batch_sum = float(nll.double().sum())
         nll_sum += batch_sum
         n_tokens += nll.numel()
