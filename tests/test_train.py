@@ -209,3 +209,17 @@ def test_flops_per_token_counts_matmuls_and_the_tied_head(tiny):
     attn = 4 * 2 * 32 * 16
     assert flops_per_token(model, 16, full=True) == 3 * (2 * n + attn)
     assert flops_per_token(model, 16) == 2 * (2 * n + attn)  # nothing trainable: no weight grads
+
+
+def test_a_lora_run_trains_through_the_fused_lora_forward_and_leaves_none_behind(tiny):
+    from loraplace.train.inject import adapted
+
+    model, _ = tiny
+    spec = _spec(model, "seed-full")
+    with adapted(model, spec) as net:
+        lora = [m for m in net.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
+        fused = [m for m in lora if "forward" in vars(m)]  # the per-run fused forward
+        assert len(lora) == len(spec.modules) > 0 and len(fused) == len(lora)
+    with adapted(model, spec, fused_kernels=False) as net:
+        assert not any("forward" in vars(m) for m in net.modules())
+    assert not any("forward" in vars(m) for m in model.modules())

@@ -70,6 +70,7 @@ def adapted(model: torch.nn.Module, spec: RunSpec, *, fused_kernels: bool = True
     turns on checkpointing and fused kernels; all of it is undone on exit, error or not.
     """
     from loraplace.train.kernels import fuse_activations
+    from loraplace.train.lora_kernel import fuse_lora
 
     torch.manual_seed(spec.seed)  # adapter init and dropout
     for p in model.parameters():
@@ -84,9 +85,11 @@ def adapted(model: torch.nn.Module, spec: RunSpec, *, fused_kernels: bool = True
         net, detach = attach(model, spec)
     stop_checkpointing = checkpointing(model, spec.train.grad_checkpointing)
     restore_kernels = fuse_activations(model) if fused_kernels else (lambda: None)
+    restore_lora = fuse_lora(model) if fused_kernels else (lambda: None)
     try:
         yield net
     finally:
+        restore_lora()
         restore_kernels()
         stop_checkpointing()
         detach()

@@ -99,8 +99,9 @@ def train_run(
     prefix_cache: reuse the hidden states of adapter-free bottom layers across epochs and
         runs (True: the process-wide cache; False: off; or a PrefixCache). Same numbers
         (within float rounding); used only where eligible, see ``train/prefix_cache.py``.
-    fused_kernels: run GPT-2's composed GELU as one fused kernel (same formula, float
-        rounding apart; see ``train/kernels.py``).
+    fused_kernels: run GPT-2's composed GELU as one fused kernel, and add each LoRA
+        update inside its base layer's GEMM (same formulas, float rounding apart; see
+        ``train/kernels.py`` and ``train/lora_kernel.py``).
     keep_adapter: return a LoRA run's trained adapter in ``RunResult.adapter`` (the
         files PEFT's save_pretrained writes) for the driver to save.
     tokenizer: the model's tokenizer, which the spec's task metrics need to read outputs.
