@@ -74,7 +74,7 @@ def study_config(model: str, steps: int, batch: int) -> dict:
 
 def lora_spec(args):
     from loraplace.study.expand import expand
-    from loraplace.study.load import validate_study
+    from loraplace.study.read import validate_study
 
     study = validate_study(study_config(args.model, args.steps, args.batch))
     specs, _ = expand(study)
