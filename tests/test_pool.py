@@ -82,7 +82,9 @@ def test_sigterm_stops_the_workers_and_marks_their_runs_interrupted(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     statuses = [r["status"] for r in runs_of(tmp_path / "out")]
-    assert "running" not in statuses and 1 <= statuses.count("interrupted") <= 2, statuses
+    # At most 2 per worker: the run it trains, and one it finished whose result was still
+    # on its way back when the signal came (CI saw 3 of 2 workers once).
+    assert "running" not in statuses and 1 <= statuses.count("interrupted") <= 4, statuses
     assert run_cli(["run", str(study), "train.steps=150"]) == 0  # resumes to the end
     assert {r["status"] for r in runs_of(tmp_path / "out")} == {"done"}
 
