@@ -241,22 +241,8 @@ def _recording(base, data: dict, losses: list):
 
 def _common_args(args, out: str) -> dict:
     """TrainingArguments both HF arms must share with loraplace's settings."""
-    return dict(
-        output_dir=out,
-        per_device_train_batch_size=args.batch,
-        max_steps=args.steps,
-        learning_rate=LR,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        seed=SEED,
-        disable_tqdm=True,
+    return common.hf_training_args(
+        out, batch=args.batch, steps=args.steps, lr=LR, seed=SEED, bf16=False
     )
 
 

@@ -130,24 +130,17 @@ def arm_trainer(args, size: common.ModelSize) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=args.batch,
-            max_steps=args.steps,
-            learning_rate=LR,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            optim="adamw_torch",
-            logging_steps=1,  # loraplace also reads the loss every step
-            report_to="none",
-            save_strategy="no",
-            eval_strategy="no",
-            use_cpu=True,
-            bf16=args.precision == "bf16",
-            dataloader_num_workers=0,
-            seed=0,
-            disable_tqdm=True,
+            **common.hf_training_args(
+                out,
+                batch=args.batch,
+                steps=args.steps,
+                lr=LR,
+                seed=0,
+                optim="adamw_torch",
+                logging_steps=1,  # loraplace also reads the loss every step
+                bf16=args.precision == "bf16",
+                dataloader_num_workers=0,
+            )
         )
         trainer = InOrder(
             model=net,

@@ -103,6 +103,28 @@ def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[list[int
     return out
 
 
+def hf_training_args(out: str, *, batch: int, steps: int, lr: float, seed: int, **extra) -> dict:
+    """The HF ``TrainingArguments`` an arm needs to match loraplace's run: a constant lr with
+    no warm-up or weight decay, clip 1.0, on the CPU, nothing saved, logged or evaluated."""
+    return dict(
+        output_dir=out,
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        use_cpu=True,
+        seed=seed,
+        disable_tqdm=True,
+        **extra,
+    )
+
+
 def matmul_peak_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     """Best-of-``repeats`` GFLOP/s of an n x n x n matmul in fp32 or bf16."""
     import torch
