@@ -71,3 +71,20 @@ def test_fused_lora_falls_back_to_peft_where_not_plain():
     assert torch.equal(_fused_forward(layer, x), ref)
     with net.disable_adapter():  # adapters off: the base layer alone
         assert torch.equal(layer(x), layer.base_layer(x))
+
+
+def test_fp32_evaluation_folds_the_update_into_the_weight_within_rounding():
+    net = _peft_gpt2(alpha=13)  # an inexact scale: the merged path differs by rounding only
+    layer = net.base_model.model.transformer.h[0].mlp.c_fc  # 32 -> 128
+    fuse_lora(net)
+    many, few = torch.randn(64, 32), torch.randn(3, 32)  # 64 x 160 > 32 x 128 > 3 x 160
+    with torch.no_grad():
+        merged = layer(many)
+        unmerged = layer.base_layer(many) + layer.lora_B["default"](
+            layer.lora_A["default"](many)
+        ) * (13 / 8)
+        torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(merged, unmerged)  # another summation: the merged path ran
+        few_out = layer(few)
+    with torch.enable_grad():
+        assert torch.equal(few_out, layer(few).detach())  # few rows: the unmerged forward

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -59,6 +60,26 @@ def test_evaluate_is_token_weighted_not_a_mean_of_batch_means(tiny):
     batch_means = [float(nll[i : i + 2].double().mean()) for i in (0, 2, 4)]
     assert r.mean_batch_ppl == pytest.approx(sum(math.exp(b) for b in batch_means) / 3, rel=1e-6)
     assert evaluate(model, val, batch_size=5).loss == pytest.approx(r.loss, abs=1e-6)
+
+
+def test_an_eval_batch_runs_in_passes_that_change_no_number(tiny, monkeypatch):
+    ev = importlib.import_module("loraplace.train.evaluate")  # the module, not the function
+    model, blocks = tiny
+    val = blocks.val[:5]
+    whole = evaluate(model, val, batch_size=4)  # batches of 4 and 1 rows, one pass each
+    assert ev.pass_rows(model, 16, 4) == 4
+    monkeypatch.setattr(ev, "PASS_TOKENS", 2 * 16)  # now passes of 2 rows of 16 tokens
+    assert ev.pass_rows(model, 16, 4) == 2
+    split = evaluate(model, val, batch_size=4)
+    assert split.tokens == whole.tokens == 5 * 15
+    assert split.loss == pytest.approx(whole.loss, abs=1e-6)
+    # the mean of batch perplexities is still over the 2 eval batches, not the 3 passes
+    assert split.mean_batch_ppl == pytest.approx(whole.mean_batch_ppl, rel=1e-6)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(ev, "PASS_LOGITS_BYTES", 3 * 16 * vocab * 8)  # memory: 3 rows
+    monkeypatch.setattr(ev, "PASS_TOKENS", 1 << 20)
+    assert ev.pass_rows(model, 16, 64) == 3
+    assert ev.pass_rows(model, 1 << 20, 64) == 1  # never below one row
 
 
 @pytest.mark.parametrize(

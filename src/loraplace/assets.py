@@ -21,16 +21,18 @@ from loraplace.train import Baseline, evaluate_base
 from loraplace.train.measure import resolve_device, resolve_precision
 
 
-def _preferred_attention(ref: str) -> str | None:
-    """The attention kernel a built-in model was designed with (config.json omits it).
+def attention_kernel(ref: str, precision: str) -> str | None:
+    """The attention kernel a built-in model runs at ``precision`` (config.json omits it).
 
-    Eager attention is ~1.5x faster than sdpa for the tiny built-ins on CPU; other models
-    keep transformers' default.
+    Measured on the built-ins (d=128, 4 heads, 128 tokens) on 2 CPU cores: in fp32 torch's
+    fused sdpa kernel is faster than eager attention (a training step -7 %, an evaluation
+    batch -25 %); under bf16 autocast eager is (a step 97 vs 123 ms). Both compute the
+    same softmax attention, apart from float rounding. Other models keep transformers'
+    default (None).
     """
-
     if not is_builtin_model(ref):
         return None
-    return getattr(BUILTIN_MODELS[ref].config(), "_attn_implementation", None)
+    return "sdpa" if precision == "fp32" else "eager"
 
 
 class Assets:
@@ -52,14 +54,15 @@ class Assets:
         quantize: "4bit" / "8bit" base weights; the 4-bit compute dtype follows precision.
         """
         dev = str(resolve_device(device))
-        compute = resolve_precision(precision, torch.device(dev)) if quantize == "4bit" else None
+        resolved = resolve_precision(precision, torch.device(dev))
+        compute = resolved if quantize == "4bit" else None
         key = (ref, dev, quantize, compute)
         if self._model_key != key:
             self._model = self._tokenizer = None  # free the previous model first
             model, tokenizer = load_model(
                 ref,
                 device=dev,
-                attn_implementation=_preferred_attention(ref),
+                attn_implementation=attention_kernel(ref, resolved),
                 quantize=quantize,
                 precision=compute or "fp32",
             )
@@ -67,6 +70,9 @@ class Assets:
                 p.requires_grad_(False)
             model.eval()
             self._model_key, self._model, self._tokenizer = key, model, tokenizer
+        kernel = attention_kernel(ref, resolved)
+        if kernel is not None and self._model.config._attn_implementation != kernel:
+            self._model.set_attn_implementation(kernel)  # the same weights, another kernel
         return self._model, self._tokenizer
 
     def _any_model(self, ref: str, device: str) -> tuple[torch.nn.Module, Any]:

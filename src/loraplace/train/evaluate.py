@@ -86,6 +86,50 @@ def token_nll(
     return nll if scored is None else torch.where(scored.to(nll.device), nll, 0.0)
 
 
+# One forward pass of an evaluation takes at most this many tokens: on 2 CPU cores the
+# built-ins evaluate 15 % faster in passes of 32 x 128 tokens than of 64 x 128 (the
+# activations stay in cache); and at most this much memory in fp32 logits and their
+# log-softmax (Gemma-3's 262k vocabulary: 268 MB per row of 128 tokens).
+PASS_TOKENS = 4096
+PASS_LOGITS_BYTES = 256 << 20
+
+
+def pass_rows(model: torch.nn.Module, width: int, batch_size: int) -> int:
+    """Rows per forward pass of an eval batch of ``batch_size`` rows of ``width`` tokens.
+
+    The eval batch (``eval.batch_size``) stays what the metrics are defined over (the mean
+    of batch perplexities); it runs in passes sized by speed and by memory, which change
+    no number beyond float rounding.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    vocab = int(head.weight.shape[0]) if head is not None and hasattr(head, "weight") else 1
+    by_memory = PASS_LOGITS_BYTES // max(1, width * vocab * 8)
+    return max(1, min(batch_size, PASS_TOKENS // max(1, width), by_memory))
+
+
+def _nll_sum(
+    model: torch.nn.Module,
+    blocks: torch.Tensor,
+    scored: torch.Tensor | None,
+    rows: slice,
+    device: torch.device,
+    precision: str,
+    nll_fn: Callable[..., torch.Tensor] | None,
+) -> tuple[float, int]:
+    """(sum of the scored NLL, scored tokens) of one forward pass over blocks[rows]."""
+    part = None if scored is None else scored[rows]
+    x_rows, mask = trimmed(blocks[rows], part)
+    x = x_rows.to(device, non_blocking=True)
+    with autocast_context(device, precision):
+        if nll_fn is None:
+            nll = token_nll(model, x, mask)
+        else:
+            nll = nll_fn(torch.arange(rows.start, rows.start + x.shape[0]), x, mask)
+    if mask is not None:
+        nll = nll[mask.to(nll.device)]
+    return float(nll.double().sum()), nll.numel()
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -119,21 +163,17 @@ def evaluate(
     nll_sum = 0.0  # float64 accumulation: millions of tokens sum without drift
     n_tokens = 0
     batch_ppls: list[float] = []
-    for i in range(0, blocks.shape[0], batch_size):
-        part = None if scored is None else scored[i : i + batch_size]
-        rows, mask = trimmed(blocks[i : i + batch_size], part)
-        x = rows.to(device, non_blocking=True)
-        with autocast_context(device, precision):
-            if nll_fn is None:
-                nll = token_nll(model, x, mask)
-            else:
-                nll = nll_fn(torch.arange(i, i + x.shape[0]), x, mask)
-        if mask is not None:
-            nll = nll[mask.to(nll.device)]
-        batch_sum = float(nll.double().sum())
+    per_pass = pass_rows(model, blocks.shape[1], batch_size)
+    n = blocks.shape[0]
+    for i in range(0, n, batch_size):
+        batch_sum, batch_tokens = 0.0, 0
+        for j in range(i, min(i + batch_size, n), per_pass):
+            rows = slice(j, min(j + per_pass, i + batch_size, n))
+            part_sum, part_tokens = _nll_sum(model, blocks, scored, rows, device, precision, nll_fn)
+            batch_sum, batch_tokens = batch_sum + part_sum, batch_tokens + part_tokens
         nll_sum += batch_sum
-        n_tokens += nll.numel()
-        batch_ppls.append(math.exp(batch_sum / max(1, nll.numel())))
+        n_tokens += batch_tokens
+        batch_ppls.append(math.exp(batch_sum / max(1, batch_tokens)))
     if was_training:
         model.train()
     if n_tokens == 0:
