@@ -522,7 +522,7 @@ def main() -> None:
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
-    args.steps = args.steps or (4 if args.quick else 20)
+    args.steps = args.steps or (8 if args.quick else 20)  # --quick: 7 timed steps
     if args.worker:
         common.emit(worker(args))
     else:
