@@ -13,26 +13,12 @@ from typing import Any
 import torch
 
 from loraplace import identity as ident
-from loraplace.builtin import BUILTIN_MODELS, is_builtin_model
+from loraplace.builtin import attention_kernel
 from loraplace.data import Blocks, load_blocks
 from loraplace.models import load_model, model_fingerprint, model_source
 from loraplace.runs import RunSpec
 from loraplace.train import Baseline, evaluate_base
 from loraplace.train.measure import resolve_device, resolve_precision
-
-
-def attention_kernel(ref: str, precision: str) -> str | None:
-    """The attention kernel a built-in model runs at ``precision`` (config.json omits it).
-
-    Measured on the built-ins (d=128, 4 heads, 128 tokens) on 2 CPU cores: in fp32 torch's
-    fused sdpa kernel is faster than eager attention (a training step -7 %, an evaluation
-    batch -25 %); under bf16 autocast eager is (a step 97 vs 123 ms). Both compute the
-    same softmax attention, apart from float rounding. Other models keep transformers'
-    default (None).
-    """
-    if not is_builtin_model(ref):
-        return None
-    return "sdpa" if precision == "fp32" else "eager"
 
 
 class Assets:

@@ -18,6 +18,7 @@ from loraplace.builtin import markov  # registers the markov datasets
 from loraplace.builtin.registry import (
     BUILTIN_MODELS,
     BuiltinModel,
+    attention_kernel,
     builtin_model_dir,
     builtin_model_info,
     is_builtin_model,
@@ -29,6 +30,7 @@ __all__ = [
     "BUILTIN_MODELS",
     "CACHE_ENV",
     "BuiltinModel",
+    "attention_kernel",
     "builtin_model_dir",
     "builtin_model_info",
     "cache_dir",

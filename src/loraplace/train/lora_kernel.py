@@ -12,9 +12,10 @@ a power of two) the scale is exact, and otherwise the numbers differ by float ro
 Without gradients and without autocast (an fp32 evaluation) the update is folded into
 the weight instead, ``x @ (W + scaling * A^T B^T)``: one GEMM at the layer's width, and the
 rank-r passes over the activations are gone (an evaluation of the built-ins about 20 %
-faster; only where the batch has more rows than the merge costs, see _merge_for_eval). The products differ from the unmerged ones by float rounding only; under
-autocast the merged weight would be rounded to bf16, which can erase a small update, so
-bf16 evaluations stay unmerged.
+faster). Only where the batch has more rows than the merge costs (``_merge_for_eval``):
+a decoding step of a few rows stays unmerged. The products differ from the unmerged ones
+by float rounding only. Under autocast the merged weight would be rounded to bf16, which
+can erase a small update, so bf16 evaluations stay unmerged.
 
 Only the plain case takes the fused path (one active vanilla LoRA adapter, unmerged, no
 dropout, no lora_bias, a ``nn.Linear`` or GPT-2 ``Conv1D`` base, no extra forward

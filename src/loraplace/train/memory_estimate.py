@@ -12,7 +12,10 @@ architecture and placement rather than a formula:
 A run's own memory is adapter + optimizer + the larger peak.
 
 The trace runs what the run runs: the model's own attention kernel (eager for the
-built-ins; a config copy keeps ``_attn_implementation``, which ``to_dict`` drops), no KV
+built-ins, as their bf16 runs use it; their fp32 runs use sdpa, whose fused kernel keeps
+less, so there the estimate is an upper bound; a config copy keeps
+``_attn_implementation``, which ``to_dict`` drops), an eval batch in the passes
+``evaluate`` runs it in (``pass_rows``), no KV
 cache (``token_nll`` asks for none), and with gradient checkpointing the checkpointed
 layers themselves, recomputation in the backward pass included. On tiny-markov the
 estimate is within 0.3 % of the live-tensor peak of the same run on real CPU tensors,
@@ -58,7 +61,7 @@ from loraplace.placement.accounting import run_trainable_params
 from loraplace.placement.peft_config import lora_config
 from loraplace.placement.resolve import ResolvedPlacement
 from loraplace.quantize import weight_bytes
-from loraplace.train.evaluate import token_nll
+from loraplace.train.evaluate import pass_rows, token_nll
 from loraplace.train.inject import checkpointing
 
 ADAM_STATES = 2  # exp_avg and exp_avg_sq, fp32, one each per trainable parameter
@@ -234,5 +237,8 @@ def estimate_memory(
         adapter=trainable * FP32,
         optimizer=ADAM_STATES * trainable * FP32,
         train_peak=train_peak,
-        eval_peak=peak_bytes(net, eval_batch_size, block_size, train=False),
+        # an eval batch runs in passes of pass_rows rows (train/evaluate.py), as here
+        eval_peak=peak_bytes(
+            net, pass_rows(net, block_size, eval_batch_size), block_size, train=False
+        ),
     )

@@ -55,12 +55,15 @@ def load_adapter(path: str | Path, *, device: str = "cpu", trainable: bool = Fal
 def evaluate_adapter(path: str | Path, val: torch.Tensor, settings: TrainSettings):
     """A saved adapter's eval loss on ``val`` blocks, computed exactly as its run did.
 
-    The run scored val with its fused kernels and the frozen-prefix path; both agree with
-    a plain forward pass to float rounding only, so reproducing the stored number to the
-    last bit takes the same path.
+    The run scored val with its attention kernel, its fused kernels (the LoRA update folded
+    into the weight in fp32) and the frozen-prefix path; each agrees with a plain forward
+    pass to float rounding only, so reproducing the stored number to the last bit takes
+    the same path.
     """
+    from loraplace.builtin import attention_kernel
     from loraplace.train.evaluate import evaluate
     from loraplace.train.kernels import fuse_activations
+    from loraplace.train.lora_kernel import fuse_lora
     from loraplace.train.measure import resolve_device, resolve_precision
     from loraplace.train.prefix_cache import PrefixCache, runner_for
 
@@ -68,7 +71,11 @@ def evaluate_adapter(path: str | Path, val: torch.Tensor, settings: TrainSetting
     precision = resolve_precision(settings.precision, device)
     net = load_adapter(path, device=str(device), trainable=True)
     base = net.get_base_model()
-    restore = fuse_activations(base)
+    meta = read_sidecar(Path(path)) if (Path(path) / SIDECAR).is_file() else {}
+    kernel = attention_kernel(meta.get("model", ""), precision)
+    if kernel is not None:
+        base.set_attn_implementation(kernel)
+    restore_activations, restore_lora = fuse_activations(base), fuse_lora(net)
     try:
         prefix = runner_for(base, precision=precision, cache=PrefixCache())
         return evaluate(
@@ -81,4 +88,5 @@ def evaluate_adapter(path: str | Path, val: torch.Tensor, settings: TrainSetting
             nll_fn=functools.partial(prefix.token_nll, "val", val) if prefix else None,
         )
     finally:
-        restore()
+        restore_lora()
+        restore_activations()
