@@ -197,3 +197,22 @@ def test_unknown_builtin_name_is_a_user_error():
         from loraplace.builtin import builtin_model_dir
 
         builtin_model_dir("tiny-markovv")
+
+
+def test_a_builtin_runs_sdpa_attention_in_fp32_and_eager_under_bf16():
+    from loraplace.assets import Assets
+    from loraplace.models import attention_kernel
+
+    assert attention_kernel("tiny-markov", "fp32") == "sdpa"
+    assert attention_kernel("tiny-markov", "bf16") == "eager"
+    assert attention_kernel("HuggingFaceTB/SmolLM2-135M", "fp32") is None  # transformers'
+    assets = Assets()
+    model, _ = assets.model("tiny-markov", precision="fp32")
+    assert model.config._attn_implementation == "sdpa"
+    x = torch.arange(1, 17).view(1, 16) % 60
+    with torch.no_grad():
+        sdpa = model(input_ids=x).logits
+        same, _ = assets.model("tiny-markov", precision="bf16")  # the loaded model, switched
+        assert same is model and model.config._attn_implementation == "eager"
+        eager = model(input_ids=x).logits
+    torch.testing.assert_close(sdpa, eager, rtol=1e-5, atol=1e-5)  # the same attention

@@ -13,9 +13,8 @@ from typing import Any
 import torch
 
 from loraplace import identity as ident
-from loraplace.builtin import attention_kernel
 from loraplace.data import Blocks, load_blocks
-from loraplace.models import load_model, model_fingerprint, model_source
+from loraplace.models import attention_kernel, load_model, model_fingerprint, model_source
 from loraplace.runs import RunSpec
 from loraplace.train import Baseline, evaluate_base
 from loraplace.train.measure import resolve_device, resolve_precision

@@ -188,6 +188,20 @@ def _check_local_weights(path: Path, safetensors_only: bool) -> None:
     )
 
 
+def attention_kernel(ref: str, precision: str) -> str | None:
+    """The attention kernel a built-in model runs at ``precision`` (config.json omits it).
+
+    Measured on the built-ins (d=128, 4 heads, 128 tokens) on 2 CPU cores: in fp32 torch's
+    fused sdpa kernel is faster than eager attention (a training step -7 %, an evaluation
+    batch -25 %); under bf16 autocast eager is (a step 97 vs 123 ms). Both compute the
+    same softmax attention, apart from float rounding. Other models keep transformers'
+    default (None).
+    """
+    if not is_builtin_model(ref):
+        return None
+    return "sdpa" if precision == "fp32" else "eager"
+
+
 def load_model(
     ref: str,
     *,

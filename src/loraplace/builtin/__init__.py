@@ -18,7 +18,6 @@ from loraplace.builtin import markov  # registers the markov datasets
 from loraplace.builtin.registry import (
     BUILTIN_MODELS,
     BuiltinModel,
-    attention_kernel,
     builtin_model_dir,
     builtin_model_info,
     is_builtin_model,
@@ -30,7 +29,6 @@ __all__ = [
     "BUILTIN_MODELS",
     "CACHE_ENV",
     "BuiltinModel",
-    "attention_kernel",
     "builtin_model_dir",
     "builtin_model_info",
     "cache_dir",

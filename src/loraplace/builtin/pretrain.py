@@ -80,7 +80,7 @@ def tiny_gpt2_config(*, vocab_size: int, n_positions: int, bos: int, eos: int, p
         eos_token_id=eos,
         pad_token_id=pad,
         # Eager attention beats sdpa at this size on CPU under bf16 (not saved in
-        # config.json); fp32 runs switch to sdpa (builtin.attention_kernel).
+        # config.json); fp32 runs switch to sdpa (models.attention_kernel).
         attn_implementation="eager",
     )
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from loraplace.adapters import CONFIG, SIDECAR, read_sidecar
 from loraplace.errors import UserError
-from loraplace.models import load_model, model_fingerprint
+from loraplace.models import attention_kernel, load_model, model_fingerprint
 from loraplace.runs import TrainSettings
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ def evaluate_adapter(path: str | Path, val: torch.Tensor, settings: TrainSetting
     pass to float rounding only, so reproducing the stored number to the last bit takes
     the same path.
     """
-    from loraplace.builtin import attention_kernel
     from loraplace.train.evaluate import evaluate
     from loraplace.train.kernels import fuse_activations
     from loraplace.train.lora_kernel import fuse_lora
