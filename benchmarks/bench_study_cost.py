@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="36 steps x batch 16, 64 eval blocks")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a shared machine)")
     p.add_argument("--out", type=Path, default=None, help="keep both stores here")
     args = p.parse_args()
     args.steps = args.steps or (36 if args.quick else 120)
