@@ -155,7 +155,8 @@ def test_retain_tasks_give_learning_against_forgetting(tmp_path):
     (tmp_path / "keep" / "tiny_mc.yaml").write_text(
         (tmp_path / "keep" / "tiny_mc.yaml").read_text().replace("task: tiny_mc", "task: tiny_keep")
     )
-    cfg = tiny_study(tmp_path, out=str(tmp_path / "out"))
+    # one placement x 2 seeds: the means over seeds are still checked by hand, in 3 runs, not 5
+    cfg = tiny_study(tmp_path, out=str(tmp_path / "out"), placements=["seed-full"])
     cfg["eval"] = {
         "tasks": [
             {
@@ -194,7 +195,8 @@ def test_retain_tasks_give_learning_against_forgetting(tmp_path):
         drop = sum(zs["retain_accuracy"] - m["retain_accuracy"] for m in mine) / len(mine)
         assert float(row["learning_mean"]) == pytest.approx(gain)
         assert float(row["forgetting_mean"]) == pytest.approx(drop)
-    assert sorted(r["placement"] for r in rows) == ["seed-ffn", "seed-full"]
+    assert [r["placement"] for r in rows] == ["seed-full"]
+    assert len([r for r in runs.values() if r["placement"] == "seed-full"]) == 2
 
 
 def test_a_retain_task_reads_its_own_data(tmp_path):
