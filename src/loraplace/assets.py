@@ -41,13 +41,14 @@ class Assets:
         dev = str(resolve_device(device))
         resolved = resolve_precision(precision, torch.device(dev))
         compute = resolved if quantize == "4bit" else None
+        kernel = attention_kernel(ref, resolved)
         key = (ref, dev, quantize, compute)
         if self._model_key != key:
             self._model = self._tokenizer = None  # free the previous model first
             model, tokenizer = load_model(
                 ref,
                 device=dev,
-                attn_implementation=attention_kernel(ref, resolved),
+                attn_implementation=kernel,
                 quantize=quantize,
                 precision=compute or "fp32",
             )
@@ -55,7 +56,6 @@ class Assets:
                 p.requires_grad_(False)
             model.eval()
             self._model_key, self._model, self._tokenizer = key, model, tokenizer
-        kernel = attention_kernel(ref, resolved)
         if kernel is not None and self._model.config._attn_implementation != kernel:
             self._model.set_attn_implementation(kernel)  # the same weights, another kernel
         return self._model, self._tokenizer

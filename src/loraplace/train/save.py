@@ -30,10 +30,14 @@ def capture(net: torch.nn.Module) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def load_adapter(path: str | Path, *, device: str = "cpu", trainable: bool = False):
+def load_adapter(
+    path: str | Path, *, device: str = "cpu", trainable: bool = False, precision: str | None = None
+):
     """The saved adapter on the base model its config names, as a ``PeftModel`` (eval mode).
 
     trainable: adapter weights require grad, the base is frozen: the state a run trains in.
+    precision: the run's resolved precision, to load a built-in with the attention kernel
+        its runs use at it (``models.attention_kernel``); None = transformers' default.
     """
     from peft import PeftModel
 
@@ -42,7 +46,10 @@ def load_adapter(path: str | Path, *, device: str = "cpu", trainable: bool = Fal
         raise UserError(f"{path} holds no saved adapter ({CONFIG} missing)")
     meta = read_sidecar(path) if (path / SIDECAR).is_file() else {}
     base = json.loads((path / CONFIG).read_text())["base_model_name_or_path"]
-    model, _ = load_model(base, device=device, quantize=meta.get("quantize"))
+    kernel = attention_kernel(meta.get("model", ""), precision) if precision else None
+    model, _ = load_model(
+        base, device=device, quantize=meta.get("quantize"), attn_implementation=kernel
+    )
     want = meta.get("model_fingerprint")
     if want and meta.get("model") and model_fingerprint(meta["model"]) != want:
         raise UserError(
@@ -68,12 +75,8 @@ def evaluate_adapter(path: str | Path, val: torch.Tensor, settings: TrainSetting
 
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    net = load_adapter(path, device=str(device), trainable=True)
+    net = load_adapter(path, device=str(device), trainable=True, precision=precision)
     base = net.get_base_model()
-    meta = read_sidecar(Path(path)) if (Path(path) / SIDECAR).is_file() else {}
-    kernel = attention_kernel(meta.get("model", ""), precision)
-    if kernel is not None:
-        base.set_attn_implementation(kernel)
     restore_activations, restore_lora = fuse_activations(base), fuse_lora(net)
     try:
         prefix = runner_for(base, precision=precision, cache=PrefixCache())
